@@ -1,0 +1,25 @@
+# The two commands a fresh machine needs:
+#   make demo   set everything up, then run the end-to-end demo on embedded defaults
+#   make test   set everything up, then run the test suite
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	@bash infra/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/ffs demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not spark and not handbook"
+
+bench: setup
+	$(PY) -m benchmarks.batch
+
+clean:
+	rm -rf data/demo data/offline data/validation spark-warehouse .pytest_cache

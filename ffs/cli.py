@@ -1,0 +1,209 @@
+"""`ffs`: the command line of the fraud feature store.
+
+Each subcommand is a thin wrapper: parse arguments, load config once, call the job, print a
+short report. Errors of the project's own kinds print one clear message and exit non-zero
+(2 = bad input or config, 3 = validation gate refused the batch, 4 = a service is down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ffs.errors import FFSError, TransientError, ValidationFailed
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_features(args, cfg) -> int:
+    from feature_repo.windows import (
+        FEATURE_SERVICE,
+        RECENCY_FEATURES,
+        REQUEST_FEATURES,
+        WINDOW_FEATURES,
+        human,
+    )
+
+    print(f"feature service {FEATURE_SERVICE}: "
+          f"{len(REQUEST_FEATURES) + len(WINDOW_FEATURES) + len(RECENCY_FEATURES)} features")
+    for f in REQUEST_FEATURES:
+        print(f"  {f.name:<32} request    {f.description}")
+    for w in WINDOW_FEATURES:
+        span = f"(t-{human(w.delay + w.window)}, t-{human(w.delay)}]" if w.delay_s \
+            else f"(t-{human(w.window)}, t]"
+        print(f"  {w.name:<32} {w.entity.value:<10} {w.agg.value}({w.column or '*'}) "
+              f"over {span}")
+    for r in RECENCY_FEATURES:
+        print(f"  {r.name:<32} {r.entity.value:<10} {r.description}")
+    return 0
+
+
+def cmd_generate(args, cfg) -> int:
+    from jobs.generate import GenerateSpec, generate_to
+
+    spec = GenerateSpec(customers=args.customers, terminals=args.terminals, days=args.days,
+                        start=args.start, seed=args.seed, fmt=args.format)
+    progress = None if args.quiet else (lambda line: _log(f"  {line}"))
+    s = generate_to(Path(args.out), spec, progress)
+    _log(f"generated {s.n_transactions:,} transactions ({s.n_fraud:,} fraud: "
+         f"{dict(sorted(s.fraud_by_scenario.items()))} by scenario) and {s.n_labels:,} labels, "
+         f"{s.start} .. {s.end}, in {s.seconds:.1f} s")
+    _log(f"  {s.transactions_path}\n  {s.labels_path}")
+    return 0
+
+
+def cmd_validate(args, cfg) -> int:
+    from transformations import schema
+    from validation.run import validate
+
+    docs = Path(args.data_docs or cfg.validation.data_docs_dir)
+    failed = 0
+    tx_rows = None
+    if args.transactions:
+        norm = schema.normalize_transactions(schema.read_table(args.transactions))
+        tx_rows = norm.rows
+        failed += _report(validate("transactions", norm.rows, docs), norm.reject_summary())
+    if args.labels:
+        norm = schema.normalize_labels(schema.read_table(args.labels), tx_rows)
+        failed += _report(validate("labels", norm.rows, docs), norm.reject_summary())
+    if args.features:
+        failed += _report(validate("features", schema.read_table(args.features), docs), {})
+    if not (args.transactions or args.labels or args.features):
+        raise FFSError("nothing to validate: pass --transactions, --labels and/or --features")
+    _log(f"data docs: {docs / 'index.html'}")
+    return 3 if failed else 0
+
+
+def _report(report, rejects: dict[str, int]) -> int:
+    _log(report.summary())
+    if rejects:
+        _log(f"  rows rejected before validation: {rejects}")
+    for r in report.failures + report.warnings:
+        _log(f"  [{r.severity}] {r.line()}")
+    return 0 if report.ok else 1
+
+
+def cmd_backfill(args, cfg) -> int:
+    from jobs.backfill import backfill
+
+    if args.offline:
+        cfg.offline.path = args.offline
+    _log(f"backfill ({args.engine}) -> {cfg.offline.path}")
+    s = backfill(cfg, args.transactions, args.labels, args.engine, _log)
+    for line in s.validation:
+        _log(f"  validated {line}")
+    _log(f"backfilled {s.transactions:,} transactions and {s.labels:,} labels into "
+         f"{s.partitions} partitions in {s.seconds:.1f} s")
+    return 0
+
+
+def cmd_training_set(args, cfg) -> int:
+    from jobs.training_set import training_set
+    from transformations import schema
+
+    if args.offline:
+        cfg.offline.path = args.offline
+    started = time.perf_counter()
+    entities = schema.read_table(args.entities)
+    out = training_set(entities, cfg, args.transactions, args.labels, args.engine, _log)
+    dest = Path(args.output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.suffix.lower() == ".csv":
+        out.to_csv(dest, index=False)
+    else:
+        from jobs.offline_store import write_parquet
+
+        write_parquet(out, dest)
+    _log(f"training set: {len(out):,} rows x {out.shape[1]} columns -> {dest} "
+         f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_demo(args, cfg) -> int:
+    from jobs.demo import run_demo
+
+    return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ffs", description="Fraud feature store: exact sliding-window features for "
+        "card-fraud detection, offline and online, from one definition.")
+    p.add_argument("--config", help="YAML config file (default: $FFS_CONFIG or ./ffs.yaml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("features", help="list every declared feature and its window")
+    s.set_defaults(fn=cmd_features)
+
+    s = sub.add_parser("generate", help="write synthetic card traffic and delayed fraud labels")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--customers", type=int, default=2000)
+    s.add_argument("--terminals", type=int, default=4000)
+    s.add_argument("--days", type=int, default=60)
+    s.add_argument("--start", default="2026-01-01", help="first day (UTC), YYYY-MM-DD")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    s.add_argument("-q", "--quiet", action="store_true", help="no per-day progress")
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("validate", help="run the Great Expectations suites and build Data Docs")
+    s.add_argument("--transactions")
+    s.add_argument("--labels")
+    s.add_argument("--features", help="a feature table (e.g. the offline store's features/)")
+    s.add_argument("--data-docs", help="Data Docs output directory")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("backfill", help="compute features at every transaction into the "
+                       "offline store (validated before publishing)")
+    s.add_argument("--transactions", required=True, help="Parquet or CSV")
+    s.add_argument("--labels", help="Parquet or CSV of fraud labels (omit: no labels yet)")
+    s.add_argument("--engine", choices=["spark", "local"], default="spark")
+    s.add_argument("--offline", help="offline store root (default from config)")
+    s.set_defaults(fn=cmd_backfill)
+
+    s = sub.add_parser("training-set", help="features as of each entity row's own timestamp")
+    s.add_argument("--entities", required=True,
+                   help="Parquet/CSV with customer_id, terminal_id, event_timestamp (+ any)")
+    s.add_argument("--output", required=True, help="Parquet (or .csv) to write")
+    s.add_argument("--transactions", help="default: the offline store's transactions")
+    s.add_argument("--labels", help="default: the offline store's labels")
+    s.add_argument("--engine", choices=["spark", "local"], default="spark")
+    s.add_argument("--offline", help="offline store root (default from config)")
+    s.set_defaults(fn=cmd_training_set)
+
+    s = sub.add_parser("demo", help="generate, validate, backfill, build a training set")
+    s.add_argument("--workdir", default="data/demo")
+    s.add_argument("--engine", choices=["spark", "local"], default="spark")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ffs.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+        return args.fn(args, cfg)
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except TransientError as exc:
+        print(f"error (retry may help): {exc}", file=sys.stderr)
+        return 4
+    except FFSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Configuration: parsed once into typed objects.
+
+Sources, later ones winning: built-in defaults (embedded, local), a YAML file (`--config`,
+or `FFS_CONFIG`, or `ffs.yaml` in the working directory when present), then environment
+variables `FFS_<SECTION>_<KEY>` (e.g. FFS_OFFLINE_PATH, FFS_REDIS_URL, FFS_REDIS_PASSWORD).
+Secrets are `Secret` values: they print as '***' and never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ffs.errors import ConfigError
+
+
+class Secret(str):
+    """A string that does not show itself in repr/str formatting of configs or logs."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass
+class OfflineConfig:
+    path: str = "data/offline"  # root of the Parquet offline store
+
+    def table(self, name: str) -> Path:
+        return Path(self.path) / name
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[2]"
+    shuffle_partitions: int = 8
+    driver_memory: str = "3g"
+    buckets: int = 4  # entity buckets: each is one pandas call in a Spark task
+
+
+@dataclass
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    password: Secret | None = None
+    tls: bool = False
+    tls_ca_file: str | None = None
+    timeout_ms: int = 50
+
+
+@dataclass
+class ValidationConfig:
+    data_docs_dir: str = "data/validation/data_docs"
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+_SECRET_KEYS = {"password", "sasl_password", "api_key"}
+
+
+def _coerce(value: Any, current: Any, name: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true/false, found {value!r}")
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, found {value!r}") from None
+    return value
+
+
+def _apply(section: Any, values: dict[str, Any], prefix: str) -> None:
+    known = {f.name for f in fields(section)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {prefix}{key}; known: {sorted(known)}")
+        current = getattr(section, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping")
+            _apply(current, value, f"{prefix}{key}.")
+            continue
+        value = _coerce(value, current, prefix + key) if current is not None else value
+        if key in _SECRET_KEYS and value is not None:
+            value = Secret(value)
+        setattr(section, key, value)
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    cfg = Config()
+    path = path or env.get("FFS_CONFIG") or ("ffs.yaml" if Path("ffs.yaml").exists() else None)
+    if path:
+        import yaml
+
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        _apply(cfg, data, "")
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        for sf in fields(section):
+            key = f"FFS_{f.name}_{sf.name}".upper()
+            if key in env:
+                _apply(section, {sf.name: env[key]}, f"{f.name}.")
+    return cfg

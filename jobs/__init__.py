@@ -1,0 +1,1 @@
+"""Batch jobs: Spark at the edge, pure feature logic from `transformations`."""

@@ -1,0 +1,78 @@
+"""Training sets: exact windows at arbitrary timestamps, columns carried, both engines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffs.config import Config
+from ffs.errors import InputError
+from jobs.backfill import backfill
+from jobs.training_set import training_set
+from tests.conftest import random_events
+from tests.reference import reference_features
+from transformations import schema
+
+
+@pytest.fixture()
+def store(tmp_path):
+    tx, labels, points = random_events(seed=5, n=250)
+    tx.to_parquet(tmp_path / "tx.parquet")
+    labels.to_parquet(tmp_path / "labels.parquet")
+    cfg = Config()
+    cfg.offline.path = str(tmp_path / "offline")
+    cfg.validation.data_docs_dir = str(tmp_path / "docs")
+    cfg.spark.buckets = 3
+    backfill(cfg, tmp_path / "tx.parquet", tmp_path / "labels.parquet", "local",
+             log=lambda _: None)
+    entities = points.assign(label=np.arange(len(points)) % 2, note="x")
+    # shuffle the entity rows: output order must follow the input, whatever it is
+    return cfg, tx, labels, entities.sample(frac=1.0, random_state=0)
+
+
+def _check(out, tx, labels, entities):
+    assert list(out["label"]) == list(entities["label"]) and (out["note"] == "x").all()
+    ntx = schema.normalize_transactions(tx).rows
+    nlab = schema.normalize_labels(labels, ntx).rows
+    expected = reference_features(ntx, nlab, entities)
+    for col in expected.columns:
+        np.testing.assert_allclose(out[col].to_numpy(float), expected[col].to_numpy(float),
+                                   rtol=1e-12, atol=1e-9, equal_nan=True, err_msg=col)
+
+
+def test_training_set_from_offline_store_matches_reference(store):
+    cfg, tx, labels, entities = store
+    out = training_set(entities, cfg, engine="local")
+    _check(out, tx, labels, entities)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_training_set_with_spark_matches_reference(store, spark):
+    cfg, tx, labels, entities = store
+    out = training_set(entities, cfg, engine="spark", spark=spark)
+    _check(out, tx, labels, entities)
+
+
+def test_training_set_needs_the_entity_columns(store):
+    cfg, *_ = store
+    with pytest.raises(InputError, match="missing column"):
+        training_set(pd.DataFrame({"customer_id": [1]}), cfg, engine="local")
+
+
+def test_training_set_reports_bad_timestamps(store):
+    cfg, *_ = store
+    bad = pd.DataFrame({"customer_id": [1, 2], "terminal_id": [1, 2],
+                        "event_timestamp": ["2024-01-05", "yesterday-ish"]})
+    with pytest.raises(InputError, match="1 entity row"):
+        training_set(bad, cfg, engine="local")
+
+
+def test_training_set_without_a_store_says_to_backfill(tmp_path):
+    cfg = Config()
+    cfg.offline.path = str(tmp_path / "empty")
+    entities = pd.DataFrame({"customer_id": [1], "terminal_id": [1],
+                             "event_timestamp": ["2024-01-05"]})
+    with pytest.raises(InputError, match="ffs backfill"):
+        training_set(entities, cfg, engine="local")

@@ -1,0 +1,111 @@
+"""The data model: normalizing raw rows, and every bad row coming back with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffs.errors import InputError
+from transformations import schema
+
+
+def raw_tx():
+    return pd.DataFrame({
+        "transaction_id": [1, 2, 3, 4, 5, 6, 7, 2],
+        "event_timestamp": ["2024-01-01 00:00:01", "2024-01-01T00:00:02Z", "not a time",
+                            "2024-01-01 00:00:04", "2024-01-01 00:00:05",
+                            "2024-01-01 00:00:06.900", None, "2024-01-01 00:00:08"],
+        "customer_id": [1, 1, 1, None, 2, 2, 2, 2],
+        "terminal_id": [9, 9, 9, 9, 9, 9, 9, 9],
+        "amount": [1.0, -5.0, 3.0, 4.0, float("nan"), 6.0, 7.0, 8.0],
+        "channel": ["pos"] * 8,
+    })
+
+
+def test_bad_transactions_are_rejected_with_reasons_not_dropped():
+    norm = schema.normalize_transactions(raw_tx())
+    # the second delivery of id 2 is valid, so it is kept even though the first was not
+    assert list(norm.rows["transaction_id"]) == [1, 6, 2]
+    reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"]))
+    assert reasons["2"] == "amount is negative"
+    assert reasons["3"] == "event_timestamp missing or unparseable"
+    assert reasons["4"] == "missing customer_id"
+    assert reasons["5"] == "missing amount"
+    assert reasons["7"] == "event_timestamp missing or unparseable"
+    assert len(norm.rows) + len(norm.rejects) == len(raw_tx())
+
+
+def test_duplicate_transaction_id_keeps_the_first_valid_one():
+    raw = raw_tx().iloc[[0, 0]]
+    norm = schema.normalize_transactions(raw)
+    assert len(norm.rows) == 1 and list(norm.rejects["reason"]) == ["duplicate transaction_id"]
+
+
+def test_timestamps_are_utc_and_floored_to_the_second_and_extras_kept():
+    norm = schema.normalize_transactions(raw_tx())
+    row = norm.rows.set_index("transaction_id").loc[6]
+    assert row["event_timestamp"] == pd.Timestamp("2024-01-01 00:00:06", tz="UTC")
+    assert row["channel"] == "pos"
+
+
+def test_handbook_column_names_are_accepted():
+    raw = pd.DataFrame({"TRANSACTION_ID": [1], "TX_DATETIME": [pd.Timestamp("2018-04-01")],
+                        "CUSTOMER_ID": [3], "TERMINAL_ID": [4], "TX_AMOUNT": [5.5],
+                        "TX_FRAUD": [0]})
+    norm = schema.normalize_transactions(raw)
+    assert norm.rows.loc[0, "amount"] == 5.5 and "TX_FRAUD" in norm.rows
+
+
+def test_missing_columns_is_a_clear_error():
+    with pytest.raises(InputError, match=r"missing column\(s\) \['amount'\]"):
+        schema.normalize_transactions(raw_tx().drop(columns="amount"))
+
+
+def test_bad_labels_are_rejected_with_reasons():
+    tx = schema.normalize_transactions(raw_tx()).rows
+    labels = pd.DataFrame({
+        "transaction_id": [1, 1, 6, 99, 6, 1, 6],
+        "is_fraud": [1, 1, 2, 1, 0, 0, 1],
+        "label_timestamp": ["2024-01-02", "2024-01-02", "2024-01-02", "2024-01-02",
+                            "2023-12-31", "2024-01-02", "2024-01-03"],
+    })
+    norm = schema.normalize_labels(labels, tx)
+    assert list(norm.rows["transaction_id"]) == [6]
+    assert norm.rows.loc[0, "is_fraud"] == 1
+    # (1, fraud) and (1, genuine) at the same instant contradict each other: both refused
+    assert sorted(norm.rejects["reason"]) == sorted([
+        "duplicate label", "is_fraud must be 0 or 1", "label for unknown transaction_id",
+        "label_timestamp before the transaction",
+        "conflicting labels for one transaction at one time",
+        "conflicting labels for one transaction at one time"])
+
+
+def test_empty_labels_normalize_to_an_empty_frame():
+    tx = schema.normalize_transactions(raw_tx()).rows
+    norm = schema.normalize_labels(pd.DataFrame(columns=list(schema.LABEL_COLUMNS)), tx)
+    assert norm.rows.empty and norm.rejects.empty
+
+
+def test_csv_and_parquet_inputs_read_the_same(tmp_path):
+    norm = schema.normalize_transactions(raw_tx()).rows
+    norm.to_csv(tmp_path / "t.csv", index=False)
+    norm.to_parquet(tmp_path / "t.parquet", index=False)
+    a = schema.normalize_transactions(schema.read_table(tmp_path / "t.csv")).rows
+    b = schema.normalize_transactions(schema.read_table(tmp_path / "t.parquet")).rows
+    pd.testing.assert_frame_equal(a[list(schema.TX_COLUMNS)], b[list(schema.TX_COLUMNS)])
+
+
+def test_unreadable_input_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        schema.read_table(tmp_path / "nope.parquet")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(InputError, match="unsupported input format"):
+        schema.read_table(tmp_path / "x.json")
+
+
+def test_string_ids_are_supported():
+    raw = raw_tx().iloc[[0, 5]].assign(customer_id=["c-1", "c-2"], terminal_id=["t-1", "t-1"])
+    norm = schema.normalize_transactions(raw)
+    assert list(norm.rows["customer_id"]) == ["c-1", "c-2"]
+    assert np.issubdtype(norm.rows["transaction_id"].dtype, np.integer)

@@ -1,0 +1,335 @@
+"""Exact sliding-window features for any set of request points, vectorised with NumPy.
+
+One formulation serves the backfill (request points = the transactions themselves), the
+training set (request points = arbitrary label timestamps) and the online consistency checks:
+
+* Events of one entity kind are sorted by (entity, time) and keyed by a composite int64
+  `entity * span + (time - base)`, so one `searchsorted` over all entities at once finds
+  "how many of this entity's events are at or before time x". A window (t - W, t] is the
+  difference of two such prefix positions, and a sum is a difference of prefix sums of
+  integer cents, so sums are exact and cannot drift (REFERENCE: sliding frames are 10x slower
+  than prefix differences).
+* What is not a plain window over event time becomes an interval of validity [start, end)
+  per event, and its value at t is "#starts <= t minus #ends <= t":
+  - a fraud label for a transaction at e, known from label time l, counts in the delayed
+    window (t - D - W, t - D] for t in [max(e + D, l), e + D + W); a later revision of the
+    label ends the interval of the earlier one;
+  - a distinct terminal is present at t while one of its events lies in (t - W, t]: event i
+    covers [e_i, min(e_i + W, e_next_same_terminal)), so coverage never double counts.
+
+Everything is in whole seconds (see transformations.timestamps) and the functions never read
+the clock: time is always an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.windows import (
+    RECENCY_FEATURES,
+    Agg,
+    Entity,
+    WindowFeature,
+    feature_names,
+    windows_for,
+)
+from transformations import timestamps as T
+
+CENTS = 100  # amounts are summed as integer cents, so window sums are exact
+
+
+@dataclass(frozen=True)
+class Points:
+    """Request points: entity codes and times (int64 seconds)."""
+
+    code: np.ndarray
+    t: np.ndarray
+
+
+class _Timeline:
+    """Sorted composite keys of one entity kind's events, plus prefix sums of weights.
+
+    Lookups are by offset back from each point's own time and memoised, because several
+    features share window edges (a count and a mean over the same W need the same two ranks).
+    """
+
+    def __init__(self, code: np.ndarray, t: np.ndarray, base: int, span: int,
+                 weights: dict[str, np.ndarray] | None = None):
+        key = code.astype(np.int64) * span + (t.astype(np.int64) - base)
+        order = np.argsort(key, kind="stable")
+        self.key = key[order]
+        self.span, self.base = span, base
+        self.prefix = {
+            name: np.concatenate(([0], np.cumsum(w[order], dtype=np.int64)))
+            for name, w in (weights or {}).items()
+        }
+        self._ranks: dict[tuple[int, int, str], np.ndarray] = {}
+
+    def rank(self, p: Points, back: int = 0, side: str = "right") -> np.ndarray:
+        """Per point: position of the first event after (time - back) (side=right), or at or
+        after it (side=left), in the sorted keys."""
+        memo = (id(p), back, side)
+        if memo not in self._ranks:
+            q = p.code.astype(np.int64) * self.span + (p.t - back - self.base)
+            self._ranks[memo] = np.searchsorted(self.key, q, side=side)
+        return self._ranks[memo]
+
+    def window(self, p: Points, back_lo: int, back_hi: int, weight: str | None = None):
+        """Count (or weighted sum) of events with time in (t - back_lo, t - back_hi]."""
+        a, b = self.rank(p, back_lo), self.rank(p, back_hi)
+        if weight is None:
+            return b - a
+        pre = self.prefix[weight]
+        return pre[b] - pre[a]
+
+
+class _Intervals:
+    """Value at t = sum of weights of intervals [start, end) containing t."""
+
+    def __init__(self, code, start, end, weight, base: int, span: int, t_max: int):
+        ok = (end > start) & (weight != 0)
+        code, start, end, weight = code[ok], start[ok], end[ok], weight[ok]
+        # Ends past every request point can never be reached; clip so keys stay in range.
+        end = np.minimum(end, t_max + 1)
+        self.starts = _Timeline(code, start, base, span, {"w": weight})
+        self.ends = _Timeline(code, end, base, span, {"w": weight})
+
+    def at(self, p: Points) -> np.ndarray:
+        s = self.starts.prefix["w"][self.starts.rank(p)]
+        e = self.ends.prefix["w"][self.ends.rank(p)]
+        return s - e
+
+
+def _sorted_points(code: np.ndarray, t: np.ndarray, base: int, span: int):
+    """Points ordered by (entity, time) and the permutation that restores the caller's order.
+
+    searchsorted over sorted queries walks memory sequentially: 15x faster on 1.75M points
+    than the same lookups in time order, where each one lands on a random entity.
+    """
+    order = np.argsort(code.astype(np.int64) * span + (t - base), kind="stable")
+    return Points(code[order], t[order]), order
+
+
+def _unsort(columns: dict[str, np.ndarray], order: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    out = {}
+    for name, sorted_values in columns.items():
+        values = np.empty_like(sorted_values)
+        values[order] = sorted_values
+        out[name] = values
+    return pd.DataFrame(out, index=index)
+
+
+def _frame(base_t: np.ndarray, more_t: list[np.ndarray], lookback: int) -> tuple[int, int, int]:
+    """Common base and span so every composite key is non-negative and unique per entity."""
+    all_t = [x for x in [base_t, *more_t] if len(x)]
+    t_min = min(int(x.min()) for x in all_t) if all_t else 0
+    t_max = max(int(x.max()) for x in all_t) if all_t else 0
+    base = t_min - lookback - 1
+    span = t_max + 2 - base
+    return base, span, t_max
+
+
+def _codes(event_keys: pd.Series, point_keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    both = pd.concat([event_keys.reset_index(drop=True), point_keys.reset_index(drop=True)],
+                     ignore_index=True)
+    codes, _ = pd.factorize(both, sort=False)
+    n = len(event_keys)
+    return codes[:n].astype(np.int64), codes[n:].astype(np.int64)
+
+
+def _lookback(entity: Entity) -> int:
+    spans = [f.window_s + f.delay_s for f in windows_for(entity)]
+    spans += [r.horizon_s for r in RECENCY_FEATURES if r.entity == entity]
+    return max(spans)
+
+
+def customer_features(tx: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Customer windows and recency at each point.
+
+    tx: customer_id, terminal_id, event_timestamp, amount (normalized, any order).
+    points: customer_id, event_timestamp (the request times).
+    """
+    ent = Entity.CUSTOMER
+    ev_code, q_code = _codes(tx[ent.key], points[ent.key])
+    ev_t = T.to_seconds(tx["event_timestamp"]) if len(tx) else np.zeros(0, np.int64)
+    q_t = T.to_seconds(points["event_timestamp"]) if len(points) else np.zeros(0, np.int64)
+    base, span, t_max = _frame(ev_t, [q_t], _lookback(ent))
+    cents = np.rint(tx["amount"].to_numpy(dtype=np.float64) * CENTS).astype(np.int64)
+    line = _Timeline(ev_code, ev_t, base, span, {"amount": cents})
+    p, order = _sorted_points(q_code, q_t, base, span)
+    q_code, q_t = p.code, p.t
+
+    out: dict[str, np.ndarray] = {}
+    for f in windows_for(ent):
+        hi = f.delay_s
+        lo = hi + f.window_s
+        if f.agg == Agg.COUNT:
+            out[f.name] = line.window(p, lo, hi)
+        elif f.agg in (Agg.SUM, Agg.MEAN):
+            _check_column(f, "amount")
+            total = line.window(p, lo, hi, "amount") / CENTS
+            if f.agg == Agg.SUM:
+                out[f.name] = total.astype(np.float64)
+            else:
+                n = line.window(p, lo, hi)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[f.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        elif f.agg == Agg.COUNT_DISTINCT:
+            out[f.name] = _distinct(tx, f, ev_code, ev_t, base, span, t_max).at(p)
+        else:
+            raise _unsupported(f)
+
+    for r in RECENCY_FEATURES:
+        if r.entity != ent:
+            continue
+        # latest event strictly before t: the position just left of t's first tie
+        idx = line.rank(p, 0, side="left") - 1
+        valid = idx >= 0
+        if not len(line.key):  # no events at all: nothing came before
+            out[r.name] = np.full(len(q_t), np.nan)
+            continue
+        prev_key = line.key[np.maximum(idx, 0)]
+        same = valid & (prev_key // span == q_code)
+        gap = (q_t - (prev_key % span + base)).astype(np.float64)
+        out[r.name] = np.where(same & (gap < r.horizon_s), gap, np.nan)
+    return _unsort(out, order, points.index)
+
+
+def _distinct(tx, f: WindowFeature, ev_code, ev_t, base, span, t_max) -> _Intervals:
+    _check_column(f, "terminal_id")
+    val_code, _ = pd.factorize(tx[f.column].reset_index(drop=True))
+    order = np.lexsort((ev_t, val_code, ev_code))
+    c, v, t = ev_code[order], val_code[order], ev_t[order]
+    same_next = np.zeros(len(c), dtype=bool)
+    same_next[:-1] = (c[1:] == c[:-1]) & (v[1:] == v[:-1])
+    nxt = np.full(len(c), np.iinfo(np.int64).max // 4, dtype=np.int64)
+    nxt[:-1] = np.where(same_next[:-1], t[1:], nxt[:-1])
+    end = np.minimum(t + f.window_s, nxt)
+    return _Intervals(c, t, end, np.ones(len(c), np.int64), base, span, t_max)
+
+
+def terminal_features(tx: pd.DataFrame, labels: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Terminal windows at each point.
+
+    tx: terminal_id, event_timestamp. labels: transaction_id, is_fraud, label_timestamp plus
+    the labelled transaction's terminal_id and event_timestamp (see `attach_labels`).
+    points: terminal_id, event_timestamp.
+    """
+    ent = Entity.TERMINAL
+    # events, points and labels share one factorization of the entity key
+    all_keys = pd.concat([tx[ent.key], points[ent.key], labels[ent.key]], ignore_index=True)
+    codes, _ = pd.factorize(all_keys)
+    n_tx, n_q = len(tx), len(points)
+    ev_code = codes[:n_tx].astype(np.int64)
+    q_code = codes[n_tx:n_tx + n_q].astype(np.int64)
+    lab_code = codes[n_tx + n_q:].astype(np.int64)
+
+    ev_t = T.to_seconds(tx["event_timestamp"]) if n_tx else np.zeros(0, np.int64)
+    q_t = T.to_seconds(points["event_timestamp"]) if n_q else np.zeros(0, np.int64)
+    base, span, t_max = _frame(ev_t, [q_t], _lookback(ent))
+    line = _Timeline(ev_code, ev_t, base, span)
+    p, order = _sorted_points(q_code, q_t, base, span)
+    q_t = p.t
+
+    lab_code, lab_e, lab_l, lab_end, lab_w = _label_intervals(labels, lab_code)
+
+    out: dict[str, np.ndarray] = {}
+    for f in windows_for(ent):
+        n = line.window(p, f.delay_s + f.window_s, f.delay_s)
+        if f.agg == Agg.COUNT:
+            out[f.name] = n
+        elif f.agg == Agg.FRAUD_RATE:
+            _check_column(f, "is_fraud")
+            start = np.maximum(lab_e + f.delay_s, lab_l)
+            end = np.minimum(lab_e + f.delay_s + f.window_s, lab_end)
+            frauds = _Intervals(lab_code, start, end, lab_w, base, span, t_max).at(p)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f.name] = np.where(n > 0, frauds / np.maximum(n, 1), 0.0)
+        else:
+            raise _unsupported(f)
+    return _unsort(out, order, points.index)
+
+
+def _label_intervals(labels: pd.DataFrame, code: np.ndarray):
+    """Per label: entity code, transaction time, label time, time the next revision of the
+    same transaction's label replaces it, and weight (is_fraud)."""
+    if labels.empty:
+        z = np.zeros(0, np.int64)
+        return z, z, z, z, z
+    e_t = T.to_seconds(labels["event_timestamp"])
+    l_t = T.to_seconds(labels["label_timestamp"])
+    tid, _ = pd.factorize(labels["transaction_id"])
+    order = np.lexsort((l_t, tid))
+    tid, e_t, l_t, code = tid[order], e_t[order], l_t[order], code[order]
+    w = labels["is_fraud"].to_numpy(dtype=np.int64)[order]
+    l_end = np.full(len(tid), np.iinfo(np.int64).max // 4, dtype=np.int64)
+    same_next = np.zeros(len(tid), dtype=bool)
+    same_next[:-1] = tid[1:] == tid[:-1]
+    l_end[:-1] = np.where(same_next[:-1], l_t[1:], l_end[:-1])
+    return code, e_t, l_t, l_end, w
+
+
+def relevant_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """Only labels that can change a fraud count: those of transactions labelled fraud at
+    some point. A transaction whose every label says "genuine" adds 0 to every window, so its
+    labels are dropped before any work (in the handbook that is 99% of them)."""
+    if labels.empty:
+        return labels
+    ever = labels.loc[labels["is_fraud"].to_numpy() == 1, "transaction_id"].unique()
+    return labels[labels["transaction_id"].isin(ever)]
+
+
+def attach_labels(labels: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
+    """Labels with their transaction's terminal_id and event_timestamp (inner join)."""
+    cols = ["transaction_id", "terminal_id", "event_timestamp"]
+    return labels.merge(tx[cols], on="transaction_id", how="inner")
+
+
+def request_features(points: pd.DataFrame, customer: pd.DataFrame) -> pd.DataFrame:
+    """Features of the request row itself, and ratios built on window features."""
+    q_t = T.to_seconds(points["event_timestamp"]) if len(points) else np.zeros(0, np.int64)
+    if "amount" in points.columns:
+        amount = pd.to_numeric(points["amount"], errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        amount = np.full(len(points), np.nan)
+    avg = customer["customer_avg_amount_30d"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(np.isfinite(avg) & (avg != 0), amount / avg, np.nan)
+    return pd.DataFrame({
+        "amount": amount,
+        "tx_during_weekend": (T.weekday(q_t) >= 5).astype(np.int64),
+        "tx_during_night": (T.hour(q_t) <= 6).astype(np.int64),
+        "amount_over_customer_avg_30d": ratio,
+    }, index=points.index)
+
+
+def compute_features(tx: pd.DataFrame, labels: pd.DataFrame | None,
+                     points: pd.DataFrame) -> pd.DataFrame:
+    """All features at each request point, using only events known at the point's time.
+
+    tx and labels are normalized (transformations.schema); points need customer_id,
+    terminal_id, event_timestamp and optionally amount. Events after a point's time cannot
+    leak into it: every window ends at t and a label counts only from its label_timestamp.
+    """
+    if labels is None:
+        labels = pd.DataFrame({"transaction_id": pd.Series([], dtype=tx["transaction_id"].dtype),
+                               "is_fraud": pd.Series([], dtype="int64"),
+                               "label_timestamp": pd.Series([], dtype="datetime64[ns, UTC]")})
+    points = points.reset_index(drop=True)
+    cust = customer_features(tx, points)
+    term = terminal_features(tx, attach_labels(relevant_labels(labels), tx), points)
+    req = request_features(points, cust)
+    return pd.concat([req, cust, term], axis=1)[feature_names()]
+
+
+def _check_column(f: WindowFeature, expected: str) -> None:
+    if f.column != expected:
+        raise _unsupported(f, f"column {f.column!r} (the engine supports {expected!r} here)")
+
+
+def _unsupported(f: WindowFeature, what: str | None = None) -> NotImplementedError:
+    detail = what or f"aggregation {f.agg.value!r} on entity {f.entity.value!r}"
+    return NotImplementedError(f"feature {f.name!r}: the batch engine does not support {detail}")

@@ -1,0 +1,197 @@
+"""The data model: transactions and fraud labels as separate events, and how raw rows become them.
+
+Transactions: transaction_id, event_timestamp (UTC), customer_id, terminal_id, amount, and any
+extra columns (kept as they are). Labels: transaction_id, is_fraud (0/1), label_timestamp (UTC):
+a chargeback arrives days after the payment, so a label is its own event in time.
+
+Normalising never drops a row silently: every rejected row comes back in a `rejects` frame
+with the original values and a `reason`, and callers report or store it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ffs.errors import InputError
+from transformations.timestamps import to_seconds, to_utc
+
+TX_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount")
+LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
+ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id")
+
+# Handbook (Fraud-Detection-Handbook simulated data) column names, accepted as an input dialect.
+HANDBOOK_RENAMES = {
+    "TRANSACTION_ID": "transaction_id",
+    "TX_DATETIME": "event_timestamp",
+    "CUSTOMER_ID": "customer_id",
+    "TERMINAL_ID": "terminal_id",
+    "TX_AMOUNT": "amount",
+}
+
+
+@dataclass
+class Normalized:
+    rows: pd.DataFrame
+    rejects: pd.DataFrame  # original columns as strings + "reason"
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejects)
+
+    def reject_summary(self) -> dict[str, int]:
+        if self.rejects.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.rejects["reason"].value_counts().items()}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read Parquet (file or directory) or CSV, by extension."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if p.is_dir() or suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if suffix in (".csv", ".gz", ".txt"):
+            return pd.read_csv(p, low_memory=False)
+    except Exception as exc:  # the reader's own message says what is wrong with the file
+        raise InputError(f"could not read {p}: {exc}") from exc
+    raise InputError(f"unsupported input format for {p}: expected .parquet or .csv")
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{what} input is missing column(s) {missing}; expected {list(columns)}, "
+            f"found {list(df.columns)}"
+        )
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    """Ids stay integers when they are integers; anything else becomes a string id."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("int64")
+    if pd.api.types.is_float_dtype(values):
+        whole = values.dropna()
+        if (whole == np.floor(whole)).all():
+            return values.astype("Int64")
+    num = pd.to_numeric(values, errors="coerce")
+    if num.notna().sum() == values.notna().sum() and (num.dropna() == np.floor(num.dropna())).all():
+        return num.astype("Int64")
+    return values.astype("string")
+
+
+def _reject(df: pd.DataFrame, mask: pd.Series, reason: str, out: list[pd.DataFrame]) -> pd.Series:
+    """Move rows under `mask` (and not already rejected) to `out` with a reason."""
+    if mask.any():
+        bad = df.loc[mask].astype("string")
+        bad["reason"] = reason
+        out.append(bad)
+    return ~mask
+
+
+def normalize_transactions(raw: pd.DataFrame) -> Normalized:
+    df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
+    _require(df, TX_COLUMNS, "transactions")
+    df = df.reset_index(drop=True)
+    rejects: list[pd.DataFrame] = []
+    keep = pd.Series(True, index=df.index)
+
+    ts = to_utc(df["event_timestamp"])
+    amount = pd.to_numeric(df["amount"], errors="coerce")
+    ids = {c: _ids(df[c]) for c in ID_COLUMNS}
+
+    checks = [
+        (ids["transaction_id"].isna(), "missing transaction_id"),
+        (ts.isna(), "event_timestamp missing or unparseable"),
+        (ids["customer_id"].isna(), "missing customer_id"),
+        (ids["terminal_id"].isna(), "missing terminal_id"),
+        (amount.isna() & df["amount"].notna(), "amount is not a number"),
+        (df["amount"].isna(), "missing amount"),
+        (~np.isfinite(amount.fillna(0.0)), "amount is not finite"),
+        (amount < 0, "amount is negative"),
+    ]
+    for mask, reason in checks:
+        keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)
+
+    # A repeated transaction_id is the same payment delivered twice: the first valid one wins.
+    dup = ids["transaction_id"].where(keep).duplicated(keep="first") & keep
+    keep &= _reject(df, dup, "duplicate transaction_id", rejects)
+
+    rows = df.loc[keep].copy()
+    rows["event_timestamp"] = ts[keep]
+    rows["amount"] = amount[keep].astype("float64")
+    for c in ID_COLUMNS:
+        col = ids[c][keep]
+        rows[c] = col.astype("int64") if str(col.dtype) == "Int64" else col
+    ordered = list(TX_COLUMNS) + [c for c in rows.columns if c not in TX_COLUMNS]
+    return Normalized(rows[ordered].reset_index(drop=True), _concat(rejects, df.columns))
+
+
+def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None) -> Normalized:
+    """Check labels; with `transactions` (normalized), also reject orphans and time travel."""
+    df = raw.rename(columns={"TX_FRAUD": "is_fraud"}).reset_index(drop=True)
+    _require(df, LABEL_COLUMNS, "labels")
+    rejects: list[pd.DataFrame] = []
+    keep = pd.Series(True, index=df.index)
+
+    tid = _ids(df["transaction_id"])
+    lts = to_utc(df["label_timestamp"])
+    fraud = pd.to_numeric(df["is_fraud"], errors="coerce")
+    checks = [
+        (tid.isna(), "missing transaction_id"),
+        (lts.isna(), "label_timestamp missing or unparseable"),
+        (~fraud.isin([0, 1]), "is_fraud must be 0 or 1"),
+    ]
+    for mask, reason in checks:
+        keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)
+
+    rows = pd.DataFrame({
+        "transaction_id": tid.astype("int64") if str(tid.dtype) == "Int64" else tid,
+        "is_fraud": fraud.fillna(0).astype("int64"),
+        "label_timestamp": lts,
+    })
+    # The same label delivered twice (same transaction, same time, same value) counts once.
+    dup = rows.duplicated(["transaction_id", "label_timestamp", "is_fraud"]) & keep
+    keep &= _reject(df, dup, "duplicate label", rejects)
+    conflict = rows.duplicated(["transaction_id", "label_timestamp"], keep=False) & keep
+    keep &= _reject(df, conflict, "conflicting labels for one transaction at one time", rejects)
+
+    if transactions is not None:
+        # compare in epoch seconds: an index lookup on int64 is fast and has no tz pitfalls
+        tx_secs = pd.Series(to_seconds(transactions["event_timestamp"]),
+                            index=pd.Index(transactions["transaction_id"]), dtype="int64")
+        pos = tx_secs.index.get_indexer(rows["transaction_id"])
+        unknown = pd.Series(pos < 0, index=df.index)
+        keep &= _reject(df, unknown & keep, "label for unknown transaction_id", rejects)
+        label_secs = np.where(lts.notna(), to_seconds(lts.fillna(pd.Timestamp(0, tz="UTC"))), 0)
+        tx_at = tx_secs.to_numpy()[np.maximum(pos, 0)] if len(tx_secs) else np.zeros(len(pos), np.int64)
+        early = pd.Series((label_secs < tx_at) & (pos >= 0), index=df.index) & keep
+        keep &= _reject(df, early, "label_timestamp before the transaction", rejects)
+
+    return Normalized(rows.loc[keep].reset_index(drop=True), _concat(rejects, df.columns))
+
+
+def _concat(parts: list[pd.DataFrame], columns: pd.Index) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame({**{c: pd.Series(dtype="string") for c in columns},
+                             "reason": pd.Series(dtype="string")})
+    return pd.concat(parts, ignore_index=True)
+
+
+def labels_from_flags(transactions: pd.DataFrame, flag: str = "TX_FRAUD",
+                      delay: pd.Timedelta = pd.Timedelta(0)) -> pd.DataFrame:
+    """Labels for data that carries the fraud flag on the transaction (the handbook's shape)."""
+    if flag not in transactions.columns:
+        raise InputError(f"column {flag!r} not found; cannot derive labels from it")
+    return pd.DataFrame({
+        "transaction_id": transactions["transaction_id"],
+        "is_fraud": transactions[flag].astype("int64"),
+        "label_timestamp": transactions["event_timestamp"] + delay,
+    }).reset_index(drop=True)

@@ -1,0 +1,49 @@
+"""The one place that converts timestamps.
+
+Inside the engines, time is int64 seconds since the Unix epoch, UTC. Input timestamps may be
+naive (read as UTC), timezone-aware (converted to UTC), strings or epoch numbers; sub-second
+parts are floored, so "correct to the second" means exactly that: an event at 12:00:00.7
+belongs to second 12:00:00, online and offline alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SECOND = 1
+MINUTE = 60
+HOUR = 3600
+DAY = 86400
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Parse to datetime64[ns, UTC] floored to the second; unparseable values become NaT."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Epoch numbers: seconds if they look like seconds, else milliseconds/micro/nanos.
+        v = pd.to_numeric(values, errors="coerce").astype("float64")
+        mag = np.nanmax(np.abs(v.to_numpy())) if len(v) and v.notna().any() else 0.0
+        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
+        out = pd.to_datetime(v, unit=unit, utc=True, errors="coerce")
+    else:
+        out = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    return out.dt.floor("s").astype("datetime64[ns, UTC]")
+
+
+def to_seconds(values: pd.Series) -> np.ndarray:
+    """UTC datetimes (no NaT) to int64 epoch seconds."""
+    ts = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    return ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def from_seconds(seconds: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True))
+
+
+def weekday(seconds: np.ndarray) -> np.ndarray:
+    """Monday=0 .. Sunday=6; 1970-01-01 was a Thursday (3)."""
+    return (seconds // DAY + 3) % 7
+
+
+def hour(seconds: np.ndarray) -> np.ndarray:
+    return (seconds % DAY) // HOUR

@@ -1,0 +1,211 @@
+"""Run a suite on a batch with Great Expectations and turn the result into a plain report.
+
+GX is imported only when something is validated: importing it takes seconds (it pulls in
+scipy, altair and pyspark), which the CLI should not pay for `--help`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ffs.errors import InputError, ValidationFailed
+
+KINDS = ("transactions", "labels", "features")
+
+
+@dataclass
+class CheckResult:
+    suite: str
+    check: str  # the GX expectation type, e.g. expect_column_min_to_be_between
+    column: str | None
+    severity: str  # "fail" or "warn"
+    success: bool
+    details: str
+
+    def line(self) -> str:
+        where = f" on {self.column}" if self.column else ""
+        return f"{self.check}{where}: {self.details}"
+
+
+@dataclass
+class ValidationReport:
+    suite: str
+    rows: int
+    results: list[CheckResult]
+    seconds: float
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.severity == "fail" and not r.success]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.severity == "warn" and not r.success]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        n_warn = len(self.warnings)
+        return (f"{self.suite}: {len(self.results)} checks, {len(self.failures)} failed, "
+                f"{n_warn} warning{'' if n_warn == 1 else 's'} "
+                f"({self.rows:,} rows, {self.seconds:.1f} s)")
+
+
+def validate(kind: str, df: pd.DataFrame, data_docs_dir: Path | None = None) -> ValidationReport:
+    """Run every check of suite `kind` on `df`; never stops at the first failure."""
+    if kind not in KINDS:
+        raise InputError(f"unknown validation suite {kind!r}; expected one of {list(KINDS)}")
+    start = time.perf_counter()
+    context, definitions = _session()
+    # BASIC gives unexpected counts and up to 20 example values, enough to act on a failure;
+    # COMPLETE would also collect every bad row's index, which costs time on big batches.
+    result = definitions[kind].run(batch_parameters={"dataframe": df}, result_format="BASIC")
+    if data_docs_dir is not None:
+        _build_docs(context, Path(data_docs_dir))
+    columns = set(map(str, df.columns))
+    checks = [_check(kind, r, columns) for r in result.results]
+    return ValidationReport(kind, len(df), checks, time.perf_counter() - start)
+
+
+def gate(report: ValidationReport) -> None:
+    """Block publication when any fail-severity check failed; warnings only get reported."""
+    if report.failures:
+        raise ValidationFailed(f"{report.suite} batch", [f.line() for f in report.failures])
+
+
+def _quiet_gx() -> None:
+    # GX logs many INFO lines per context and validation, which would flood a CLI that logs
+    # at INFO; real problems still reach us as failed results or exceptions.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX 1.24's Data Docs renderer raises (and logs a traceback) on every failed
+    # distinct-values check, whose result has no unexpected_percent; the page still renders.
+    logging.getLogger("great_expectations.render").setLevel(logging.CRITICAL)
+
+
+@functools.cache
+def _session():
+    """One in-memory GX context per process, so a Data Docs site lists every batch of a run."""
+    _quiet_gx()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    from validation.suites import BUILDERS
+
+    config = DataContextConfig(
+        # In-memory stores and no default docs site: nothing is written unless asked.
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        # tqdm bars for every metric batch would spam the CLI.
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        analytics_enabled=False,
+    )
+    context = gx.get_context(project_config=config, mode="ephemeral")
+    source = context.data_sources.add_pandas("ffs")
+    definitions = {}
+    for kind in KINDS:
+        batch = source.add_dataframe_asset(name=kind).add_batch_definition_whole_dataframe("batch")
+        suite = context.suites.add(BUILDERS[kind]())
+        definitions[kind] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{kind}_batch", data=batch, suite=suite))
+    return context, definitions
+
+
+def _build_docs(context, directory: Path) -> None:
+    directory = directory.resolve()
+    site = f"ffs_{hashlib.sha1(str(directory).encode(), usedforsecurity=False).hexdigest()[:12]}"
+    if site not in context.list_data_docs_sites():
+        context.add_data_docs_site(site, {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(directory)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    directory.mkdir(parents=True, exist_ok=True)
+    context.build_data_docs(site_names=[site])
+
+
+def _check(kind: str, res, columns: set[str]) -> CheckResult:
+    cfg = res.expectation_config
+    column = cfg.kwargs.get("column")
+    if column is not None and column not in columns:
+        # Every check on a missing column errors; say why once, plainly, in each of them.
+        details = "column is missing"
+    else:
+        details = _details(cfg.kwargs, res.result or {}, res.exception_info or {})
+    return CheckResult(suite=kind, check=cfg.type, column=column,
+                       severity=(cfg.meta or {}).get("severity", "fail"),
+                       success=bool(res.success), details=details)
+
+
+def _details(kwargs: dict, result: dict, exc: dict) -> str:
+    """What was found and what was expected, in one line."""
+    error = _error(exc)
+    if error:
+        return f"could not run: {error}"
+    return "; ".join(p for p in (_found(result), _expected(kwargs)) if p)
+
+
+def _error(exc: dict) -> str | None:
+    # GX nests metric errors by metric id, but puts an expectation's own error at the top.
+    infos = [exc] + [v for v in exc.values() if isinstance(v, dict)]
+    for info in infos:
+        if info.get("raised_exception"):
+            return str(info.get("exception_message") or "error").splitlines()[0]
+    return None
+
+
+def _found(result: dict) -> str:
+    examples = [_plain(v) for v in (result.get("partial_unexpected_list") or [])[:5]]
+    if "unexpected_count" in result and "element_count" in result:
+        n, total = result["unexpected_count"], result["element_count"]
+        pct = result.get("unexpected_percent") or 0.0
+        text = f"{n:,} of {total:,} rows unexpected ({pct:.3g}%)"
+        return text + (f", e.g. {_short(examples)}" if n and examples else "")
+    if "unexpected_count" in result:  # distinct-value checks count values, not rows
+        return f"unexpected values {_short(examples)}" if result["unexpected_count"] else ""
+    mismatched = (result.get("details") or {}).get("mismatched") or {}
+    if mismatched.get("missing"):
+        return f"missing column(s) {sorted(mismatched['missing'])}"
+    if "observed_value" in result and result["observed_value"] is None:
+        return "no non-null values"  # min/max/mean of an empty or all-null column
+    if result.get("observed_value") is not None and not isinstance(result["observed_value"], list):
+        observed = _plain(result["observed_value"])
+        return f"observed {observed:.6g}" if isinstance(observed, float) else f"observed {observed}"
+    return ""
+
+
+def _expected(kwargs: dict) -> str:
+    parts = []
+    bounds = [f"{op} {kwargs[key]:g}" for key, op in (("min_value", ">="), ("max_value", "<="))
+              if kwargs.get(key) is not None]
+    if bounds:
+        parts.append("expected " + " and ".join(bounds))
+    if kwargs.get("value_set") is not None:
+        parts.append(f"expected in {sorted(kwargs['value_set'])}")
+    if kwargs.get("type_"):
+        parts.append(f"expected dtype {kwargs['type_']}")
+    if kwargs.get("mostly") not in (None, 1, 1.0):
+        parts.append(f"mostly {kwargs['mostly']}")
+    return ", ".join(parts)
+
+
+def _plain(value):
+    """NumPy scalars print as np.int64(2); their Python value prints as 2."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
