@@ -63,7 +63,12 @@ class OfflineStore:
         # The partition column is derived from the timestamp; the data carries it anyway.
         dataset = ds.dataset(self.path(table), format="parquet", partitioning="hive")
         cols = columns or [c for c in dataset.schema.names if c != TABLES[table]]
-        return dataset.to_table(columns=cols).to_pandas()
+        frame = dataset.to_table(columns=cols).to_pandas()
+        # Parquet holds microseconds (Spark's limit); the rest of the code works in ns UTC.
+        for col in frame.columns:
+            if isinstance(frame[col].dtype, pd.DatetimeTZDtype):
+                frame[col] = frame[col].astype("datetime64[ns, UTC]")
+        return frame
 
     def write_staged_pandas(self, table: str, df: pd.DataFrame, time_column: str) -> Path:
         """Write a pandas frame partitioned by the UTC date of `time_column` into staging.

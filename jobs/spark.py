@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from ffs.config import SparkConfig
 from ffs.errors import MissingDependency, TerminalError
+
+
+_LOG4J = Path(__file__).with_name("log4j2.properties").resolve()
 
 
 def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None] | None = None):
@@ -35,7 +39,7 @@ def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None]
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG4J}")
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
