@@ -52,6 +52,8 @@ class RedisConfig:
     tls: bool = False
     tls_ca_file: str | None = None
     timeout_ms: int = 50
+    prefix: str = "ffs"  # every online key starts with this
+    max_connections: int = 32
 
 
 @dataclass

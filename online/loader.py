@@ -1,0 +1,162 @@
+"""`ffs materialize`: load the online state from the offline store's events.
+
+The state is what online reads need for any request time at or after the newest event: for
+each entity, the events still inside its longest window (+ label delay). Each entity's keys
+are replaced inside one MULTI/EXEC with the whole entity, so loading twice gives the same
+state (idempotent) and a reader never sees an entity half written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.windows import Entity
+from online import layout
+from transformations import timestamps as T
+
+CHUNK = 500  # entities per MULTI/EXEC
+
+
+@dataclass
+class LoadSummary:
+    customers: int
+    terminals: int
+    customer_events: int
+    terminal_events: int
+    frauds: int
+    transactions_indexed: int
+    as_of: int
+    seconds: float
+
+
+def current_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """The latest label of each transaction (a revision replaces the earlier label)."""
+    if labels.empty:
+        return labels
+    return labels.sort_values(["transaction_id", "label_timestamp"]).drop_duplicates(
+        "transaction_id", keep="last")
+
+
+def load_state(redis_conn, tx: pd.DataFrame, labels: pd.DataFrame, prefix: str = "ffs",
+               log: Callable[[str], None] = lambda _: None,
+               index_transactions: bool = True) -> LoadSummary:
+    started = time.perf_counter()
+    ts = T.to_seconds(tx["event_timestamp"])
+    newest = int(ts.max()) if len(ts) else 0
+    lab = current_labels(labels)
+    if len(lab):
+        newest = max(newest, int(T.to_seconds(lab["label_timestamp"]).max()))
+    ret_c, ret_t = layout.retention_s(Entity.CUSTOMER), layout.retention_s(Entity.TERMINAL)
+    frame = pd.DataFrame({"transaction_id": tx["transaction_id"].to_numpy(),
+                          "customer_id": tx["customer_id"].to_numpy(),
+                          "terminal_id": tx["terminal_id"].to_numpy(), "t": ts,
+                          "cents": layout.to_cents(tx["amount"].to_numpy())})
+
+    cust = frame[frame["t"] > newest - ret_c].sort_values(["customer_id", "t", "transaction_id"])
+    groups = cust.groupby("customer_id", sort=False)
+    cust = cust.assign(n=groups.cumcount().to_numpy() + 1,
+                       s=groups["cents"].cumsum().to_numpy())
+    members = layout.encode_records(cust["n"].to_numpy(), cust["s"].to_numpy(),
+                                    cust["cents"].to_numpy(), cust["transaction_id"].to_numpy())
+    cust = cust.assign(member=members)
+    last_use = cust.groupby(["customer_id", "terminal_id"], sort=False)["t"].max().reset_index()
+
+    term = frame[frame["t"] > newest - ret_t]
+    fraud_ids = set(lab.loc[lab["is_fraud"] == 1, "transaction_id"].tolist()) if len(lab) else set()
+    frauds = term[term["transaction_id"].isin(fraud_ids)]
+
+    _write_customers(redis_conn, prefix, cust, last_use, ret_c, log)
+    _write_terminals(redis_conn, prefix, term, frauds, ret_t, log)
+    indexed = 0
+    if index_transactions:
+        indexed = _write_tx_index(redis_conn, prefix, term, lab, ret_t)
+    return LoadSummary(customers=cust["customer_id"].nunique(),
+                       terminals=term["terminal_id"].nunique(), customer_events=len(cust),
+                       terminal_events=len(term), frauds=len(frauds),
+                       transactions_indexed=indexed, as_of=newest,
+                       seconds=time.perf_counter() - started)
+
+
+def _chunks(keys: np.ndarray, size: int = CHUNK):
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
+
+
+def _split(df: pd.DataFrame, by: str) -> dict:
+    return {k: v for k, v in df.groupby(by, sort=False)}
+
+
+def _interleave(scores: np.ndarray, members: list) -> list:
+    out: list = [None] * (2 * len(members))
+    out[0::2] = scores.tolist()
+    out[1::2] = members
+    return out
+
+
+def _write_customers(r, prefix, cust, last_use, ttl, log) -> None:
+    events = _split(cust[["customer_id", "t", "member"]], "customer_id")
+    uses = _split(last_use, "customer_id")
+    ids = np.array(list(events))
+    for done, chunk in enumerate(_chunks(ids)):
+        pipe = r.pipeline(transaction=True)
+        for cid in chunk.tolist():
+            ev_key, term_key = layout.customer_keys(prefix, cid)
+            ev = events[cid]
+            pipe.delete(ev_key, term_key)
+            pipe.execute_command("ZADD", ev_key, *_interleave(ev["t"].to_numpy(),
+                                                               ev["member"].tolist()))
+            use = uses[cid]
+            pipe.execute_command("ZADD", term_key, *_interleave(
+                use["t"].to_numpy(), [str(x) for x in use["terminal_id"].tolist()]))
+            pipe.expire(ev_key, ttl)
+            pipe.expire(term_key, ttl)
+        pipe.execute()
+    log(f"  customers: {len(ids):,} entities, {len(cust):,} events")
+
+
+def _write_terminals(r, prefix, term, frauds, ttl, log) -> None:
+    events = _split(term[["terminal_id", "t", "transaction_id"]], "terminal_id")
+    fraud = _split(frauds[["terminal_id", "t", "transaction_id"]], "terminal_id")
+    ids = np.array(list(events))
+    for chunk in _chunks(ids):
+        pipe = r.pipeline(transaction=True)
+        for tid in chunk.tolist():
+            ev_key, fraud_key = layout.terminal_keys(prefix, tid)
+            ev = events[tid]
+            pipe.delete(ev_key, fraud_key)
+            pipe.execute_command("ZADD", ev_key, *_interleave(
+                ev["t"].to_numpy(), [str(x) for x in ev["transaction_id"].tolist()]))
+            pipe.expire(ev_key, ttl)
+            if tid in fraud:
+                fr = fraud[tid]
+                pipe.execute_command("ZADD", fraud_key, *_interleave(
+                    fr["t"].to_numpy(), [str(x) for x in fr["transaction_id"].tolist()]))
+                pipe.expire(fraud_key, ttl)
+        pipe.execute()
+    log(f"  terminals: {len(ids):,} entities, {len(term):,} events, {len(frauds):,} frauds")
+
+
+def _write_tx_index(r, prefix, term, lab, ttl) -> int:
+    """transaction id -> customer, terminal, time, cents (+ current label): what a label that
+    arrives later needs to find the windows it belongs to."""
+    df = term.merge(lab.assign(l=T.to_seconds(lab["label_timestamp"]) if len(lab) else [])
+                    [["transaction_id", "l", "is_fraud"]] if len(lab) else
+                    pd.DataFrame(columns=["transaction_id", "l", "is_fraud"]),
+                    on="transaction_id", how="left")
+    pipe = r.pipeline(transaction=False)
+    for i, row in enumerate(df.itertuples(index=False)):
+        mapping = {"c": row.customer_id, "t": row.terminal_id, "s": row.t, "a": row.cents}
+        if row.l == row.l and row.l is not None:  # not NaN
+            mapping.update(l=int(row.l), f=int(row.is_fraud))
+        k = layout.tx_key(prefix, row.transaction_id)
+        pipe.hset(k, mapping=mapping)
+        pipe.expire(k, ttl)
+        if i % 20000 == 19999:
+            pipe.execute()
+    pipe.execute()
+    return len(df)
