@@ -123,10 +123,40 @@ def cmd_training_set(args, cfg) -> int:
     return 0
 
 
+def cmd_materialize(args, cfg) -> int:
+    from online.materialize import materialize
+
+    if args.offline:
+        cfg.offline.path = args.offline
+    if args.redis_url:
+        cfg.redis.url = args.redis_url
+    s = materialize(cfg, args.transactions, args.labels, _log)
+    _log(f"online state loaded in {s.seconds:.1f} s: {s.customers:,} customers "
+         f"({s.customer_events:,} events), {s.terminals:,} terminals ({s.terminal_events:,} "
+         f"events, {s.frauds:,} frauds), {s.transactions_indexed:,} transactions indexed; "
+         f"reads are exact from {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s.as_of))} UTC on")
+    return 0
+
+
 def cmd_demo(args, cfg) -> int:
     from jobs.demo import run_demo
 
     return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log)
+
+
+def cmd_serve(args, cfg) -> int:
+    import logging
+    import os
+
+    from online.server import serve
+
+    if args.workers < 1:
+        raise FFSError(f"--workers must be >= 1, found {args.workers}")
+    if args.config:  # worker processes (--workers > 1) load the same file
+        os.environ["FFS_CONFIG"] = str(Path(args.config).resolve())
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    serve(cfg, host=args.host, port=args.port, workers=args.workers)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,10 +205,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--offline", help="offline store root (default from config)")
     s.set_defaults(fn=cmd_training_set)
 
+    s = sub.add_parser("materialize", help="load the online state (Redis) from the offline "
+                       "store, idempotently")
+    s.add_argument("--offline", help="offline store root (default from config)")
+    s.add_argument("--transactions", help="load from this file instead of the offline store")
+    s.add_argument("--labels", help="with --transactions: labels file")
+    s.add_argument("--redis-url", help="default from config (FFS_REDIS_URL)")
+    s.set_defaults(fn=cmd_materialize)
+
     s = sub.add_parser("demo", help="generate, validate, backfill, build a training set")
     s.add_argument("--workdir", default="data/demo")
     s.add_argument("--engine", choices=["spark", "local"], default="spark")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("serve", help="HTTP feature server: Feast's /get-online-features, "
+                       "/health, /ready, /metrics, /docs",
+                       description="Serve online features over HTTP (Feast-compatible "
+                       "POST /get-online-features) from the Redis in the config "
+                       "(redis.url). Settings: serve.host, serve.port, serve.max_batch, "
+                       "serve.timeout_ms, serve.api_key (or FFS_SERVE_API_KEY: when set, "
+                       "every endpoint but /health needs X-API-Key or Authorization: Bearer).")
+    s.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: serve.port, 6566)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1; each has its own Redis connections)")
+    s.set_defaults(fn=cmd_serve)
     return p
 
 

@@ -2,7 +2,8 @@
 
 Sources, later ones winning: built-in defaults (embedded, local), a YAML file (`--config`,
 or `FFS_CONFIG`, or `ffs.yaml` in the working directory when present), then environment
-variables `FFS_<SECTION>_<KEY>` (e.g. FFS_OFFLINE_PATH, FFS_REDIS_URL, FFS_REDIS_PASSWORD).
+variables `FFS_<SECTION>_<KEY>` (e.g. FFS_OFFLINE_PATH, FFS_REDIS_URL, FFS_REDIS_PASSWORD,
+FFS_SERVE_API_KEY).
 Secrets are `Secret` values: they print as '***' and never reach a log line.
 """
 
@@ -63,11 +64,23 @@ class ValidationConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`ffs serve`: the HTTP feature server (online/server.py)."""
+
+    host: str = "127.0.0.1"  # loopback by default: bind 0.0.0.0 on purpose, behind auth/TLS
+    port: int = 6566
+    api_key: Secret | None = None  # FFS_SERVE_API_KEY; when set, X-API-Key or Bearer needed
+    max_batch: int = 1000  # rows per /get-online-features request
+    timeout_ms: int = 100  # the whole request; past it, features answer UNAVAILABLE
+
+
+@dataclass
 class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 _SECRET_KEYS = {"password", "sasl_password", "api_key"}

@@ -16,9 +16,11 @@ raises for a Redis failure: it answers within its timeout and recovers when Redi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from feature_repo.windows import (
     Entity,
     feature_names,
 )
-from ffs.config import Config, RedisConfig
+from ffs.config import Config, RedisConfig, Secret
 from ffs.errors import InputError
 from online import layout
 from online.plan import ReadPlan, compile_plan
@@ -44,6 +46,22 @@ MISSING_REQUEST_DATA = "MISSING_REQUEST_DATA"
 UNAVAILABLE = "UNAVAILABLE"
 
 _REQUEST = {f.name for f in REQUEST_FEATURES}
+_NO_ID = ""  # stands for the other entity in get_entity_features: matches no key
+
+
+def entity_feature_names(entity: Entity | str) -> list[str]:
+    """The features read from one entity's state: its window features, then its recency
+    features (declaration order)."""
+    entity = Entity(entity)
+    return ([f.name for f in WINDOW_FEATURES if f.entity == entity]
+            + [r.name for r in RECENCY_FEATURES if r.entity == entity])
+
+
+def time_features(t: Sequence[int] | np.ndarray) -> dict[str, list[int]]:
+    """The request features that need only the request time t (epoch seconds, UTC)."""
+    t = np.asarray(t, dtype=np.int64)
+    return {"tx_during_weekend": (T.weekday(t) >= 5).astype(np.int64).tolist(),
+            "tx_during_night": (T.hour(t) <= 6).astype(np.int64).tolist()}
 
 
 @dataclass
@@ -74,14 +92,19 @@ def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def redis_client(cfg: RedisConfig, max_connections: int = 32):
+def redis_client(cfg: RedisConfig, max_connections: int | None = None):
     import redis
 
     timeout = cfg.timeout_ms / 1000.0
+    # No retries (redis-py's default for a pool built this way): one attempt, each socket
+    # operation bounded by the timeout; the next call reconnects by itself.
     kwargs = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
-                  max_connections=max_connections, retry_on_timeout=False)
+                  max_connections=max_connections or cfg.max_connections,
+                  retry_on_timeout=False)
     if cfg.password is not None:
-        kwargs["password"] = cfg.password.reveal()
+        # Through a credential provider, not `password=`: redis-py prints a pool's
+        # connection kwargs in its repr, so repr(client.redis) would show the password.
+        kwargs["credential_provider"] = _SecretCredentials(cfg.password)
     url = cfg.url
     if cfg.tls and url.startswith("redis://"):
         url = "rediss://" + url[len("redis://"):]
@@ -89,6 +112,22 @@ def redis_client(cfg: RedisConfig, max_connections: int = 32):
         kwargs["ssl_ca_certs"] = cfg.tls_ca_file
     pool = redis.ConnectionPool.from_url(url, **kwargs)
     return redis.Redis(connection_pool=pool)
+
+
+class _SecretCredentials:
+    """redis-py CredentialProvider holding a Secret; its repr shows nothing of it."""
+
+    def __init__(self, password: Secret):
+        self._password = password
+
+    def get_credentials(self) -> tuple[str]:
+        return (self._password.reveal(),)
+
+    async def get_credentials_async(self) -> tuple[str]:
+        return self.get_credentials()
+
+    def __repr__(self) -> str:
+        return "_SecretCredentials('***')"
 
 
 class OnlineClient:
@@ -101,6 +140,7 @@ class OnlineClient:
         self._script = redis_conn.register_script(READ)
         self._argv = self.plan.argv()
         self._names = feature_names()
+        self._columns = _compile_columns(self.plan)
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs) -> OnlineClient:
@@ -121,17 +161,29 @@ class OnlineClient:
         p = self.prefix
         for cid, tid, t, txid, carries in zip(req.customer, req.terminal, req.t.tolist(),
                                               req.txid, req.carries_tx.tolist()):
-            keys += [f"{p}:c:{cid}:ev", f"{p}:c:{cid}:term", f"{p}:t:{tid}:ev",
-                     f"{p}:t:{tid}:fraud"]
+            keys += [f"{p}:c:{cid}:ev", f"{p}:t:{tid}:ev", f"{p}:t:{tid}:fraud"]
             argv += [t, "" if txid is None else str(txid), str(tid) if carries else ""]
         try:
             raw = self._script(keys=keys, args=argv) if rows else []
         except Exception as exc:  # redis ConnectionError, TimeoutError, BusyLoadingError, ...
             if not _is_redis_error(exc):
                 raise
-            return self._unavailable(req, f"{type(exc).__name__}: {exc}")
+            return self._unavailable(req, _describe(exc))
         return self._assemble(req, np.asarray(raw, dtype=np.int64).reshape(len(rows),
                                                                            self.plan.width))
+
+    def get_entity_features(self, entity: Entity | str, ids: Sequence[object],
+                            as_of: object = None) -> OnlineResult:
+        """One entity's features (entity_feature_names) for each id, all read at `as_of`
+        (default now), with the values and statuses get_features gives a row with that id.
+        For callers keyed by a single entity, such as the Feast plugin
+        (online/feast_store.py): the other entity's id is a placeholder that matches no key."""
+        entity = Entity(entity)
+        other = next(e for e in Entity if e != entity)
+        res = self.get_features([{entity.key: i, other.key: _NO_ID} for i in ids], as_of)
+        names = entity_feature_names(entity)
+        return OnlineResult(names, {n: res.values[n] for n in names},
+                            {n: res.statuses[n] for n in names}, res.as_of, res.error)
 
     def _unavailable(self, req: _Requests, why: str) -> OnlineResult:
         n = len(req.t)
@@ -146,64 +198,117 @@ class OnlineClient:
         return OnlineResult(self._names, values, statuses, req.t.tolist(), why)
 
     def _assemble(self, req: _Requests, raw: np.ndarray) -> OnlineResult:
-        plan = self.plan
+        c = self._columns
         n = len(req.t)
-        c_exists, t_exists, seen, last_term = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
-        col = 4
-        cum_n, cum_s = {}, {}
-        for edge in plan.customer_edges:
-            cum_n[edge], cum_s[edge] = raw[:, col], raw[:, col + 1]
-            col += 2
-        distinct, prev = raw[:, col], raw[:, col + 1]
-        col += 2
-        t_counts = {iv: raw[:, col + k] for k, iv in enumerate(plan.terminal_intervals)}
-        col += len(plan.terminal_intervals)
-        f_counts = {iv: raw[:, col + k] for k, iv in enumerate(plan.fraud_intervals)}
-
+        c_exists, t_exists, seen, term_in = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
         # The scored transaction joins windows that end at t, unless already ingested.
         add = req.carries_tx & (seen == 0)
+        add_i = add.astype(np.int64)
         cents = np.where(add, req.cents, 0)
-        out: dict[str, np.ndarray] = {}
-        for f in WINDOW_FEATURES:
-            lo, hi = f.delay_s + f.window_s, f.delay_s
-            inc = add if hi == 0 else np.zeros(n, dtype=bool)
-            if f.entity == Entity.CUSTOMER and f.agg != Agg.COUNT_DISTINCT:
-                count = cum_n[hi] - cum_n[lo] + inc
-                total = (cum_s[hi] - cum_s[lo] + np.where(inc, cents, 0)) / layout.CENTS
-                if f.agg == Agg.COUNT:
-                    out[f.name] = count
-                elif f.agg == Agg.SUM:
-                    out[f.name] = total
-                else:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        out[f.name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            elif f.agg == Agg.COUNT_DISTINCT:
-                new_term = (last_term < 0) | (last_term <= req.t - f.window_s)
-                out[f.name] = distinct + (inc & new_term)
-            elif f.agg == Agg.COUNT:
-                out[f.name] = t_counts[(lo, hi)] + inc
-            else:  # FRAUD_RATE: delayed windows never contain the scored transaction
-                count = t_counts[(lo, hi)] + inc
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[f.name] = np.where(count > 0, f_counts[(lo, hi)] / np.maximum(count, 1),
-                                           0.0)
-        for r in RECENCY_FEATURES:
-            out[r.name] = np.where(prev >= 0, (req.t - prev).astype(np.float64), np.nan)
+
+        cum_n, cum_s = raw[:, c.cum_n], raw[:, c.cum_s]  # (rows, edges)
+        counts = cum_n[:, c.hi] - cum_n[:, c.lo] + np.outer(add_i, c.ends_at_t)
+        totals = (cum_s[:, c.hi] - cum_s[:, c.lo] + np.outer(cents, c.ends_at_t)) / layout.CENTS
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+        distinct = raw[:, c.distinct] + (add & (term_in == 0))
+        prev = raw[:, c.prev]
+        recency = np.where(prev >= 0, (req.t - prev).astype(np.float64), np.nan)
+        t_counts = raw[:, c.t_counts] + np.outer(add_i, c.t_ends_at_t)
+        frauds = raw[:, c.f_counts]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            risk = np.where(t_counts[:, c.risk_count] > 0,
+                            frauds / np.maximum(t_counts[:, c.risk_count], 1), 0.0)
 
         values: dict[str, list] = {}
-        statuses: dict[str, list[str]] = {}
-        request = _request_features(req, out["customer_avg_amount_30d"])
-        c_status = np.where(c_exists | add, PRESENT, MISSING_ENTITY).tolist()
-        t_status = np.where(t_exists | add, PRESENT, MISSING_ENTITY).tolist()
-        for f in WINDOW_FEATURES:
-            values[f.name] = _plain(out[f.name])
-            statuses[f.name] = c_status if f.entity == Entity.CUSTOMER else t_status
-        for r in RECENCY_FEATURES:
-            values[r.name] = _plain(out[r.name])
-            statuses[r.name] = c_status
-        for name, (vals, stats) in request.items():
+        for name, col in zip(c.count_names, counts[:, c.count_cols].T.tolist()):
+            values[name] = col
+        for name, col in zip(c.sum_names, totals[:, c.sum_cols].T.tolist()):
+            values[name] = col
+        for name, col in zip(c.mean_names, means[:, c.mean_cols].T):
+            values[name] = _plain(col)
+        for name in c.distinct_names:
+            values[name] = distinct.tolist()
+        for name in c.recency_names:
+            values[name] = _plain(recency)
+        for name, col in zip(c.t_count_names, t_counts[:, c.t_count_cols].T.tolist()):
+            values[name] = col
+        for name, col in zip(c.risk_names, risk.T.tolist()):
+            values[name] = col
+
+        c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
+        t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
+        statuses = {name: (c_status if name in c.customer_names else t_status)
+                    for name in values}
+        avg30 = np.asarray(values["customer_avg_amount_30d"], dtype=np.float64)
+        for name, (vals, stats) in _request_features(req, avg30).items():
             values[name], statuses[name] = vals, stats
         return OnlineResult(self._names, values, statuses, req.t.tolist())
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where each feature's numbers sit in the script's reply, compiled once per client."""
+
+    cum_n: np.ndarray
+    cum_s: np.ndarray
+    lo: np.ndarray  # per customer window feature: edge index of t - delay - W
+    hi: np.ndarray  # ... and of t - delay
+    ends_at_t: np.ndarray  # 1 where the window ends at t (the scored transaction is inside)
+    count_names: list[str]
+    count_cols: list[int]
+    sum_names: list[str]
+    sum_cols: list[int]
+    mean_names: list[str]
+    mean_cols: list[int]
+    distinct: int
+    prev: int
+    distinct_names: list[str]
+    recency_names: list[str]
+    t_counts: np.ndarray
+    t_ends_at_t: np.ndarray
+    t_count_names: list[str]
+    t_count_cols: list[int]
+    f_counts: np.ndarray
+    risk_names: list[str]
+    risk_count: list[int]
+    customer_names: frozenset[str]
+
+
+def _compile_columns(plan: ReadPlan) -> _Columns:
+    edge = {e: k for k, e in enumerate(plan.customer_edges)}
+    col = 4 + 2 * len(plan.customer_edges)
+    cust = [f for f in WINDOW_FEATURES
+            if f.entity == Entity.CUSTOMER and f.agg != Agg.COUNT_DISTINCT]
+    term_ivs = list(plan.terminal_intervals)
+    by_agg = {agg: [(k, f.name) for k, f in enumerate(cust) if f.agg == agg]
+              for agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)}
+    t_count = [(term_ivs.index((f.delay_s + f.window_s, f.delay_s)), f.name)
+               for f in WINDOW_FEATURES if f.entity == Entity.TERMINAL and f.agg == Agg.COUNT]
+    risk = [f for f in WINDOW_FEATURES if f.agg == Agg.FRAUD_RATE]
+    f_ivs = list(plan.fraud_intervals)
+    return _Columns(
+        cum_n=np.arange(4, col, 2), cum_s=np.arange(5, col, 2),
+        lo=np.array([edge[f.delay_s + f.window_s] for f in cust], dtype=np.int64),
+        hi=np.array([edge[f.delay_s] for f in cust], dtype=np.int64),
+        ends_at_t=np.array([f.delay_s == 0 for f in cust], dtype=np.int64),
+        count_names=[n for _, n in by_agg[Agg.COUNT]], count_cols=[k for k, _ in by_agg[Agg.COUNT]],
+        sum_names=[n for _, n in by_agg[Agg.SUM]], sum_cols=[k for k, _ in by_agg[Agg.SUM]],
+        mean_names=[n for _, n in by_agg[Agg.MEAN]], mean_cols=[k for k, _ in by_agg[Agg.MEAN]],
+        distinct=col, prev=col + 1,
+        distinct_names=[f.name for f in WINDOW_FEATURES if f.agg == Agg.COUNT_DISTINCT],
+        recency_names=[r.name for r in RECENCY_FEATURES],
+        t_counts=np.arange(col + 2, col + 2 + len(term_ivs)),
+        t_ends_at_t=np.array([hi == 0 for _, hi in term_ivs], dtype=np.int64),
+        t_count_names=[n for _, n in t_count], t_count_cols=[k for k, _ in t_count],
+        f_counts=np.arange(col + 2 + len(term_ivs), col + 2 + len(term_ivs) + len(f_ivs))[
+            [f_ivs.index((f.delay_s + f.window_s, f.delay_s)) for f in risk]],
+        risk_names=[f.name for f in risk],
+        risk_count=[term_ivs.index((f.delay_s + f.window_s, f.delay_s)) for f in risk],
+        customer_names=frozenset(
+            [f.name for f in WINDOW_FEATURES if f.entity == Entity.CUSTOMER]
+            + [r.name for r in RECENCY_FEATURES if r.entity == Entity.CUSTOMER]),
+    )
 
 
 @dataclass
@@ -223,13 +328,13 @@ def _requests(rows: list[Mapping[str, object]], default_t: int) -> _Requests:
     t = np.full(n, default_t, dtype=np.int64)
     amount = np.full(n, np.nan)
     for i, row in enumerate(rows):
-        try:
-            customer.append(row["customer_id"])
-            terminal.append(row["terminal_id"])
-        except KeyError as exc:
-            raise InputError(f"row {i}: missing {exc.args[0]!r}; every row needs customer_id "
-                             f"and terminal_id") from None
-        txid.append(row.get("transaction_id"))
+        for name, ids in (("customer_id", customer), ("terminal_id", terminal)):
+            value = _id(row.get(name))
+            if value is None:
+                raise InputError(f"row {i}: missing {name!r}; every row needs customer_id "
+                                 f"and terminal_id")
+            ids.append(value)
+        txid.append(_id(row.get("transaction_id")))
         ts = row.get("event_timestamp")
         if ts is not None:
             t[i] = _seconds(ts, f"row {i}: event_timestamp")
@@ -243,7 +348,7 @@ def _requests(rows: list[Mapping[str, object]], default_t: int) -> _Requests:
                 raise InputError(f"row {i}: amount must be finite and >= 0, got {a!r}")
     has_ts = np.array([r.get("event_timestamp") is not None for r in rows], dtype=bool)
     carries = has_ts & ~np.isnan(amount)
-    cents = layout.to_cents(np.nan_to_num(amount))
+    cents = layout.to_cents(np.where(carries, amount, 0.0))
     return _Requests(customer, terminal, txid, t, amount, cents, carries)
 
 
@@ -255,8 +360,7 @@ def _request_features(req: _Requests, avg30: np.ndarray) -> dict[str, tuple[list
         ratio = np.where(np.isfinite(avg30) & (avg30 != 0), req.amount / avg30, np.nan)
     return {
         "amount": (_plain(req.amount), amount_status),
-        "tx_during_weekend": ((T.weekday(req.t) >= 5).astype(np.int64).tolist(), [PRESENT] * n),
-        "tx_during_night": ((T.hour(req.t) <= 6).astype(np.int64).tolist(), [PRESENT] * n),
+        **{name: (vals, [PRESENT] * n) for name, vals in time_features(req.t).items()},
         "amount_over_customer_avg_30d": (_plain(ratio), amount_status),
     }
 
@@ -268,11 +372,56 @@ def _plain(values: np.ndarray) -> list:
     return values.tolist()
 
 
+def _id(value: object) -> object:
+    """An entity or transaction id keyed as the offline store keys it (schema._ids): a whole
+    float (7.0, from a pandas row with NaNs elsewhere) is the integer 7; None or NaN is missing."""
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        if value != value:
+            return None
+        if float(value).is_integer():
+            return int(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# Epoch numbers are read as offline reads them (timestamps.to_utc): seconds below 1e11,
+# then milliseconds, microseconds, else nanoseconds; sub-second parts floored.
+_EPOCH_UNITS = ((1e11, 0), (1e14, 3), (1e17, 6))
+
+
+def _epoch_number(value: int | float, what: str) -> int:
+    if value != value or abs(value) == float("inf"):
+        raise InputError(f"{what}: cannot read {value!r} as a timestamp")
+    digits = next((d for limit, d in _EPOCH_UNITS if abs(value) < limit), 9)
+    if isinstance(value, int):
+        return value // 10 ** digits
+    return math.floor(value / 10 ** digits)
+
+
+def _to_epoch(value: object, what: str = "as_of") -> int | None:
+    """Fast path for the common timestamp types; None when pandas has to parse it."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)):
+        return _epoch_number(int(value) if isinstance(value, (int, np.integer))
+                             else float(value), what)
+    if isinstance(value, datetime):
+        if value != value:  # pd.NaT is a datetime too
+            raise InputError(f"{what}: missing timestamp")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return math.floor(value.timestamp())
+    return None
+
+
 def _seconds(value: object, what: str = "as_of") -> int:
+    fast = _to_epoch(value, what)
+    if fast is not None:
+        return fast
     import pandas as pd
 
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
@@ -283,8 +432,17 @@ def _seconds(value: object, what: str = "as_of") -> int:
     return int(ts.timestamp())
 
 
+def _describe(exc: Exception) -> str:
+    why = f"{type(exc).__name__}: {exc}"
+    if "NOAUTH" in str(exc) or "unauthenticated" in str(exc):
+        why += " (Redis requires a password: set redis.password or FFS_REDIS_PASSWORD)"
+    return why
+
+
 def _is_redis_error(exc: Exception) -> bool:
     import redis
 
-    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                            redis.exceptions.BusyLoadingError, OSError))
+    # Any error that comes from Redis or the connection to it: refused, timed out, loading,
+    # BUSY (a long script), NOAUTH/WRONGPASS, "unauthenticated multibulk length", OOM, ...
+    # all are ResponseErrors or ConnectionErrors, and all are RedisErrors.
+    return isinstance(exc, (redis.exceptions.RedisError, OSError))

@@ -5,14 +5,14 @@ Per customer (retention = 30 days, the longest customer window):
                      >I  cumulative count (this event included)   4 bytes, big-endian
                      >q  cumulative amount in cents (included)     8 bytes
                      >q  this event's amount in cents              8 bytes
-                     transaction id (utf-8)
-    {p}:c:{id}:term  sorted set, member = terminal id, score = last time the customer used it
+                     terminal id, a tab, transaction id (utf-8)
 Per terminal (retention = 37 days, longest window + label delay):
     {p}:t:{id}:ev    sorted set, member = transaction id, score = event time
     {p}:t:{id}:fraud sorted set, member = transaction id, score = event time, for transactions
                      whose latest label says fraud
 Per transaction (retention = 37 days), for labels that arrive later:
-    {p}:x:{txid}     hash: c customer, t terminal, s event time, a cents, l label time, f is_fraud
+    {p}:x:{txid}     string "customer|terminal|event time|cents|label time|is_fraud"
+                     (the last two empty while no label is known)
 
 Why cumulative members: a window (t - W, t] is "cumulative at t minus cumulative at t - W",
 and "the member with the greatest score <= x" is one O(log n) ZREVRANGEBYSCORE ... LIMIT 0 1.
@@ -38,8 +38,8 @@ def key(prefix: str, kind: str, entity_id: object, part: str) -> str:
     return f"{prefix}:{kind}:{entity_id}:{part}"
 
 
-def customer_keys(prefix: str, customer_id: object) -> tuple[str, str]:
-    return key(prefix, "c", customer_id, "ev"), key(prefix, "c", customer_id, "term")
+def customer_key(prefix: str, customer_id: object) -> str:
+    return key(prefix, "c", customer_id, "ev")
 
 
 def terminal_keys(prefix: str, terminal_id: object) -> tuple[str, str]:
@@ -62,25 +62,41 @@ def retention_s(entity: Entity) -> int:
     return max(spans) + REPLAY_MARGIN_S
 
 
-def encode_record(cum_count: int, cum_cents: int, cents: int, transaction_id: object) -> bytes:
-    return RECORD.pack(cum_count, cum_cents, cents) + str(transaction_id).encode()
+def encode_record(cum_count: int, cum_cents: int, cents: int, terminal_id: object,
+                  transaction_id: object) -> bytes:
+    return RECORD.pack(cum_count, cum_cents, cents) + f"{terminal_id}\t{transaction_id}".encode()
 
 
-def decode_record(member: bytes) -> tuple[int, int, int, str]:
+def decode_record(member: bytes) -> tuple[int, int, int, str, str]:
     cum_count, cum_cents, cents = RECORD.unpack_from(member)
-    return cum_count, cum_cents, cents, member[RECORD.size:].decode()
+    terminal, txid = member[RECORD.size:].decode().split("\t", 1)
+    return cum_count, cum_cents, cents, terminal, txid
 
 
 def encode_records(cum_count: np.ndarray, cum_cents: np.ndarray, cents: np.ndarray,
-                   transaction_ids: np.ndarray) -> list[bytes]:
+                   terminal_ids: np.ndarray, transaction_ids: np.ndarray) -> list[bytes]:
     """Vectorised encode_record for bulk loads."""
     fixed = np.empty(len(cum_count), dtype=[("n", ">u4"), ("s", ">i8"), ("a", ">i8")])
     fixed["n"], fixed["s"], fixed["a"] = cum_count, cum_cents, cents
     raw = fixed.tobytes()
     size = RECORD.size
-    return [raw[i * size:(i + 1) * size] + str(t).encode()
-            for i, t in enumerate(transaction_ids.tolist())]
+    return [raw[i * size:(i + 1) * size] + f"{k}\t{t}".encode()
+            for i, (k, t) in enumerate(zip(terminal_ids.tolist(), transaction_ids.tolist()))]
 
 
 def to_cents(amount: float | np.ndarray):
     return np.rint(np.asarray(amount, dtype=np.float64) * CENTS).astype(np.int64)
+
+
+def encode_tx(customer_id: object, terminal_id: object, t: int, cents: int,
+              label_t: int | None = None, is_fraud: int | None = None) -> str:
+    lab = "" if label_t is None else str(label_t)
+    fr = "" if is_fraud is None else str(is_fraud)
+    return f"{customer_id}|{terminal_id}|{t}|{cents}|{lab}|{fr}"
+
+
+def decode_tx(value: bytes | str) -> dict[str, object]:
+    text = value.decode() if isinstance(value, bytes) else value
+    c, t_id, t, cents, lab, fr = text.split("|")
+    return {"customer_id": c, "terminal_id": t_id, "t": int(t), "cents": int(cents),
+            "label_t": int(lab) if lab else None, "is_fraud": int(fr) if fr else None}

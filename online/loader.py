@@ -62,15 +62,15 @@ def load_state(redis_conn, tx: pd.DataFrame, labels: pd.DataFrame, prefix: str =
     cust = cust.assign(n=groups.cumcount().to_numpy() + 1,
                        s=groups["cents"].cumsum().to_numpy())
     members = layout.encode_records(cust["n"].to_numpy(), cust["s"].to_numpy(),
-                                    cust["cents"].to_numpy(), cust["transaction_id"].to_numpy())
+                                    cust["cents"].to_numpy(), cust["terminal_id"].to_numpy(),
+                                    cust["transaction_id"].to_numpy())
     cust = cust.assign(member=members)
-    last_use = cust.groupby(["customer_id", "terminal_id"], sort=False)["t"].max().reset_index()
 
     term = frame[frame["t"] > newest - ret_t]
     fraud_ids = set(lab.loc[lab["is_fraud"] == 1, "transaction_id"].tolist()) if len(lab) else set()
     frauds = term[term["transaction_id"].isin(fraud_ids)]
 
-    _write_customers(redis_conn, prefix, cust, last_use, ret_c, log)
+    _write_customers(redis_conn, prefix, cust, ret_c, log)
     _write_terminals(redis_conn, prefix, term, frauds, ret_t, log)
     indexed = 0
     if index_transactions:
@@ -98,23 +98,18 @@ def _interleave(scores: np.ndarray, members: list) -> list:
     return out
 
 
-def _write_customers(r, prefix, cust, last_use, ttl, log) -> None:
+def _write_customers(r, prefix, cust, ttl, log) -> None:
     events = _split(cust[["customer_id", "t", "member"]], "customer_id")
-    uses = _split(last_use, "customer_id")
     ids = np.array(list(events))
-    for done, chunk in enumerate(_chunks(ids)):
+    for chunk in _chunks(ids):
         pipe = r.pipeline(transaction=True)
         for cid in chunk.tolist():
-            ev_key, term_key = layout.customer_keys(prefix, cid)
+            ev_key = layout.customer_key(prefix, cid)
             ev = events[cid]
-            pipe.delete(ev_key, term_key)
+            pipe.delete(ev_key)
             pipe.execute_command("ZADD", ev_key, *_interleave(ev["t"].to_numpy(),
                                                                ev["member"].tolist()))
-            use = uses[cid]
-            pipe.execute_command("ZADD", term_key, *_interleave(
-                use["t"].to_numpy(), [str(x) for x in use["terminal_id"].tolist()]))
             pipe.expire(ev_key, ttl)
-            pipe.expire(term_key, ttl)
         pipe.execute()
     log(f"  customers: {len(ids):,} entities, {len(cust):,} events")
 
@@ -141,22 +136,32 @@ def _write_terminals(r, prefix, term, frauds, ttl, log) -> None:
     log(f"  terminals: {len(ids):,} entities, {len(term):,} events, {len(frauds):,} frauds")
 
 
+_BULK_SET = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1]) end
+return #KEYS
+"""
+
+
 def _write_tx_index(r, prefix, term, lab, ttl) -> int:
-    """transaction id -> customer, terminal, time, cents (+ current label): what a label that
-    arrives later needs to find the windows it belongs to."""
-    df = term.merge(lab.assign(l=T.to_seconds(lab["label_timestamp"]) if len(lab) else [])
-                    [["transaction_id", "l", "is_fraud"]] if len(lab) else
-                    pd.DataFrame(columns=["transaction_id", "l", "is_fraud"]),
-                    on="transaction_id", how="left")
-    pipe = r.pipeline(transaction=False)
-    for i, row in enumerate(df.itertuples(index=False)):
-        mapping = {"c": row.customer_id, "t": row.terminal_id, "s": row.t, "a": row.cents}
-        if row.l == row.l and row.l is not None:  # not NaN
-            mapping.update(l=int(row.l), f=int(row.is_fraud))
-        k = layout.tx_key(prefix, row.transaction_id)
-        pipe.hset(k, mapping=mapping)
-        pipe.expire(k, ttl)
-        if i % 20000 == 19999:
-            pipe.execute()
-    pipe.execute()
-    return len(df)
+    """transaction id -> "customer|terminal|time|cents|label time|is_fraud": what a label that
+    arrives later needs to find the windows it changes (layout.encode_tx / decode_tx)."""
+    df = term[["transaction_id", "customer_id", "terminal_id", "t", "cents"]]
+    if len(lab):
+        cur = pd.DataFrame({"transaction_id": lab["transaction_id"].to_numpy(),
+                            "l": T.to_seconds(lab["label_timestamp"]),
+                            "f": lab["is_fraud"].to_numpy()})
+        df = df.merge(cur, on="transaction_id", how="left")
+    else:
+        df = df.assign(l=np.nan, f=np.nan)
+    label = (df["l"].astype("Int64").astype("string").fillna("") + "|"
+             + df["f"].astype("Int64").astype("string").fillna(""))
+    values = (df["customer_id"].astype("string") + "|" + df["terminal_id"].astype("string") + "|"
+              + df["t"].astype("string") + "|" + df["cents"].astype("string") + "|" + label)
+    keys = (prefix + ":x:" + df["transaction_id"].astype("string")).tolist()
+    values = values.tolist()
+    # One script call per 5,000 keys: SET with EX per key, without 2 commands per key on the wire.
+    script = r.register_script(_BULK_SET)
+    step = 5000
+    for lo in range(0, len(keys), step):
+        script(keys=keys[lo:lo + step], args=[ttl, *values[lo:lo + step]])
+    return len(keys)

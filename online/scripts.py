@@ -1,31 +1,19 @@
 """The Redis Lua script behind every online read: all windows of a batch in one round trip.
 
-KEYS, 4 per row: customer events, customer terminals, terminal events, terminal frauds.
+KEYS, 3 per row: customer events, terminal events, terminal frauds.
 ARGV: the read plan (online/plan.py ReadPlan.argv), then 3 per row: t (epoch seconds), the
 scored transaction's id ('' if none), the scored transaction's terminal ('' if none).
 Returns, per row, ReadPlan.width integers:
-    customer exists, terminal exists, transaction already ingested, last time the customer
-    used the scored terminal (-1: never),
+    customer exists, terminal exists, transaction already ingested, scored terminal already
+    among the customer's distinct terminals in the window (0/1),
     (cumulative count, cumulative cents) at each customer edge,
     distinct terminals, previous event time (-1: none within the horizon),
     terminal counts per interval, fraud counts per interval.
-Every lookup is O(log n) in the entity's size.
+Every lookup is O(log n) in the entity's size, except the distinct-terminal count, which reads
+the customer's records of the last day (O(customer's payments that day)).
 """
 
 READ = r"""
-local function cum_at(k, x)
-  local r = redis.call('ZREVRANGEBYSCORE', k, x, '-inf', 'LIMIT', 0, 1)
-  if #r == 0 then
-    -- nothing at or before x: the prefix before the oldest record still kept
-    local first = redis.call('ZRANGE', k, 0, 0)
-    if #first == 0 then return 0, 0 end
-    local n, s, a = struct.unpack('>I4i8i8', first[1])
-    return n - 1, s - a
-  end
-  local n, s = struct.unpack('>I4i8', r[1])
-  return n, s
-end
-
 local i = 1
 local n_edges = tonumber(ARGV[i]); i = i + 1
 local edges = {}
@@ -40,41 +28,81 @@ local f_int = {}
 for e = 1, n_f do f_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}; i = i + 2 end
 
 local out = {}
-local rows = #KEYS / 4
+local o = 0
+local function put(v) o = o + 1; out[o] = v end
+local rows = #KEYS / 3
 for r = 0, rows - 1 do
-  local c_ev, c_term, t_ev, t_fraud = KEYS[4*r+1], KEYS[4*r+2], KEYS[4*r+3], KEYS[4*r+4]
+  local c_ev, t_ev, t_fraud = KEYS[3*r+1], KEYS[3*r+2], KEYS[3*r+3]
   local t = tonumber(ARGV[i]); local txid = ARGV[i + 1]; local term = ARGV[i + 2]; i = i + 3
-  out[#out + 1] = redis.call('EXISTS', c_ev)
-  out[#out + 1] = redis.call('EXISTS', t_ev)
+  -- the oldest record kept: existence, and the prefix before it (any edge older than it)
+  local first = redis.call('ZRANGE', c_ev, 0, 0, 'WITHSCORES')
+  local base_n, base_s, first_t = 0, 0, nil
+  if #first > 0 then
+    local n, s, a = struct.unpack('>I4i8i8', first[1])
+    base_n, base_s, first_t = n - 1, s - a, tonumber(first[2])
+  end
+  local t_size = redis.call('ZCARD', t_ev)
+  put(#first > 0 and 1 or 0)
+  put(t_size > 0 and 1 or 0)
   local seen = 0
-  if txid ~= '' and redis.call('ZSCORE', t_ev, txid) then seen = 1 end
-  out[#out + 1] = seen
-  local last = -1
-  if term ~= '' then
-    local s = redis.call('ZSCORE', c_term, term)
-    if s then last = tonumber(s) end
+  if txid ~= '' and t_size > 0 and redis.call('ZSCORE', t_ev, txid) then seen = 1 end
+  put(seen)
+  -- distinct terminals in (t - w, t], from the records themselves (exact at any t)
+  local n_distinct, term_in = 0, 0
+  if distinct_w > 0 and first_t then
+    local recs = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - distinct_w), t)
+    local terms = {}
+    for _, m in ipairs(recs) do
+      local rest = string.sub(m, 21)
+      local id = string.sub(rest, 1, string.find(rest, '\t', 1, true) - 1)
+      if not terms[id] then terms[id] = true; n_distinct = n_distinct + 1 end
+    end
+    if term ~= '' and terms[term] then term_in = 1 end
   end
-  out[#out + 1] = last
+  put(term_in)
+  -- edges ascend (0 first): the record found for a later edge is also the answer for an
+  -- earlier edge whenever its time is already at or before that edge, so quiet customers
+  -- cost one lookup for all their short windows
+  local rec_t, rec_n, rec_s = nil, base_n, base_s
+  local at_t = nil
   for e = 1, n_edges do
-    local n, s = cum_at(c_ev, t - edges[e])
-    out[#out + 1] = n; out[#out + 1] = s
+    local x = t - edges[e]
+    if not first_t or x < first_t then
+      put(base_n); put(base_s)
+    elseif rec_t and rec_t <= x then
+      put(rec_n); put(rec_s)
+    else
+      local rec = redis.call('ZREVRANGEBYSCORE', c_ev, x, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      rec_n, rec_s = struct.unpack('>I4i8', rec[1])
+      rec_t = tonumber(rec[2])
+      put(rec_n); put(rec_s)
+    end
+    if e == 1 then at_t = rec_t end
   end
-  if distinct_w > 0 then
-    out[#out + 1] = redis.call('ZCOUNT', c_term, '(' .. (t - distinct_w), t)
-  else
-    out[#out + 1] = 0
+  put(n_distinct)
+  local prev_t = -1
+  if at_t and at_t < t then
+    prev_t = at_t  -- the newest record at or before t is strictly before t: it is the previous
+  elseif first_t and first_t < t then
+    local prev = redis.call('ZREVRANGEBYSCORE', c_ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #prev > 0 then prev_t = tonumber(prev[2]) end
   end
-  local prev = redis.call('ZREVRANGEBYSCORE', c_ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #prev > 0 and t - tonumber(prev[2]) < horizon then
-    out[#out + 1] = tonumber(prev[2])
-  else
-    out[#out + 1] = -1
-  end
+  if prev_t >= 0 and t - prev_t >= horizon then prev_t = -1 end
+  put(prev_t)
   for e = 1, n_t do
-    out[#out + 1] = redis.call('ZCOUNT', t_ev, '(' .. (t - t_int[e][1]), t - t_int[e][2])
+    if t_size > 0 then
+      put(redis.call('ZCOUNT', t_ev, '(' .. (t - t_int[e][1]), t - t_int[e][2]))
+    else
+      put(0)
+    end
   end
+  local has_fraud = t_size > 0 and redis.call('EXISTS', t_fraud) == 1
   for e = 1, n_f do
-    out[#out + 1] = redis.call('ZCOUNT', t_fraud, '(' .. (t - f_int[e][1]), t - f_int[e][2])
+    if has_fraud then
+      put(redis.call('ZCOUNT', t_fraud, '(' .. (t - f_int[e][1]), t - f_int[e][2]))
+    else
+      put(0)
+    end
   end
 end
 return out

@@ -1,0 +1,665 @@
+"""HTTP feature server: Feast's `/get-online-features` over the online client.
+
+    ffs serve [--host 127.0.0.1] [--port 6566] [--workers 1]
+
+    curl -s localhost:6566/get-online-features -H 'Content-Type: application/json' -d '{
+      "feature_service": "fraud_detection_v1",
+      "entities": {"customer_id": [42], "terminal_id": [7]},
+      "request_data": {"transaction_id": [991], "event_timestamp": ["2026-03-01T12:00:00Z"],
+                       "amount": [12.5]}}'
+
+Endpoints: POST /get-online-features, GET /health (liveness), GET /ready (Redis answers
+PING within the timeout), GET /metrics (Prometheus), GET /openapi.json and /docs.
+When `serve.api_key` is set, every endpoint but /health needs `X-API-Key: <key>` or
+`Authorization: Bearer <key>`.
+
+Request: Feast's shape. `entities` holds customer_id and terminal_id columns; the scored
+transaction's `transaction_id`, `event_timestamp` (ISO 8601 or epoch seconds) and `amount`
+go in `request_data` (or, as Feast does it, in `entities`); all columns have one value per
+row. `as_of` (ISO 8601 or epoch seconds) sets the read time of rows without a transaction
+(default: now). Response: Feast's columnar shape (`OnlineResult.to_feast_response`): the
+entity columns, then every feature of the service, each with values, statuses and
+event_timestamps (the instant each row was read at).
+
+A slow or absent Redis never gives a 5xx on /get-online-features: the answer is 200 with
+status UNAVAILABLE (and value null) for every stored feature, within `serve.timeout_ms`
+(see `_read`). A bad request gets a 4xx and `{"error": "<what is wrong, what to send>"}`.
+
+Why JSON is parsed here and not by pydantic: a 1-row request spends about 0.35 ms in the
+client and 0.2 ms in Redis; FastAPI's pydantic body validation added about 0.1 ms per request
+and cannot express our checks (equal column lengths, id types, timestamps) anyway. The
+pydantic models below only document the API in /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import json
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from feature_repo.windows import FEATURE_SERVICE, feature_names
+from ffs.config import Config
+from ffs.errors import ConfigError, InputError
+from online.client import (
+    PRESENT,
+    OnlineClient,
+    OnlineResult,
+    _iso,
+    _requests,
+    _seconds,
+    redis_client,
+)
+
+log = logging.getLogger("ffs.server")
+
+ENTITY_KEYS = ("customer_id", "terminal_id")
+REQUEST_KEYS = ("transaction_id", "event_timestamp", "amount")
+TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "features",
+                  "full_feature_names", "include_feature_view_version_metadata"}
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z
+MAX_AMOUNT = 1e13  # cents stay exact in Redis' Lua doubles (< 2**53)
+FEATURES_PATH = "/get-online-features"
+ENDPOINTS = ("/get-online-features", "/health", "/ready", "/metrics", "/openapi.json", "/docs")
+OPEN_ENDPOINTS = ("/health",)
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+                   0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+# ---------------------------------------------------------------- OpenAPI documentation only
+
+Scalar = Union[int, str]
+
+
+class GetOnlineFeaturesRequest(BaseModel):
+    """Feast's request, plus the scored transaction and an optional read time."""
+
+    feature_service: str = Field(FEATURE_SERVICE, examples=[FEATURE_SERVICE])
+    entities: dict[str, list[Scalar]] = Field(
+        description="customer_id and terminal_id columns, one value per row (ids: integer "
+                    "or string). transaction_id, event_timestamp and amount may also go here, "
+                    "as Feast passes request data.",
+        examples=[{"customer_id": [42], "terminal_id": [7]}])
+    request_data: Optional[dict[str, list[Union[int, float, str, None]]]] = Field(
+        None, description="The scored transaction, columnar, same length as entities: "
+        "transaction_id, event_timestamp (ISO 8601 or epoch seconds; naive = UTC), amount "
+        "(>= 0). A row with event_timestamp and amount is scored at its own timestamp and "
+        "counted in its windows (once, by transaction_id).",
+        examples=[{"transaction_id": [991], "event_timestamp": ["2026-03-01T12:00:00Z"],
+                   "amount": [12.5]}])
+    as_of: Optional[Union[str, float]] = Field(
+        None, description="Read time of rows without an event_timestamp: ISO 8601 or epoch "
+        "seconds. Default: now.")
+    full_feature_names: bool = Field(False, description="Only false is supported.")
+
+
+class FeatureColumn(BaseModel):
+    values: list[Any]
+    statuses: list[str] = Field(description="PRESENT, MISSING_ENTITY, MISSING_REQUEST_DATA "
+                                "or UNAVAILABLE (Redis did not answer; value null)")
+    event_timestamps: list[str]
+
+
+class ResponseMetadata(BaseModel):
+    feature_names: list[str]
+
+
+class GetOnlineFeaturesResponse(BaseModel):
+    metadata: ResponseMetadata
+    results: list[FeatureColumn] = Field(description="One column per name in "
+                                         "metadata.feature_names, in that order.")
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class StatusBody(BaseModel):
+    status: str
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram("ffs_http_request_duration_seconds",
+                                 "Time from request received to response sent", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.read_latency = Histogram("ffs_online_read_duration_seconds",
+                                      "Time in the online client (Redis round trip included)",
+                                      buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter("ffs_http_requests", "HTTP requests by endpoint and status code",
+                                ["endpoint", "status"], registry=self.registry)
+        self.rows = Counter("ffs_rows_served", "Entity rows answered by /get-online-features",
+                            registry=self.registry)
+        self.errors = Counter("ffs_http_errors", "Error responses by reason", ["reason"],
+                              registry=self.registry)
+        self.unavailable = Counter("ffs_redis_unavailable",
+                                   "Responses whose features were UNAVAILABLE, by error type",
+                                   ["error"], registry=self.registry)
+        # Bound children, so the hot path does not look labels up for every request.
+        self._latency = {e: self.latency.labels(e) for e in ENDPOINTS + ("other",)}
+        self._requests: dict[tuple[str, int], Any] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self._latency[endpoint].observe(seconds)
+        child = self._requests.get((endpoint, status))
+        if child is None:
+            child = self._requests[(endpoint, status)] = self.requests.labels(endpoint,
+                                                                              str(status))
+        child.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# ------------------------------------------------------------------------ request parsing
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, reason: str = "bad_request"):
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+def _reject_constant(token: str):
+    raise BadRequest(f"invalid JSON: {token} is not a number JSON allows",
+                     reason="invalid_json")
+
+
+def _epoch(value: object, what: str) -> int:
+    """A timestamp as the client reads it (ISO 8601, or an epoch number: seconds below 1e11,
+    then ms, us, ns, as offline), floored to whole seconds, UTC; naive means UTC."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadRequest(f"{what}: expected an ISO 8601 timestamp or epoch seconds, "
+                         f"found {json.dumps(value)}")
+    seconds = None
+    if isinstance(value, str):
+        try:  # fast path; pandas (in the client's _seconds) reads the other formats
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=timezone.utc)
+            seconds = math.floor(ts.timestamp())
+    if seconds is None:
+        try:
+            seconds = _seconds(value, what)
+        except InputError as exc:
+            raise BadRequest(f"{exc}; send ISO 8601 (e.g. 2026-03-01T12:00:00Z) or epoch "
+                             f"seconds") from None
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{what}: {value!r} is out of range") from None
+    if not 0 <= seconds <= MAX_EPOCH_S:
+        raise BadRequest(f"{what}: {value!r} is out of range (1970-01-01 .. 9999-12-31)")
+    return seconds
+
+
+def _column(value: object, what: str) -> list:
+    if not isinstance(value, list):
+        raise BadRequest(f"{what}: expected a list (one value per row), "
+                         f"found {type(value).__name__}")
+    return value
+
+
+def _check_ids(values: list, what: str, nullable: bool = False) -> None:
+    for i, v in enumerate(values):
+        kind = type(v)
+        if kind is int or kind is str or (nullable and v is None) or (
+                kind is float and v.is_integer()):  # 7.0 is the id 7, as offline keys it
+            continue
+        raise BadRequest(f"{what}[{i}]: expected an integer or string id, found "
+                         f"{json.dumps(v)}")
+
+
+def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, dict]:
+    """Body -> (rows for OnlineClient.get_features, as_of, entity columns for the response)."""
+    try:
+        req = json.loads(body, parse_constant=_reject_constant)
+    except BadRequest:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"invalid JSON: {exc}", reason="invalid_json") from None
+    if not isinstance(req, dict):
+        raise BadRequest(f"expected a JSON object, found {type(req).__name__}")
+    unknown = set(req) - TOP_LEVEL_KEYS
+    if unknown:
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+    if req.get("features"):
+        raise BadRequest(f"this server answers by feature service, not by feature list: send "
+                         f"\"feature_service\": \"{FEATURE_SERVICE}\" instead of \"features\"")
+    service = req.get("feature_service")
+    if service is None:
+        raise BadRequest(f"missing \"feature_service\" (this store serves {FEATURE_SERVICE!r})")
+    if service != FEATURE_SERVICE:
+        raise BadRequest(f"unknown feature service {service!r}; this store serves "
+                         f"{FEATURE_SERVICE!r}", status=404, reason="unknown_feature_service")
+    if req.get("full_feature_names"):
+        raise BadRequest("full_feature_names=true is not supported: feature names are unique "
+                         "within the service")
+
+    entities = req.get("entities")
+    if not isinstance(entities, dict):
+        raise BadRequest("missing \"entities\": an object of columns, e.g. "
+                         "{\"customer_id\": [42], \"terminal_id\": [7]}")
+    request_data = req.get("request_data")
+    if request_data is None:
+        request_data = {}
+    elif not isinstance(request_data, dict):
+        raise BadRequest(f"\"request_data\": expected an object of columns, found "
+                         f"{type(request_data).__name__}")
+    columns: dict[str, list] = {}
+    for key, value in entities.items():
+        if key not in ENTITY_KEYS and key not in REQUEST_KEYS:
+            raise BadRequest(f"entities: unknown column {key!r}; entities are "
+                             f"{list(ENTITY_KEYS)} (request data: {list(REQUEST_KEYS)})")
+        columns[key] = _column(value, f"entities.{key}")
+    for key, value in request_data.items():
+        if key not in REQUEST_KEYS:
+            raise BadRequest(f"request_data: unknown column {key!r}; known: "
+                             f"{list(REQUEST_KEYS)}")
+        if key in columns:
+            raise BadRequest(f"{key!r} is given both in entities and in request_data")
+        columns[key] = _column(value, f"request_data.{key}")
+    for key in ENTITY_KEYS:
+        if key not in columns:
+            raise BadRequest(f"entities: missing column {key!r}; every row needs "
+                             f"{' and '.join(ENTITY_KEYS)}")
+    lengths = {k: len(v) for k, v in columns.items()}
+    n = lengths["customer_id"]
+    if any(length != n for length in lengths.values()):
+        raise BadRequest(f"columns must all have one value per row; lengths: {lengths}")
+    if n > max_batch:
+        raise BadRequest(f"batch of {n} rows is over the limit of {max_batch}; split it",
+                         status=413, reason="batch_too_large")
+
+    customers, terminals = columns["customer_id"], columns["terminal_id"]
+    _check_ids(customers, "customer_id")
+    _check_ids(terminals, "terminal_id")
+    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(customers, terminals)]
+    if "transaction_id" in columns:
+        txids = columns["transaction_id"]
+        _check_ids(txids, "transaction_id", nullable=True)
+        for row, txid in zip(rows, txids):
+            row["transaction_id"] = txid
+    if "event_timestamp" in columns:
+        for i, (row, ts) in enumerate(zip(rows, columns["event_timestamp"])):
+            row["event_timestamp"] = None if ts is None else _epoch(ts, f"event_timestamp[{i}]")
+    if "amount" in columns:
+        for i, (row, a) in enumerate(zip(rows, columns["amount"])):
+            if a is not None and (type(a) not in (int, float) or not 0 <= a <= MAX_AMOUNT):
+                raise BadRequest(f"amount[{i}]: expected a number between 0 and "
+                                 f"{MAX_AMOUNT:g}, found {json.dumps(a)}")
+            row["amount"] = a
+    as_of = req.get("as_of")
+    as_of = None if as_of is None else _epoch(as_of, "as_of")
+    return rows, as_of, {"customer_id": customers, "terminal_id": terminals}
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+def feast_response(result: OnlineResult, entities: dict[str, list]) -> dict:
+    """`result.to_feast_response(entities)`, built faster: the same timestamp strings are
+    formatted once (to_feast_response formats one per row and feature: 2,300 strftime calls,
+    ~2 ms, for 100 rows). Tests check both give the same document."""
+    memo: dict[int, str] = {}
+    stamps = [memo[t] if t in memo else memo.setdefault(t, _iso(t)) for t in result.as_of]
+    results = [{"values": list(col), "statuses": [PRESENT] * len(col),
+                "event_timestamps": ["1970-01-01T00:00:00Z"] * len(col)}
+               for col in entities.values()]
+    results += [{"values": result.values[n], "statuses": result.statuses[n],
+                 "event_timestamps": list(stamps)} for n in result.feature_names]
+    return {"metadata": {"feature_names": list(entities) + result.feature_names},
+            "results": results}
+
+
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _dumps(content: object) -> bytes:
+    return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _json(content: object, status: int = 200) -> Response:
+    return Response(_dumps(content), status_code=status, media_type="application/json")
+
+
+async def _send(send, status: int, data: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": JSON_HEADERS + [(b"content-length", b"%d" % len(data))]
+                + (headers or [])})
+    await send({"type": "http.response.body", "body": data})
+
+
+class _Breaker:
+    """Fail fast while Redis is failing, instead of making every request wait for it.
+
+    Reads call the client directly on the event loop (see `create_app.read`), so a Redis
+    that hangs would block the loop for the socket timeout on every request. After a read
+    comes back UNAVAILABLE the breaker opens: reads answer UNAVAILABLE at once ("CircuitOpen")
+    while a probe PINGs Redis in a worker thread every PROBE_INTERVAL_S; any successful PING
+    (the probe's or /ready's) closes it. With a healthy Redis the probe's first PING answers
+    in well under a millisecond, so one lost reply costs a few requests, not seconds.
+    """
+
+    PROBE_INTERVAL_S = 0.1
+
+    def __init__(self, client: OnlineClient, timeout_ms: int):
+        self.client, self.timeout_ms = client, timeout_ms
+        self.error: str | None = None  # the failure that opened it; None when closed
+        self._probe: asyncio.Task | None = None
+
+    def open(self, why: str) -> None:
+        self.error = why
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._run())
+
+    async def ping(self) -> str | None:
+        """PING Redis within the timeout: None if it answered (closes the breaker), else why
+        not."""
+        try:
+            await asyncio.wait_for(run_in_threadpool(self.client.redis.ping),
+                                   self.timeout_ms / 1000.0)
+        except asyncio.TimeoutError:
+            return f"TimeoutError: redis did not answer PING within {self.timeout_ms} ms"
+        except Exception as exc:  # noqa: BLE001 - any failure is "not reachable"
+            return f"{type(exc).__name__}: {exc}"
+        self.error = None
+        return None
+
+    async def _run(self) -> None:
+        while self.error is not None and await self.ping() is not None:
+            await asyncio.sleep(self.PROBE_INTERVAL_S)
+
+    async def stop(self) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            try:
+                await self._probe
+            except asyncio.CancelledError:
+                pass
+
+
+class _Front:
+    """Pure ASGI middleware in front of FastAPI: API key check, per-request metrics, and the
+    hot endpoint itself (POST /get-online-features).
+
+    Serving the hot endpoint here skips FastAPI's routing, dependency solving and Request /
+    Response objects: ~0.15 ms of a ~0.8 ms request (in-process, 1 row). The FastAPI route of
+    the same path documents it in /openapi.json and gives the same answers if reached.
+    Starlette's BaseHTTPMiddleware would cost ~0.1 ms a request; this costs microseconds.
+    """
+
+    def __init__(self, app, metrics: Metrics, api_key: str | None, features):
+        self.app, self.metrics, self.features = app, metrics, features
+        self.key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        status = 500
+
+        async def send_and_record(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.key is not None and path not in OPEN_ENDPOINTS and not self._allowed(scope):
+                self.metrics.errors.labels("unauthorized").inc()
+                status = 401
+                await _send(send, 401, _dumps({"error": "missing or wrong API key: send the "
+                            "header X-API-Key: <key> or Authorization: Bearer <key>"}),
+                            [(b"www-authenticate", b"Bearer")])
+            elif path == FEATURES_PATH and scope["method"] == "POST":
+                status, data = await self.features(scope["headers"], receive)
+                await _send(send, status, data)
+            else:
+                await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.observe(endpoint, status, time.perf_counter() - started)
+
+    def _allowed(self, scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                given = value.strip()
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+            else:
+                continue
+            if hmac.compare_digest(given, self.key):
+                return True
+        return False
+
+
+async def _read_body(receive, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (the rest is not read)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("client disconnected", status=400, reason="disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def create_app(cfg: Config, client: OnlineClient | None = None):
+    """The ASGI app. `client` defaults to one built from `cfg.redis`, with its Redis socket
+    timeouts capped at serve.timeout_ms."""
+    scfg = cfg.serve
+    api_key = scfg.api_key.reveal() if scfg.api_key is not None else None
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("serve.api_key is empty: set a key, or unset it to serve without "
+                          "authentication")
+    if scfg.max_batch < 1 or scfg.timeout_ms < 1:
+        raise ConfigError(f"serve.max_batch and serve.timeout_ms must be >= 1, found "
+                          f"{scfg.max_batch} and {scfg.timeout_ms}")
+    if client is None:
+        rcfg = dataclasses.replace(cfg.redis, timeout_ms=min(cfg.redis.timeout_ms,
+                                                             scfg.timeout_ms))
+        client = OnlineClient(redis_client(rcfg), prefix=cfg.redis.prefix,
+                              max_batch=scfg.max_batch)
+    metrics = Metrics()
+    breaker = _Breaker(client, scfg.timeout_ms)
+    names = feature_names()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # Load the read script now, so the first request does not pay for it (best effort:
+        # Redis may be down at start; the client loads it on first use then).
+        try:
+            client.redis.script_load(client._script.script)
+        except Exception as exc:  # noqa: BLE001 - /ready reports it
+            log.warning("redis not reachable at start (%s); /ready says 503 until it is",
+                        type(exc).__name__)
+        yield
+        await breaker.stop()
+        client.redis.close()
+
+    app = FastAPI(title="Fraud feature store", version="1",
+                  description="Online features for card-fraud scoring, Feast-compatible "
+                  f"request and response. Feature service: {FEATURE_SERVICE}, "
+                  f"{len(names)} features: {', '.join(names)}.",
+                  redoc_url=None, lifespan=lifespan)
+    app.state.metrics, app.state.client = metrics, client
+
+    def error(message: str, status: int, reason: str) -> tuple[int, bytes]:
+        metrics.errors.labels(reason).inc()
+        return status, _dumps({"error": message})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        status, data = error(str(exc.detail), exc.status_code, reason)
+        return Response(data, status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        status, data = error(str(exc), 400, "bad_request")
+        return Response(data, status, media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc):
+        log.exception("internal error on %s", request.url.path)
+        status, data = error("internal error (logged on the server)", 500, "internal")
+        return Response(data, status, media_type="application/json")
+
+    unavailable_by_kind: dict[str, Any] = {}
+
+    def read(rows: list[dict], as_of: int | None) -> OnlineResult:
+        """The client, called directly on the event loop.
+
+        Measured (2 cores, one worker, 1-row requests): in a worker thread
+        (run_in_threadpool + asyncio.wait_for) a request cost 0.97 ms in process against
+        0.79 ms direct, and over HTTP at 4 concurrent connections ~760 req/s against ~1,000.
+        The loop is blocked for the Redis round trip (~0.2 ms) at most `timeout_ms` (the
+        client's socket timeouts are capped at serve.timeout_ms), and the breaker makes only
+        the first read after a failure wait for it.
+        """
+        started = time.perf_counter()
+        if breaker.error is not None:
+            default_t = as_of if as_of is not None else int(time.time())
+            result = client._unavailable(_requests(rows, default_t),
+                                         f"CircuitOpen: {breaker.error}")
+        else:
+            result = client.get_features(rows, as_of)
+            if result.error is not None:
+                breaker.open(result.error)
+        metrics.read_latency.observe(time.perf_counter() - started)
+        if result.error is not None:
+            kind = result.error.split(":", 1)[0]
+            child = unavailable_by_kind.get(kind)
+            if child is None:
+                child = unavailable_by_kind[kind] = metrics.unavailable.labels(kind)
+            child.inc()
+        return result
+
+    async def features(headers: list[tuple[bytes, bytes]], receive) -> tuple[int, bytes]:
+        """POST /get-online-features: (status, JSON body)."""
+        ctype = length = None
+        for name, value in headers:
+            if name == b"content-type":
+                ctype = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+        if ctype is None or ctype.split(";", 1)[0].strip().lower() != "application/json":
+            return error(f"Content-Type must be application/json, found {ctype or 'none'!r}",
+                         415, "unsupported_media_type")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return error(f"body of {int(length)} bytes is over {MAX_BODY_BYTES}", 413,
+                         "too_large")
+        try:
+            body = await _read_body(receive, MAX_BODY_BYTES)
+            if body is None:
+                return error(f"body is over {MAX_BODY_BYTES} bytes", 413, "too_large")
+            rows, as_of, entity_columns = parse_request(body, scfg.max_batch)
+            result = read(rows, as_of)
+            data = _dumps(feast_response(result, entity_columns))
+        except BadRequest as exc:
+            return error(str(exc), exc.status, exc.reason)
+        except InputError as exc:
+            return error(str(exc), 400, "bad_request")
+        except Exception:  # noqa: BLE001 - a bug: say so, log it, keep serving
+            log.exception("internal error on %s", FEATURES_PATH)
+            return error("internal error (logged on the server)", 500, "internal")
+        metrics.rows.inc(len(rows))
+        return 200, data
+
+    @app.post(FEATURES_PATH, response_model=None, summary="Features for entity rows",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": GetOnlineFeaturesRequest.model_json_schema()}}}},
+              responses={200: {"model": GetOnlineFeaturesResponse,
+                               "description": "Feast's columnar response"},
+                         400: {"model": ErrorBody, "description": "Bad request"},
+                         401: {"model": ErrorBody, "description": "API key missing or wrong"},
+                         404: {"model": ErrorBody, "description": "Unknown feature service"},
+                         413: {"model": ErrorBody, "description": "Over serve.max_batch rows"},
+                         415: {"model": ErrorBody, "description": "Not application/json"}})
+    async def get_online_features(request: Request) -> Response:
+        # Served by _Front before FastAPI sees it; this route documents it (and would answer
+        # the same if reached).
+        status, data = await features(request.headers.raw, request.receive)
+        return Response(data, status, media_type="application/json")
+
+    @app.get("/health", response_model=StatusBody, summary="Liveness: the process answers")
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/ready", response_model=StatusBody, summary="Readiness: Redis answers PING",
+             responses={503: {"model": ErrorBody, "description": "Redis not reachable"}})
+    async def ready() -> Response:
+        why = await breaker.ping()
+        if why is not None:
+            status, data = error(f"redis not reachable: {why}", 503, "not_ready")
+            return Response(data, status, media_type="application/json")
+        return _json({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        data, ctype = metrics.render()
+        return Response(data, media_type=ctype)
+
+    app.add_middleware(_Front, metrics=metrics, api_key=api_key, features=features)
+    return app
+# ------------------------------------------------------------------------------ running
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None,
+          workers: int = 1) -> None:
+    """Run uvicorn (uvloop and httptools when installed, no access log) until interrupted."""
+    import uvicorn
+
+    host = host or cfg.serve.host
+    port = port or cfg.serve.port
+    auth = "on" if cfg.serve.api_key is not None else "off"
+    log.info("serving %s on http://%s:%d (%d worker(s), API key %s)", FEATURE_SERVICE, host,
+             port, workers, auth)
+    common = dict(host=host, port=port, access_log=False, loop="auto", http="auto",
+                  log_level="info", server_header=False)
+    if workers == 1:
+        uvicorn.run(create_app(cfg), **common)
+    else:
+        # Each worker process builds its own app from the same config sources (FFS_CONFIG and
+        # FFS_* variables, which the parent's environment passes on).
+        uvicorn.run("online.server:app_from_environment", factory=True, workers=workers,
+                    **common)
+
+
+def app_from_environment():
+    from ffs.config import load_config
+
+    return create_app(load_config())
