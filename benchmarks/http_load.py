@@ -10,7 +10,10 @@ Redis: on a small machine its own CPU lowers the throughput measured.
 `main()` starts a private redis-server and loads a synthetic state (2,000 customers, 4,000
 terminals, 30 days), runs `ffs serve` (one uvicorn worker) in a subprocess on a free loopback
 port, measures 1-row and 100-row requests, prints a table and writes
-benchmarks/results/http-<date>.json.
+benchmarks/results/http-<date>.json. Besides latency it reports the server's and Redis' CPU
+time per request (psutil): 1000 / server_cpu_ms is what one worker can serve on a free
+core, a figure that holds when the machine is busy with other work and wall-clock
+throughput does not.
 """
 
 from __future__ import annotations
@@ -161,6 +164,11 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server not ready within {timeout} s")
 
 
+def _cpu(proc) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,6 +179,7 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    import psutil
     import redis
 
     from online.loader import load_state
@@ -196,14 +205,23 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/get-online-features"
         try:
             _wait_http(url, proc)
+            server, redis_proc = psutil.Process(proc.pid), psutil.Process(rs.proc.pid)
             for rows in args.rows:
                 body = request_body(rows, t_end)
                 for c in args.concurrency:
                     n = args.requests if rows == 1 else max(200, args.requests // 10)
+                    cpu0 = _cpu(server), _cpu(redis_proc)
                     res = {"rows": rows, **http_latency(url, body, n, concurrency=c)}
+                    # CPU per request (includes the warmup requests): what a core can serve,
+                    # whatever else the machine is doing while we measure.
+                    done = res["n"] + max(1, 200 // c) * c
+                    res["server_cpu_ms"] = round((_cpu(server) - cpu0[0]) / done * 1e3, 3)
+                    res["redis_cpu_ms"] = round((_cpu(redis_proc) - cpu0[1]) / done * 1e3, 3)
                     results.append(res)
                     print(f"rows={rows:<4} concurrency={c:<2} p50 {res['p50_ms']:.2f} ms  "
                           f"p99 {res['p99_ms']:.2f} ms  {res['requests_per_s']:,.0f} req/s  "
+                          f"server CPU {res['server_cpu_ms']:.3f} ms/req  "
+                          f"redis CPU {res['redis_cpu_ms']:.3f} ms/req  "
                           f"errors {res['errors']}", flush=True)
         finally:
             proc.terminate()
@@ -216,7 +234,8 @@ def main() -> int:
         out = ROOT / "benchmarks" / "results" / f"http-{dt.date.today().isoformat()}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(),
-                                               "python": platform.python_version()},
+                                               "python": platform.python_version(),
+                                               "load_average": os.getloadavg()},
                                    "workers": 1, "results": results}, indent=2))
         print(f"-> {out}")
     return 0

@@ -22,13 +22,16 @@ entity columns, then every feature of the service, each with values, statuses an
 event_timestamps (the instant each row was read at).
 
 A slow or absent Redis never gives a 5xx on /get-online-features: the answer is 200 with
-status UNAVAILABLE (and value null) for every stored feature, within `serve.timeout_ms`
-(see `_read`). A bad request gets a 4xx and `{"error": "<what is wrong, what to send>"}`.
+status UNAVAILABLE (and value null) for every Redis-backed feature, within about
+`serve.timeout_ms` (see `_Breaker`). A bad request gets a 4xx and
+`{"error": "<what is wrong, what to send>"}`.
 
-Why JSON is parsed here and not by pydantic: a 1-row request spends about 0.35 ms in the
-client and 0.2 ms in Redis; FastAPI's pydantic body validation added about 0.1 ms per request
-and cannot express our checks (equal column lengths, id types, timestamps) anyway. The
-pydantic models below only document the API in /openapi.json.
+Performance (one worker; numbers in the report of benchmarks/http_load.py): the client is
+called directly on the event loop (faster than a worker thread, see `read` in create_app),
+POST /get-online-features is served by a pure ASGI front (`_Front`) rather than FastAPI's
+routing, and JSON is parsed here with the json module: pydantic body validation would add
+~0.1 ms and cannot express our checks (equal column lengths, id types, timestamps) anyway.
+The pydantic models below only document the API in /openapi.json.
 """
 
 from __future__ import annotations
@@ -184,6 +187,12 @@ class BadRequest(Exception):
         self.status, self.reason = status, reason
 
 
+def _show(value: object, limit: int = 60) -> str:
+    """A value as JSON, cut short: error messages echo input, never a whole payload."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _reject_constant(token: str):
     raise BadRequest(f"invalid JSON: {token} is not a number JSON allows",
                      reason="invalid_json")
@@ -194,7 +203,7 @@ def _epoch(value: object, what: str) -> int:
     then ms, us, ns, as offline), floored to whole seconds, UTC; naive means UTC."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise BadRequest(f"{what}: expected an ISO 8601 timestamp or epoch seconds, "
-                         f"found {json.dumps(value)}")
+                         f"found {_show(value)}")
     seconds = None
     if isinstance(value, str):
         try:  # fast path; pandas (in the client's _seconds) reads the other formats
@@ -209,12 +218,12 @@ def _epoch(value: object, what: str) -> int:
         try:
             seconds = _seconds(value, what)
         except InputError as exc:
-            raise BadRequest(f"{exc}; send ISO 8601 (e.g. 2026-03-01T12:00:00Z) or epoch "
-                             f"seconds") from None
+            raise BadRequest(f"{what}: cannot read {_show(value)} as a timestamp; send ISO "
+                             f"8601 (e.g. 2026-03-01T12:00:00Z) or epoch seconds") from None
         except (OverflowError, ValueError):
-            raise BadRequest(f"{what}: {value!r} is out of range") from None
+            raise BadRequest(f"{what}: {_show(value)} is out of range") from None
     if not 0 <= seconds <= MAX_EPOCH_S:
-        raise BadRequest(f"{what}: {value!r} is out of range (1970-01-01 .. 9999-12-31)")
+        raise BadRequest(f"{what}: {_show(value)} is out of range (1970-01-01 .. 9999-12-31)")
     return seconds
 
 
@@ -231,8 +240,7 @@ def _check_ids(values: list, what: str, nullable: bool = False) -> None:
         if kind is int or kind is str or (nullable and v is None) or (
                 kind is float and v.is_integer()):  # 7.0 is the id 7, as offline keys it
             continue
-        raise BadRequest(f"{what}[{i}]: expected an integer or string id, found "
-                         f"{json.dumps(v)}")
+        raise BadRequest(f"{what}[{i}]: expected an integer or string id, found {_show(v)}")
 
 
 def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, dict]:
@@ -241,13 +249,16 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
         req = json.loads(body, parse_constant=_reject_constant)
     except BadRequest:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise BadRequest(f"invalid JSON: {exc}", reason="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON: nested too deep", reason="invalid_json") from None
     if not isinstance(req, dict):
         raise BadRequest(f"expected a JSON object, found {type(req).__name__}")
     unknown = set(req) - TOP_LEVEL_KEYS
     if unknown:
-        raise BadRequest(f"unknown field(s) {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+        raise BadRequest(f"unknown field(s) {_show(sorted(unknown))}; known: "
+                         f"{sorted(TOP_LEVEL_KEYS)}")
     if req.get("features"):
         raise BadRequest(f"this server answers by feature service, not by feature list: send "
                          f"\"feature_service\": \"{FEATURE_SERVICE}\" instead of \"features\"")
@@ -255,7 +266,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
     if service is None:
         raise BadRequest(f"missing \"feature_service\" (this store serves {FEATURE_SERVICE!r})")
     if service != FEATURE_SERVICE:
-        raise BadRequest(f"unknown feature service {service!r}; this store serves "
+        raise BadRequest(f"unknown feature service {_show(service)}; this store serves "
                          f"{FEATURE_SERVICE!r}", status=404, reason="unknown_feature_service")
     if req.get("full_feature_names"):
         raise BadRequest("full_feature_names=true is not supported: feature names are unique "
@@ -274,12 +285,12 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
     columns: dict[str, list] = {}
     for key, value in entities.items():
         if key not in ENTITY_KEYS and key not in REQUEST_KEYS:
-            raise BadRequest(f"entities: unknown column {key!r}; entities are "
+            raise BadRequest(f"entities: unknown column {_show(key)}; entities are "
                              f"{list(ENTITY_KEYS)} (request data: {list(REQUEST_KEYS)})")
         columns[key] = _column(value, f"entities.{key}")
     for key, value in request_data.items():
         if key not in REQUEST_KEYS:
-            raise BadRequest(f"request_data: unknown column {key!r}; known: "
+            raise BadRequest(f"request_data: unknown column {_show(key)}; known: "
                              f"{list(REQUEST_KEYS)}")
         if key in columns:
             raise BadRequest(f"{key!r} is given both in entities and in request_data")
@@ -312,7 +323,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
         for i, (row, a) in enumerate(zip(rows, columns["amount"])):
             if a is not None and (type(a) not in (int, float) or not 0 <= a <= MAX_AMOUNT):
                 raise BadRequest(f"amount[{i}]: expected a number between 0 and "
-                                 f"{MAX_AMOUNT:g}, found {json.dumps(a)}")
+                                 f"{MAX_AMOUNT:g}, found {_show(a)}")
             row["amount"] = a
     as_of = req.get("as_of")
     as_of = None if as_of is None else _epoch(as_of, "as_of")

@@ -79,7 +79,8 @@ class Http:
         pending = asyncio.all_tasks(self.loop)  # the breaker's probe, if Redis is still down
         for task in pending:
             task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending))
         self.loop.close()
 
 
@@ -238,6 +239,8 @@ BAD = [
     ("nan token", b'{"feature_service": "fraud_detection_v1", "entities": {"customer_id": [NaN],'
      b' "terminal_id": [1]}}', 400, "NaN"),
     ("not an object", b"[1, 2]", 400, "expected a JSON object"),
+    ("nested too deep", b"[" * 100_000 + b"]" * 100_000, 400, "invalid JSON"),
+    ("not utf-8", b'{"entities": "\xff"}', 400, "invalid JSON"),
     ("missing entities", {"feature_service": FEATURE_SERVICE}, 400, "missing \"entities\""),
     ("entities not an object", {"feature_service": FEATURE_SERVICE, "entities": [7]}, 400,
      "missing \"entities\""),
@@ -249,17 +252,17 @@ BAD = [
      "one value per row"),
     ("unknown entity column", {"feature_service": FEATURE_SERVICE,
                                "entities": {"customer_id": [7], "terminal_id": [70],
-                                            "card": [1]}}, 400, "unknown column 'card'"),
+                                            "card": [1]}}, 400, 'unknown column "card"'),
     ("unknown request column", body([7], [70], request_data={"amt": [1.0]}), 400,
-     "unknown column 'amt'"),
+     'unknown column "amt"'),
     ("in both places", {"feature_service": FEATURE_SERVICE,
                         "entities": {"customer_id": [7], "terminal_id": [70], "amount": [1]},
                         "request_data": {"amount": [1]}}, 400, "both in entities"),
-    ("unknown field", body([7], [70], asof=AS_OF), 400, "unknown field(s) ['asof']"),
+    ("unknown field", body([7], [70], asof=AS_OF), 400, 'unknown field(s) ["asof"]'),
     ("missing feature service", {"entities": {"customer_id": [7], "terminal_id": [70]}}, 400,
      "missing \"feature_service\""),
     ("unknown feature service", {**body([7], [70]), "feature_service": "fraud_v9"}, 404,
-     "unknown feature service 'fraud_v9'"),
+     'unknown feature service "fraud_v9"'),
     ("features list", {"features": ["customer_features:customer_nb_tx_1d"],
                        "entities": {"customer_id": [7], "terminal_id": [70]}}, 400,
      "instead of \"features\""),
@@ -304,6 +307,17 @@ def test_wrong_content_type_is_415(http, ctype):
     ok = http().post("/get-online-features", content=_raw(body([7], [70])),
                      headers={"Content-Type": "application/json; charset=utf-8"})
     assert ok.status_code == 200
+
+
+def test_long_input_is_not_echoed_whole(http):
+    r = http().features(body(["x" * 10_000], [70], request_data={"amount": ["y" * 10_000]}))
+    assert r.status_code == 400 and len(r.json()["error"]) < 300
+
+
+def test_body_over_the_size_limit_is_413(http, monkeypatch):
+    monkeypatch.setattr("online.server.MAX_BODY_BYTES", 100)
+    r = http().features(body(list(range(50)), list(range(50))))
+    assert r.status_code == 413 and "over 100" in r.json()["error"]
 
 
 def test_unknown_path_and_wrong_method_answer_with_an_error_body(http):
