@@ -1,6 +1,6 @@
 """HTTP latency and throughput of the feature server, on loopback.
 
-    .venv/bin/python -m benchmarks.http_load [--requests 3000] [--concurrency 1 4]
+    .venv/bin/python -m benchmarks.http_load [--requests 3000] [--concurrency 1 4] [--workers 1]
 
 `http_latency(url, body, n, concurrency)` sends `n` requests (after `warmup` more) over
 `concurrency` keep-alive connections, one thread each (http.client), and returns p50/p99
@@ -165,8 +165,17 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 
 def _cpu(proc) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
+    """CPU seconds of a process and its children (uvicorn's workers)."""
+    import psutil
+
+    total = 0.0
+    for p in [proc] + proc.children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def main() -> int:
@@ -175,6 +184,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=3000, help="timed requests per case")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 100])
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
 
@@ -200,7 +210,8 @@ def main() -> int:
         env = {**os.environ, "FFS_REDIS_URL": rs.url}
         env.pop("FFS_SERVE_API_KEY", None)
         proc = subprocess.Popen([sys.executable, "-m", "ffs.cli", "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
+                                 "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+                                cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}/get-online-features"
         try:
@@ -236,7 +247,7 @@ def main() -> int:
         out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(),
                                                "python": platform.python_version(),
                                                "load_average": os.getloadavg()},
-                                   "workers": 1, "results": results}, indent=2))
+                                   "workers": args.workers, "results": results}, indent=2))
         print(f"-> {out}")
     return 0
 

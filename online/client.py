@@ -77,15 +77,15 @@ class OnlineResult:
 
     def to_feast_response(self, entities: Mapping[str, Sequence]) -> dict:
         """Feast's columnar /get-online-features response shape."""
-        keys = list(entities)
-        return {
-            "metadata": {"feature_names": keys + self.feature_names},
-            "results": [{"values": list(entities[k]), "statuses": [PRESENT] * len(entities[k]),
-                         "event_timestamps": ["1970-01-01T00:00:00Z"] * len(entities[k])}
-                        for k in keys]
-            + [{"values": self.values[n], "statuses": self.statuses[n],
-                "event_timestamps": [_iso(t) for t in self.as_of]} for n in self.feature_names],
-        }
+        memo: dict[int, str] = {}  # rows share a few read times: format each once
+        stamps = [memo[t] if t in memo else memo.setdefault(t, _iso(t)) for t in self.as_of]
+        results = [{"values": list(col), "statuses": [PRESENT] * len(col),
+                    "event_timestamps": ["1970-01-01T00:00:00Z"] * len(col)}
+                   for col in entities.values()]
+        results += [{"values": self.values[n], "statuses": self.statuses[n],
+                     "event_timestamps": list(stamps)} for n in self.feature_names]
+        return {"metadata": {"feature_names": list(entities) + self.feature_names},
+                "results": results}
 
 
 def _iso(t: int) -> str:

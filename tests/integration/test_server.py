@@ -28,7 +28,7 @@ from ffs.errors import ConfigError
 from online.client import MISSING_ENTITY, PRESENT, UNAVAILABLE, OnlineClient, OnlineResult
 from online.loader import load_state
 from online.redis_server import RedisServer, free_port
-from online.server import create_app, feast_response
+from online.server import create_app
 from tests.unit.test_window_semantics import labels_frame, tx_frame
 
 pytestmark = [
@@ -165,15 +165,6 @@ def test_response_has_feasts_shape_and_the_clients_values(http, loaded):
     assert nb_1d["statuses"] == [PRESENT, PRESENT, MISSING_ENTITY]
     assert nb_1d["event_timestamps"] == [AS_OF] * 3
     assert column(doc, "customer_avg_amount_1d")["values"] == [30.0, 5.0, None]
-
-
-def test_feast_response_builder_equals_the_clients(loaded):
-    rows = [{"customer_id": 7, "terminal_id": 70, "event_timestamp": AS_OF_S - i * 3600,
-             "amount": 1.0 + i} for i in range(5)] + [{"customer_id": 8, "terminal_id": 71}]
-    result = reference(loaded.url, rows, AS_OF_S)
-    entities = {"customer_id": [r["customer_id"] for r in rows],
-                "terminal_id": [r["terminal_id"] for r in rows]}
-    assert feast_response(result, entities) == result.to_feast_response(entities)
 
 
 def test_request_data_transaction_is_scored_and_counted_once(http, loaded):

@@ -1,0 +1,734 @@
+"""Online serving benchmark on the handbook data: ours side by side with Feast 0.67.
+
+    .venv/bin/python -m benchmarks.online [--work DIR] [--offline DIR] [--quick]
+
+One run, one private redis-server (online.redis_server.RedisServer) for both stores: ours
+under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured:
+
+1. load: our `materialize` (offline store -> Redis, whole handbook) and Feast's
+   `FeatureStore.materialize(start, end)` over the whole period (its file source is first
+   written as one parquet file, as benchmarks/feast_peer.py does; timed separately);
+2. in-process reads, 1 row (customer + terminal) and 100 rows, every feature of the service:
+   `OnlineClient.get_features(rows, as_of=T0)` vs `get_online_features(features=<service>,
+   entity_rows=...).to_dict()`, random real ids, p50/p99 after warm-up; plus the raw floor
+   (redis-py pipeline of the 2 HGETALL a Feast row needs);
+3. HTTP with one worker: `ffs serve` vs `feast serve` (gunicorn, access log off, worker
+   recycling off) in subprocesses, p50/p99 for 1 and 100 rows over one keep-alive
+   connection, then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
+4. correctness at T0 (newest event of the state), T0 + 12 h and T0 + 2 days: the share of
+   served values equal to the exact training-set value at that instant (jobs.training_set,
+   rtol 1e-9, NaN == NaN) for random customer/terminal pairs, every feature except amount
+   and amount_over_customer_avg_30d (they need the scored transaction);
+5. memory: Redis MEMORY USAGE (SAMPLES 0, exact) of sampled keys of both layouts, and
+   used_memory after each load.
+
+Every loop is bounded in count and in time. Results: benchmarks/results/online-<date>.json.
+The machine is shared: the load average at start and end is recorded; compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OFFLINE = Path("/tmp/ffs-bench/offline-local")
+HANDBOOK = Path(os.environ.get(
+    "FFS_HANDBOOK", ROOT.parent / "shared" / "data" / "handbook" / "transactions.parquet"))
+FEAST_PROJECT = "ffs_online_bench"
+FEAST_DB = 1
+PREFIX = "ffs"
+CONCURRENCY = 4
+NEEDS_REQUEST = ("amount", "amount_over_customer_avg_30d")
+REQUEST_TIMES = (("T0", pd.Timedelta(0)), ("T0+12h", pd.Timedelta(hours=12)),
+                 ("T0+2d", pd.Timedelta(days=2)))
+
+FULL = dict(inproc_1=2000, inproc_100=300, http_1=2000, http_100=300, warm_1=200, warm_100=30,
+            tput_seconds=5.0, pairs=500, memory_sample=300, case_max_s=120.0)
+QUICK = dict(inproc_1=200, inproc_100=30, http_1=200, http_100=30, warm_1=30, warm_100=5,
+             tput_seconds=2.0, pairs=100, memory_sample=50, case_max_s=30.0)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def summarize(lat_s: list[float], wall_s: float | None = None) -> dict:
+    if not lat_s:
+        return {"n": 0}
+    a = np.sort(np.asarray(lat_s)) * 1e3
+    out = {"n": int(len(a)), "p50_ms": round(float(np.percentile(a, 50)), 3),
+           "p99_ms": round(float(np.percentile(a, 99)), 3),
+           "mean_ms": round(float(a.mean()), 3), "max_ms": round(float(a[-1]), 3)}
+    if wall_s:
+        out["per_s"] = round(len(a) / wall_s, 1)
+    return out
+
+
+def time_calls(fn, args: list, warmup: int, n: int, max_s: float) -> dict:
+    """fn(args[i % len(args)]) `warmup` times, then up to n timed calls within max_s."""
+    k = 0
+    deadline = time.monotonic() + max_s
+    for _ in range(warmup):
+        fn(args[k % len(args)])
+        k += 1
+        if time.monotonic() > deadline:
+            break
+    lat: list[float] = []
+    clock = time.perf_counter
+    began = clock()
+    deadline = time.monotonic() + max_s
+    for _ in range(n):
+        a = args[k % len(args)]
+        k += 1
+        t0 = clock()
+        fn(a)
+        lat.append(clock() - t0)
+        if time.monotonic() > deadline:
+            break
+    out = summarize(lat, clock() - began)
+    out["truncated_by_time"] = len(lat) < n
+    return out
+
+
+def http_load(port: int, path: str, bodies: list[bytes], n: int, concurrency: int,
+              max_s: float, warmup: int = 0, bad_marker: bytes | None = None) -> dict:
+    """POST bodies (cycled) over `concurrency` keep-alive connections, one thread each, until
+    n requests in all or max_s seconds. Non-200 answers are errors; a 200 whose body holds
+    `bad_marker` is counted as degraded."""
+    per_thread = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+    errors, degraded = [0] * concurrency, [0] * concurrency
+    failures: list[BaseException] = []
+    start = threading.Barrier(concurrency + 1, timeout=max_s + 60)
+    headers = {"Content-Type": "application/json"}
+    deadline = [0.0]
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        j = k * 7919
+        try:
+            try:
+                warm_deadline = time.monotonic() + max_s
+                for _ in range(warmup):
+                    conn.request("POST", path, body=bodies[j % len(bodies)], headers=headers)
+                    conn.getresponse().read()
+                    j += 1
+                    if time.monotonic() > warm_deadline:
+                        break
+            except BaseException as exc:  # noqa: BLE001 - reported after the barrier
+                failures.append(exc)
+            start.wait()
+            if failures:
+                return
+            out = lat[k]
+            clock = time.perf_counter
+            for _ in range(per_thread[k]):
+                body = bodies[j % len(bodies)]
+                j += 1
+                t0 = clock()
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                out.append(clock() - t0)
+                if resp.status != 200:
+                    errors[k] += 1
+                elif bad_marker is not None and bad_marker in data:
+                    degraded[k] += 1
+                if time.monotonic() > deadline[0]:
+                    break
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    start.wait()
+    deadline[0] = time.monotonic() + max_s
+    began = time.perf_counter()
+    for t in threads:
+        t.join(timeout=max_s + 60)
+    wall = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"HTTP load on port {port} failed: {failures[0]!r}") from failures[0]
+    done = [x for per in lat for x in per]
+    out = summarize(done, wall)
+    out.update(concurrency=concurrency, seconds=round(wall, 2), errors=sum(errors),
+               degraded=sum(degraded), truncated_by_time=len(done) < n)
+    return out
+
+
+# ------------------------------------------------------------------------ processes
+
+
+class Procs:
+    """Subprocesses started here, each in its own session; stopped by their group id."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict, log_path: Path, cwd: Path = ROOT):
+        f = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            f.close()  # the child holds its own descriptor
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # the group this process leads
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=15)
+        # gunicorn's worker may outlive a master killed hard: clear the group in any case
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen, log_path: Path,
+              timeout: float = 120.0) -> float:
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} not ready within {timeout} s (log: {log_path})")
+
+
+def post_json(port: int, path: str, body: bytes) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            return resp.status, json.loads(data)
+        except ValueError:
+            return resp.status, {"raw": data[:500].decode(errors="replace")}
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def ensure_offline(offline: Path, work: Path) -> Path:
+    """The offline store to read; built with `ffs backfill --engine local` when missing."""
+    from jobs.offline_store import OfflineStore
+
+    store = OfflineStore(offline)
+    if all(store.exists(t) for t in ("transactions", "labels", "features")):
+        return offline
+    built = work / "offline-local"
+    if all(OfflineStore(built).exists(t) for t in ("transactions", "labels", "features")):
+        return built
+    if not HANDBOOK.exists():
+        raise SystemExit(f"no offline store at {offline} and no handbook at {HANDBOOK}")
+    from jobs.offline_store import write_parquet
+    from transformations import schema
+
+    log(f"offline store not found at {offline}: building it in {built} (ffs backfill)")
+    tx = schema.normalize_transactions(pd.read_parquet(HANDBOOK)).rows
+    labels_path = work / "labels.parquet"
+    write_parquet(schema.labels_from_flags(tx), labels_path)
+    env = dict(os.environ, FFS_OFFLINE_PATH=str(built),
+               FFS_VALIDATION_DATA_DOCS_DIR=str(work / "docs"))
+    subprocess.run([str(ROOT / ".venv" / "bin" / "ffs"), "backfill", "--transactions",
+                    str(HANDBOOK), "--labels", str(labels_path), "--engine", "local"],
+                   cwd=ROOT, env=env, check=True, timeout=3600)
+    return built
+
+
+def feast_repo(repo: Path, source: Path, redis_port: int):
+    from feast import FeatureStore
+
+    from feature_repo.definitions import build, objects
+
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        f"project: {FEAST_PROJECT}\n"
+        "provider: local\n"
+        "registry:\n"
+        "  registry_type: file\n"
+        f"  path: {repo / 'registry.db'}\n"
+        "  cache_ttl_seconds: 0\n"
+        "offline_store:\n"
+        "  type: file\n"
+        "online_store:\n"
+        "  type: redis\n"
+        f"  connection_string: \"127.0.0.1:{redis_port},db={FEAST_DB}\"\n"
+        "entity_key_serialization_version: 3\n")
+    store = FeatureStore(repo_path=str(repo))
+    store.apply(objects(build(source)))
+    return store
+
+
+def feast_key(entity_key: str, value: int) -> bytes:
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return _redis_key(FEAST_PROJECT, EntityKey(join_keys=[entity_key],
+                                               entity_values=[Value(int64_val=int(value))]), 3)
+
+
+def used_memory(r) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+def memory_usage(r, keys: list) -> dict:
+    sizes = []
+    for k in keys:
+        v = r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0")
+        if v is not None:
+            sizes.append(int(v))
+    return {"keys_sampled": len(keys), "keys_found": len(sizes),
+            "mean_bytes": round(float(np.mean(sizes)), 1) if sizes else None,
+            "p50_bytes": int(np.median(sizes)) if sizes else None,
+            "max_bytes": int(max(sizes)) if sizes else None}
+
+
+def as_float(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--offline", default=str(DEFAULT_OFFLINE),
+                    help="offline store of the whole handbook (built in --work when missing)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: fewer calls and rows")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("FEAST_USAGE", "False")
+    sys.path.insert(0, str(ROOT))
+    # SIGTERM -> SystemExit, so the finally below stops servers and Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    s = QUICK if args.quick else FULL
+    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-online-bench-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    vm = psutil.virtual_memory()
+    results: dict[str, object] = {
+        "date": dt.date.today().isoformat(),
+        "quick": args.quick,
+        "machine": {"cores": psutil.cpu_count(), "memory_gib": round(vm.total / 2**30, 1),
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        "settings": {**s, "concurrency": CONCURRENCY, "seed": args.seed},
+    }
+    log(f"work dir {work}; load average {results['load_avg_start']}")
+
+    from online.redis_server import RedisServer
+
+    procs = Procs()
+    rs = RedisServer(directory=work / "redis")
+    began = time.monotonic()
+    try:
+        rs.start()
+        run(args, s, work, rng, rs, procs, results)
+    finally:
+        procs.stop_all()
+        rs.stop()
+    results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["wall_seconds"] = round(time.monotonic() - began, 1)
+    print_table(results)
+    if not args.no_save:
+        name = f"online-{results['date']}{'-quick' if args.quick else ''}.json"
+        out = ROOT / "benchmarks" / "results" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=str))
+        log(f"results: {out}")
+    return 0
+
+
+def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None:
+    import redis
+
+    from benchmarks.feast_peer import consolidate
+    from feature_repo.windows import FEATURE_SERVICE, feature_names
+    from ffs.config import Config
+    from jobs.offline_store import OfflineStore
+    from jobs.training_set import training_set
+    from online import layout
+    from online.client import OnlineClient
+    from online.materialize import materialize
+    from online.redis_server import free_port
+
+    offline = ensure_offline(Path(args.offline), work)
+    r0 = redis.Redis(host="127.0.0.1", port=rs.port, db=0, socket_timeout=120)
+    r1 = redis.Redis(host="127.0.0.1", port=rs.port, db=FEAST_DB, socket_timeout=120)
+    info = r0.info("server")
+    results["machine"]["redis"] = info.get("redis_version")
+    results["offline_store"] = str(offline)
+
+    cfg = Config()
+    cfg.offline.path = str(offline)
+    cfg.redis.url = f"redis://127.0.0.1:{rs.port}/0"
+    cfg.redis.prefix = PREFIX
+
+    # ---------------------------------------------------------------- 1. load
+    mem_empty = used_memory(r0)
+    log("1. load: ours (ffs materialize, whole handbook)")
+    t0 = time.perf_counter()
+    # materialize() raises the Redis timeout on the cfg it is given (bulk load): pass a copy
+    summary = materialize(copy.deepcopy(cfg), log=log)
+    ours_load = time.perf_counter() - t0
+    mem_ours = used_memory(r0)
+    T0 = pd.Timestamp(summary.as_of, unit="s", tz="UTC")
+    t0_epoch = int(summary.as_of)
+    log(f"   {ours_load:.1f} s (load_state {summary.seconds:.1f} s); state as of {T0}")
+
+    log("1. load: Feast (FeatureStore.materialize, whole period)")
+    tx = OfflineStore(offline).read("transactions", ["transaction_id", "event_timestamp",
+                                                     "customer_id", "terminal_id"])
+    repo = work / "feast_repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    source = consolidate(offline / "features", repo / "features.parquet")
+    consolidate_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store = feast_repo(repo, source, rs.port)
+    apply_s = time.perf_counter() - t0
+    start = (tx["event_timestamp"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
+    end = (tx["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    proc = psutil.Process()
+    rss_before = proc.memory_info().rss
+    t0 = time.perf_counter()
+    store.materialize(start_date=start, end_date=end)
+    feast_load = time.perf_counter() - t0
+    rss_after = proc.memory_info().rss
+    mem_both = used_memory(r0)
+    log(f"   {feast_load:.1f} s (+ consolidate {consolidate_s:.1f} s, apply {apply_s:.1f} s)")
+    results["load"] = {
+        "ours": {"seconds": round(ours_load, 2), "load_state_seconds": round(summary.seconds, 2),
+                 "customers": summary.customers, "terminals": summary.terminals,
+                 "customer_events": summary.customer_events,
+                 "terminal_events": summary.terminal_events, "frauds": summary.frauds,
+                 "transactions_indexed": summary.transactions_indexed,
+                 "as_of": T0.isoformat(), "keys": int(r0.dbsize()),
+                 "redis_used_memory_bytes": mem_ours - mem_empty},
+        "feast": {"materialize_seconds": round(feast_load, 2),
+                  "consolidate_seconds": round(consolidate_s, 2),
+                  "apply_seconds": round(apply_s, 2), "source_rows": len(tx),
+                  "views": [v.name for v in store.list_feature_views()],
+                  "keys": int(r1.dbsize()), "redis_used_memory_bytes": mem_both - mem_ours,
+                  "process_rss_growth_mib": round((rss_after - rss_before) / 2**20, 1),
+                  "start": start.isoformat(), "end": end.isoformat()},
+    }
+
+    # ---------------------------------------------------------------- 5. memory
+    customers = np.unique(tx["customer_id"].to_numpy())
+    terminals = np.unique(tx["terminal_id"].to_numpy())
+    m = s["memory_sample"]
+    c_s = rng.choice(customers, min(m, len(customers)), replace=False).tolist()
+    t_s = rng.choice(terminals, min(m, len(terminals)), replace=False).tolist()
+    recent = tx.loc[tx["event_timestamp"] > T0 - pd.Timedelta(days=7), "transaction_id"]
+    x_s = rng.choice(recent.to_numpy(), min(m, len(recent)), replace=False).tolist()
+    term_ev = memory_usage(r0, [layout.terminal_keys(PREFIX, t)[0] for t in t_s])
+    term_fraud = memory_usage(r0, [layout.terminal_keys(PREFIX, t)[1] for t in t_s])
+    fraud_bytes_per_terminal = ((term_fraud["mean_bytes"] or 0) * term_fraud["keys_found"]
+                                / max(1, term_fraud["keys_sampled"]))
+    ours_mem = {
+        "customer_ev": memory_usage(r0, [layout.customer_key(PREFIX, c) for c in c_s]),
+        "terminal_ev": term_ev, "terminal_fraud": term_fraud,
+        "tx_index": memory_usage(r0, [layout.tx_key(PREFIX, x) for x in x_s]),
+    }
+    ours_mem["bytes_per_customer"] = ours_mem["customer_ev"]["mean_bytes"]
+    ours_mem["bytes_per_terminal"] = round((term_ev["mean_bytes"] or 0)
+                                           + fraud_bytes_per_terminal, 1)
+    ours_mem["tx_index_total_bytes_est"] = round(
+        (ours_mem["tx_index"]["mean_bytes"] or 0) * summary.transactions_indexed)
+    feast_mem = {
+        "customer_key": memory_usage(r1, [feast_key("customer_id", c) for c in c_s]),
+        "terminal_key": memory_usage(r1, [feast_key("terminal_id", t) for t in t_s]),
+    }
+    results["memory"] = {"ours": ours_mem, "feast": feast_mem,
+                         "used_memory_empty": mem_empty, "used_memory_after_ours": mem_ours,
+                         "used_memory_after_feast": mem_both}
+
+    # ---------------------------------------------------------------- 2. in process
+    log("2. in-process reads")
+    client = OnlineClient.from_config(cfg)
+    service = store.get_feature_service(FEATURE_SERVICE)
+
+    def id_rows(n: int, count: int) -> list[list[dict]]:
+        cs = rng.choice(customers, (count, n)).tolist()
+        ts = rng.choice(terminals, (count, n)).tolist()
+        return [[{"customer_id": c, "terminal_id": t} for c, t in zip(cr, tr)]
+                for cr, tr in zip(cs, ts)]
+
+    ours_errors = [0]
+
+    def ours_read(rows):
+        res = client.get_features(rows, as_of=t0_epoch)
+        if res.error is not None:
+            ours_errors[0] += 1
+        return res
+
+    def feast_read(rows):
+        return store.get_online_features(features=service, entity_rows=rows).to_dict()
+
+    # the raw floor: what one Feast row needs from Redis (2 HGETALL in one pipeline)
+    def raw_read(keys):
+        pipe = r1.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        return pipe.execute()
+
+    inproc: dict[str, dict] = {}
+    for n_rows, calls, warm in ((1, s["inproc_1"], s["warm_1"]),
+                                (100, s["inproc_100"], s["warm_100"])):
+        pool = id_rows(n_rows, 256 if n_rows == 1 else 64)
+        ours_errors[0] = 0
+        o = time_calls(ours_read, pool, warm, calls, s["case_max_s"])
+        o["unavailable_results"] = ours_errors[0]
+        f = time_calls(feast_read, pool, warm, calls, s["case_max_s"])
+        inproc[f"{n_rows}_row"] = {"ours": o, "feast": f}
+        log(f"   {n_rows:>3} rows: ours p50 {o['p50_ms']} p99 {o['p99_ms']} ms | "
+            f"feast p50 {f['p50_ms']} p99 {f['p99_ms']} ms")
+        if n_rows == 1:
+            keys = [[feast_key("customer_id", p[0]["customer_id"]),
+                     feast_key("terminal_id", p[0]["terminal_id"])] for p in pool]
+            inproc["1_row"]["raw_floor_2_hgetall"] = time_calls(raw_read, keys, warm, calls,
+                                                                s["case_max_s"])
+    # a sanity check that both return the whole service
+    sample = id_rows(1, 1)[0]
+    o_names = client.get_features(sample, as_of=t0_epoch).feature_names
+    f_names = [k for k in feast_read(sample) if k not in ("customer_id", "terminal_id")]
+    inproc["features_returned"] = {"ours": len(o_names), "feast": len(f_names),
+                                   "same_names": sorted(o_names) == sorted(f_names)}
+    results["in_process"] = inproc
+
+    # ---------------------------------------------------------------- 3. HTTP
+    log("3. HTTP, one worker")
+    path = "/get-online-features"
+
+    def bodies(n_rows: int, count: int, ours: bool) -> list[bytes]:
+        out = []
+        for rows in id_rows(n_rows, count):
+            doc = {"feature_service": FEATURE_SERVICE,
+                   "entities": {"customer_id": [r["customer_id"] for r in rows],
+                                "terminal_id": [r["terminal_id"] for r in rows]}}
+            if ours:
+                doc["as_of"] = t0_epoch
+            out.append(json.dumps(doc).encode())
+        return out
+
+    http_res: dict[str, dict] = {}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FFS_") and k != "FEAST_FS_YAML_FILE_PATH"}
+    env["FEAST_USAGE"] = "False"
+    servers = {
+        "ours": (lambda port: [sys.executable, "-m", "ffs.cli", "serve", "--host", "127.0.0.1",
+                               "--port", str(port)],
+                 {**env, "FFS_REDIS_URL": cfg.redis.url, "FFS_REDIS_PREFIX": PREFIX},
+                 "/ready", True, b'"UNAVAILABLE"'),
+        "feast": (lambda port: [str(ROOT / ".venv" / "bin" / "feast"), "-c", str(repo), "serve",
+                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                                "--no-access-log", "--max-requests", "0"],
+                  env, "/health", False, None),
+    }
+    for who, (argv, senv, ready_path, ours_fmt, marker) in servers.items():
+        port = free_port()
+        log_path = work / f"{who}-serve.log"
+        p = procs.start(argv(port), senv, log_path)
+        try:
+            startup = wait_http(port, ready_path, p, log_path)
+            status, doc = post_json(port, path, bodies(1, 1, ours_fmt)[0])
+            check = {"status": status, "startup_seconds": round(startup, 1)}
+            if status == 200 and "results" in doc:
+                names = doc["metadata"]["feature_names"]
+                vals = [col["values"][0] for col in doc["results"]]
+                check["columns"] = len(names)
+                check["null_values"] = sum(v is None for v in vals)
+                stats = [st for col in doc["results"] for st in col.get("statuses", [])]
+                check["statuses"] = {k: stats.count(k) for k in sorted(set(stats))}
+            else:
+                check["body"] = str(doc)[:300]
+            res = {"check": check}
+            if status != 200:
+                raise RuntimeError(f"{who} server answered {status}: {str(doc)[:300]}")
+            for n_rows, calls, warm in ((1, s["http_1"], s["warm_1"]),
+                                        (100, s["http_100"], s["warm_100"])):
+                b = bodies(n_rows, 64, ours_fmt)
+                lat = http_load(port, path, b, calls, 1, s["case_max_s"], warm, marker)
+                tput = http_load(port, path, b, 10**7, CONCURRENCY, s["tput_seconds"], 5,
+                                 marker)
+                res[f"{n_rows}_row"] = {"latency": lat, "throughput": tput}
+                log(f"   {who:5} {n_rows:>3} rows: p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms, "
+                    f"{tput.get('per_s')} req/s at {CONCURRENCY} clients "
+                    f"(errors {lat['errors'] + tput['errors']}, "
+                    f"degraded {lat['degraded'] + tput['degraded']})")
+            res["rss_mib"] = round(sum(q.memory_info().rss for q in
+                                       [psutil.Process(p.pid),
+                                        *psutil.Process(p.pid).children(recursive=True)])
+                                   / 2**20, 1)
+            http_res[who] = res
+        finally:
+            procs.stop(p)
+    http_res["feast_flags"] = "--workers 1 --no-access-log --max-requests 0 (no worker recycling)"
+    results["http"] = http_res
+
+    # ---------------------------------------------------------------- 4. correctness
+    log("4. correctness against training_set at T0, T0+12h, T0+2d")
+    n_pairs = s["pairs"]
+    pc = rng.choice(customers, n_pairs).tolist()
+    pt = rng.choice(terminals, n_pairs).tolist()
+    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(pc, pt)]
+    compared = [n for n in feature_names() if n not in NEEDS_REQUEST]
+    ents = pd.concat([pd.DataFrame({"customer_id": pc, "terminal_id": pt,
+                                    "event_timestamp": T0 + delta, "at": label})
+                      for label, delta in REQUEST_TIMES], ignore_index=True)
+    t0 = time.perf_counter()
+    truth = training_set(ents, cfg, engine="local")
+    truth_s = time.perf_counter() - t0
+    feast_vals = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    corr: dict[str, object] = {"pairs": n_pairs, "features_compared": compared,
+                               "training_set_seconds": round(truth_s, 1)}
+    for label, delta in REQUEST_TIMES:
+        t = T0 + delta
+        exp = truth[truth["at"] == label].reset_index(drop=True)
+        ours_res = client.get_features(rows, as_of=int(t.timestamp()))
+        entry = {}
+        for who, values in (("ours", ours_res.values), ("feast", feast_vals)):
+            per = {}
+            equal_rows = np.ones(n_pairs, dtype=bool)
+            for name in compared:
+                got = as_float(values[name])
+                ok = np.isclose(got, exp[name].to_numpy(np.float64), rtol=1e-9, atol=0.0,
+                                equal_nan=True)
+                equal_rows &= ok
+                per[name] = round(float(ok.mean()), 4)
+            entry[who] = {"share_equal": round(float(np.mean(list(per.values()))), 4),
+                          "rows_all_equal": round(float(equal_rows.mean()), 4),
+                          "wrong_customer_nb_tx_1d": round(1 - per["customer_nb_tx_1d"], 4),
+                          "wrong_customer_nb_tx_7d": round(1 - per["customer_nb_tx_7d"], 4),
+                          "per_feature": per}
+        entry["ours"]["unavailable"] = ours_res.error
+        corr[label] = entry
+        log(f"   {label:7}: ours {entry['ours']['share_equal']:.1%} equal | feast "
+            f"{entry['feast']['share_equal']:.1%} equal (1-day count wrong: "
+            f"{entry['feast']['wrong_customer_nb_tx_1d']:.1%})")
+    results["correctness"] = corr
+    client.redis.close()
+    r0.close()
+    r1.close()
+
+
+def print_table(res: dict) -> None:
+    def ms(d: dict | None) -> str:
+        if not d or not d.get("n"):
+            return "-"
+        return f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}"
+
+    lines = [f"\nonline benchmark {res['date']}{' (quick)' if res.get('quick') else ''}: "
+             f"{res['machine']['cores']} cores, {res['machine']['memory_gib']} GiB, "
+             f"Python {res['machine']['python']}, Redis {res['machine'].get('redis')}; "
+             f"load avg {res['load_avg_start']} -> {res.get('load_avg_end')}",
+             f"{'':44}{'ours':>22}{'Feast 0.67':>22}"]
+
+    def row(label: str, a: str, b: str) -> None:
+        lines.append(f"{label:44}{a:>22}{b:>22}")
+
+    ld = res.get("load", {})
+    if ld:
+        row("load whole handbook into Redis (s)", f"{ld['ours']['seconds']:.1f}",
+            f"{ld['feast']['materialize_seconds']:.1f} (+{ld['feast']['consolidate_seconds']:.1f})")
+    ip = res.get("in_process", {})
+    for n in ("1_row", "100_row"):
+        if n in ip:
+            row(f"in process, {n.replace('_', ' ')}s p50 / p99 (ms)", ms(ip[n]["ours"]),
+                ms(ip[n]["feast"]))
+    if "1_row" in ip and "raw_floor_2_hgetall" in ip["1_row"]:
+        row("  raw floor: pipeline of 2 HGETALL (ms)", "", ms(ip["1_row"]["raw_floor_2_hgetall"]))
+    hp = res.get("http", {})
+    if "ours" in hp and "feast" in hp:
+        for n in ("1_row", "100_row"):
+            row(f"HTTP, {n.replace('_', ' ')}s p50 / p99 (ms)", ms(hp["ours"][n]["latency"]),
+                ms(hp["feast"][n]["latency"]))
+            row(f"HTTP, {n.replace('_', ' ')}s req/s, {CONCURRENCY} clients",
+                f"{hp['ours'][n]['throughput'].get('per_s', 0):,.0f}",
+                f"{hp['feast'][n]['throughput'].get('per_s', 0):,.0f}")
+    corr = res.get("correctness", {})
+    for label, _ in REQUEST_TIMES:
+        if label in corr:
+            e = corr[label]
+            row(f"values equal to exact at {label}", f"{e['ours']['share_equal']:.1%}",
+                f"{e['feast']['share_equal']:.1%}")
+            row(f"  customer 1-day count wrong at {label}",
+                f"{e['ours']['wrong_customer_nb_tx_1d']:.1%}",
+                f"{e['feast']['wrong_customer_nb_tx_1d']:.1%}")
+    mem = res.get("memory", {})
+    if mem:
+        o, f = mem["ours"], mem["feast"]
+        row("bytes per customer (MEMORY USAGE)", f"{o['bytes_per_customer']:,.0f}",
+            f"{f['customer_key']['mean_bytes'] or 0:,.0f}")
+        row("bytes per terminal (ev + fraud)", f"{o['bytes_per_terminal']:,.0f}",
+            f"{f['terminal_key']['mean_bytes'] or 0:,.0f}")
+        row("bytes per tx index key", f"{o['tx_index']['mean_bytes'] or 0:,.0f}", "-")
+        row("Redis used_memory after load (MiB)",
+            f"{ld['ours']['redis_used_memory_bytes'] / 2**20:,.1f}",
+            f"{ld['feast']['redis_used_memory_bytes'] / 2**20:,.1f}")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
