@@ -58,10 +58,8 @@ from feature_repo.windows import FEATURE_SERVICE, feature_names
 from ffs.config import Config
 from ffs.errors import ConfigError, InputError
 from online.client import (
-    PRESENT,
     OnlineClient,
     OnlineResult,
-    _iso,
     _requests,
     _seconds,
     redis_client,
