@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,9 +33,10 @@ def materialize(cfg: Config, transactions: str | Path | None = None,
                else pd.DataFrame(columns=list(schema.LABEL_COLUMNS)))
         lab = schema.normalize_labels(raw, tx).rows
     if redis_conn is None:
-        # bulk loading: give each command more time than a low-latency read gets
-        cfg.redis.timeout_ms = max(cfg.redis.timeout_ms, 30_000)
-        redis_conn = redis_client(cfg.redis)
+        # bulk loading: give each command more time than a low-latency read gets (on a copy:
+        # the caller's config keeps its read timeout)
+        bulk = dataclasses.replace(cfg.redis, timeout_ms=max(cfg.redis.timeout_ms, 30_000))
+        redis_conn = redis_client(bulk)
     try:
         redis_conn.ping()
         return load_state(redis_conn, tx, lab, cfg.redis.prefix, log)
