@@ -20,6 +20,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.batch
+	$(PY) -m benchmarks.online
 
 clean:
 	rm -rf data/demo data/offline data/validation spark-warehouse .pytest_cache
