@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--redis-url", help="default from config (FFS_REDIS_URL)")
     s.set_defaults(fn=cmd_materialize)
 
-    s = sub.add_parser("demo", help="generate, validate, backfill, build a training set")
+    s = sub.add_parser("demo", help="generate, validate, backfill, build a training set, "
+                       "load Redis and score live requests")
     s.add_argument("--workdir", default="data/demo")
     s.add_argument("--engine", choices=["spark", "local"], default="spark")
     s.set_defaults(fn=cmd_demo)
