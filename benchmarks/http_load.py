@@ -42,70 +42,91 @@ def http_latency(url: str, body: bytes, n: int, concurrency: int = 1, warmup: in
     Every response must be 200 (counted in "errors" otherwise). Loopback URLs only.
     """
     parts = urlsplit(url)
-    if parts.hostname not in LOOPBACK:
-        raise ValueError(f"http_latency only loads loopback servers, not {parts.hostname!r}")
-    if n < 1 or concurrency < 1:
-        raise ValueError("n and concurrency must be >= 1")
-    port = parts.port or 80
-    path = parts.path or "/"
-    method = "POST" if body else "GET"
+    return load(parts.hostname or "", parts.port or 80, parts.path or "/", [body], n,
+                concurrency, max_s=600.0, warmup=warmup, headers=headers)
+
+
+def load(host: str, port: int, path: str, bodies: list[bytes], n: int, concurrency: int,
+         max_s: float, warmup: int = 0, bad_marker: bytes | None = None,
+         headers: dict[str, str] | None = None) -> dict:
+    """POST bodies (cycled; GET when a body is empty) over `concurrency` keep-alive
+    connections, one thread each, until n requests in all or max_s seconds. Non-200 answers
+    are errors; a 200 whose body holds `bad_marker` is counted as degraded. Loopback only."""
+    if host not in LOOPBACK:
+        raise ValueError(f"the load generator only loads loopback servers, not {host!r}")
+    if n < 1 or concurrency < 1 or not bodies:
+        raise ValueError("n and concurrency must be >= 1, with at least one body")
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     per_thread = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
-    warm_per_thread = max(1, warmup // concurrency) if warmup else 0
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors = [0] * concurrency
+    warm_per_thread = -(-warmup // concurrency) if warmup else 0
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+    errors, degraded = [0] * concurrency, [0] * concurrency
     failures: list[BaseException] = []
-    start = threading.Barrier(concurrency + 1)
+    start = threading.Barrier(concurrency + 1, timeout=max_s + 60)
+    deadline = [0.0]
 
-    def one(conn: http.client.HTTPConnection) -> int:
-        conn.request(method, path, body=body or None, headers=hdrs)
+    def one(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+        conn.request("POST" if body else "GET", path, body=body or None, headers=hdrs)
         resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return resp.status, resp.read()
 
     def worker(k: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=30)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        j = k * 7919  # each thread starts at a different body
         try:
-            for _ in range(warm_per_thread):
-                one(conn)
-        except BaseException as exc:  # noqa: BLE001 - reported after the barrier
-            failures.append(exc)
-        start.wait()
-        if failures:
-            return
-        out = latencies[k]
-        clock = time.perf_counter
-        try:
+            try:
+                warm_deadline = time.monotonic() + max_s
+                for _ in range(warm_per_thread):
+                    one(conn, bodies[j % len(bodies)])
+                    j += 1
+                    if time.monotonic() > warm_deadline:
+                        break
+            except BaseException as exc:  # noqa: BLE001 - reported after the barrier
+                failures.append(exc)
+            start.wait()
+            if failures:
+                return
+            out = lat[k]
+            clock = time.perf_counter
             for _ in range(per_thread[k]):
+                body = bodies[j % len(bodies)]
+                j += 1
                 t0 = clock()
-                status = one(conn)
+                status, data = one(conn, body)
                 out.append(clock() - t0)
                 if status != 200:
                     errors[k] += 1
+                elif bad_marker is not None and bad_marker in data:
+                    degraded[k] += 1
+                if time.monotonic() > deadline[0]:
+                    break
         except BaseException as exc:  # noqa: BLE001
             failures.append(exc)
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True)
-               for k in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
     for t in threads:
         t.start()
     start.wait()
+    deadline[0] = time.monotonic() + max_s
     began = time.perf_counter()
     for t in threads:
-        t.join()
+        t.join(timeout=max_s + 60)
     wall = time.perf_counter() - began
     if failures:
-        raise RuntimeError(f"load failed: {failures[0]!r}") from failures[0]
-    lat = sorted(x for per in latencies for x in per)
+        raise RuntimeError(f"HTTP load on port {port} failed: {failures[0]!r}") from failures[0]
+    done = sorted(x for per in lat for x in per)
 
     def pct(q: float) -> float:
-        return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3, 3)
+        return round(done[min(len(done) - 1, int(q * len(done)))] * 1e3, 3)
 
-    return {"n": len(lat), "concurrency": concurrency, "p50_ms": pct(0.50),
-            "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(lat[-1] * 1e3, 3),
-            "requests_per_s": round(len(lat) / wall, 1), "errors": sum(errors)}
+    rate = round(len(done) / wall, 1)
+    return {"n": len(done), "concurrency": concurrency, "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(done[-1] * 1e3, 3),
+            "mean_ms": round(sum(done) / len(done) * 1e3, 3), "requests_per_s": rate,
+            "per_s": rate, "seconds": round(wall, 2), "errors": sum(errors),
+            "degraded": sum(degraded), "truncated_by_time": len(done) < n}
 
 
 def request_body(rows: int, t: int, seed: int = 0, customers: int = 2000,

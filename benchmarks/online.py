@@ -39,13 +39,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psutil
+
+from benchmarks.http_load import load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OFFLINE = Path("/tmp/ffs-bench/offline-local")
@@ -112,71 +113,7 @@ def time_calls(fn, args: list, warmup: int, n: int, max_s: float) -> dict:
 
 def http_load(port: int, path: str, bodies: list[bytes], n: int, concurrency: int,
               max_s: float, warmup: int = 0, bad_marker: bytes | None = None) -> dict:
-    """POST bodies (cycled) over `concurrency` keep-alive connections, one thread each, until
-    n requests in all or max_s seconds. Non-200 answers are errors; a 200 whose body holds
-    `bad_marker` is counted as degraded."""
-    per_thread = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
-    lat: list[list[float]] = [[] for _ in range(concurrency)]
-    errors, degraded = [0] * concurrency, [0] * concurrency
-    failures: list[BaseException] = []
-    start = threading.Barrier(concurrency + 1, timeout=max_s + 60)
-    headers = {"Content-Type": "application/json"}
-    deadline = [0.0]
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        j = k * 7919
-        try:
-            try:
-                warm_deadline = time.monotonic() + max_s
-                for _ in range(warmup):
-                    conn.request("POST", path, body=bodies[j % len(bodies)], headers=headers)
-                    conn.getresponse().read()
-                    j += 1
-                    if time.monotonic() > warm_deadline:
-                        break
-            except BaseException as exc:  # noqa: BLE001 - reported after the barrier
-                failures.append(exc)
-            start.wait()
-            if failures:
-                return
-            out = lat[k]
-            clock = time.perf_counter
-            for _ in range(per_thread[k]):
-                body = bodies[j % len(bodies)]
-                j += 1
-                t0 = clock()
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                out.append(clock() - t0)
-                if resp.status != 200:
-                    errors[k] += 1
-                elif bad_marker is not None and bad_marker in data:
-                    degraded[k] += 1
-                if time.monotonic() > deadline[0]:
-                    break
-        except BaseException as exc:  # noqa: BLE001
-            failures.append(exc)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    start.wait()
-    deadline[0] = time.monotonic() + max_s
-    began = time.perf_counter()
-    for t in threads:
-        t.join(timeout=max_s + 60)
-    wall = time.perf_counter() - began
-    if failures:
-        raise RuntimeError(f"HTTP load on port {port} failed: {failures[0]!r}") from failures[0]
-    done = [x for per in lat for x in per]
-    out = summarize(done, wall)
-    out.update(concurrency=concurrency, seconds=round(wall, 2), errors=sum(errors),
-               degraded=sum(degraded), truncated_by_time=len(done) < n)
-    return out
+    return load("127.0.0.1", port, path, bodies, n, concurrency, max_s, warmup, bad_marker)
 
 
 # ------------------------------------------------------------------------ processes
