@@ -1,0 +1,141 @@
+"""Event-at-a-time writes to the online state, idempotent and safe for late events.
+
+What the streaming job (and any producer) calls: `write_transactions` and `write_labels`.
+Each event is applied by one Lua script, atomically:
+
+* a transaction whose id is already in the transaction index is a duplicate and changes
+  nothing, so replaying a batch after a crash is harmless (exactly-once effects);
+* a transaction older than others already stored is inserted at its place in time: the
+  customer's later cumulative records are rewritten (+1, +cents), which costs the number of
+  records after it, bounded by the allowed lateness;
+* a label applies only if it is at least as new as the label already known for that
+  transaction ("is this write newer"), so reordered or replayed labels converge;
+* records older than the retention are trimmed on each write; keys expire after retention.
+
+Each call returns one outcome per event so callers can count and dead-letter what was not
+applied (duplicate, unknown transaction, stale label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from feature_repo.windows import Entity
+from online import layout
+
+WRITE_TX = r"""
+-- KEYS: customer events, terminal events, transaction index key
+-- ARGV: t, txid, terminal, customer, cents, customer retention, terminal retention
+local c_ev, t_ev, x_key = KEYS[1], KEYS[2], KEYS[3]
+local t, txid, term, cust = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local cents, ret_c, ret_t = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if redis.call('EXISTS', x_key) == 1 then return 'duplicate' end
+
+-- cumulative record just before this event (the last at or before t)
+local n0, s0 = 0, 0
+local prev = redis.call('ZREVRANGEBYSCORE', c_ev, t, '-inf', 'LIMIT', 0, 1)
+if #prev > 0 then
+  n0, s0 = struct.unpack('>I4i8', prev[1])
+else
+  local first = redis.call('ZRANGE', c_ev, 0, 0)
+  if #first > 0 then
+    local n, s, a = struct.unpack('>I4i8i8', first[1])
+    n0, s0 = n - 1, s - a
+  end
+end
+-- a late event: every later record moves up by one payment and its cents
+local later = redis.call('ZRANGEBYSCORE', c_ev, '(' .. t, '+inf', 'WITHSCORES')
+for k = 1, #later, 2 do
+  local m = later[k]
+  local n, s, a = struct.unpack('>I4i8i8', m)
+  redis.call('ZREM', c_ev, m)
+  redis.call('ZADD', c_ev, later[k + 1],
+             struct.pack('>I4i8i8', n + 1, s + cents, a) .. string.sub(m, 21))
+end
+redis.call('ZADD', c_ev, t, struct.pack('>I4i8i8', n0 + 1, s0 + cents, cents)
+           .. term .. '\t' .. txid)
+redis.call('ZADD', t_ev, t, txid)
+
+-- trim what no read can need any more, relative to the newest event of each entity
+local newest_c = tonumber(redis.call('ZRANGE', c_ev, -1, -1, 'WITHSCORES')[2])
+redis.call('ZREMRANGEBYSCORE', c_ev, '-inf', '(' .. (newest_c - ret_c))
+local newest_t = tonumber(redis.call('ZRANGE', t_ev, -1, -1, 'WITHSCORES')[2])
+redis.call('ZREMRANGEBYSCORE', t_ev, '-inf', '(' .. (newest_t - ret_t))
+redis.call('EXPIRE', c_ev, ret_c)
+redis.call('EXPIRE', t_ev, ret_t)
+redis.call('SET', x_key, cust .. '|' .. term .. '|' .. t .. '|' .. cents .. '||', 'EX', ret_t)
+return 'written'
+"""
+
+WRITE_LABEL = r"""
+-- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, terminal retention
+local x = redis.call('GET', KEYS[1])
+if not x then return 'unknown_transaction' end
+local c, term, t, cents, lt, f = string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+local fraud, label_t = ARGV[2], tonumber(ARGV[3])
+if lt ~= '' and tonumber(lt) > label_t then return 'stale' end
+local txid = string.sub(KEYS[1], #ARGV[1] + 4)
+local fraud_key = ARGV[1] .. ':t:' .. term .. ':fraud'
+if fraud == '1' then
+  redis.call('ZADD', fraud_key, t, txid)
+  redis.call('EXPIRE', fraud_key, ARGV[4])
+else
+  redis.call('ZREM', fraud_key, txid)
+end
+redis.call('SET', KEYS[1], c .. '|' .. term .. '|' .. t .. '|' .. cents .. '|' .. label_t
+           .. '|' .. fraud, 'KEEPTTL')
+return 'written'
+"""
+
+
+@dataclass
+class WriteOutcome:
+    written: int = 0
+    duplicate: int = 0
+    unknown_transaction: int = 0
+    stale: int = 0
+
+    def add(self, outcome: bytes | str) -> str:
+        name = outcome.decode() if isinstance(outcome, bytes) else outcome
+        setattr(self, name, getattr(self, name) + 1)
+        return name
+
+
+class OnlineWriter:
+    def __init__(self, redis_conn, prefix: str = "ffs"):
+        self.redis, self.prefix = redis_conn, prefix
+        self._tx = redis_conn.register_script(WRITE_TX)
+        self._label = redis_conn.register_script(WRITE_LABEL)
+        self._ret_c = layout.retention_s(Entity.CUSTOMER)
+        self._ret_t = layout.retention_s(Entity.TERMINAL)
+
+    def write_transactions(self, events: Iterable[Mapping[str, object]]) -> tuple[WriteOutcome,
+                                                                                   list[str]]:
+        """events: transaction_id, customer_id, terminal_id, t (epoch seconds), amount.
+        Pipelined; each event is one atomic script call. Returns totals and per-event outcomes."""
+        p = self.prefix
+        pipe = self.redis.pipeline(transaction=False)
+        for e in events:
+            cid, tid, txid = e["customer_id"], e["terminal_id"], e["transaction_id"]
+            self._tx(keys=[layout.customer_key(p, cid), layout.terminal_keys(p, tid)[0],
+                           layout.tx_key(p, txid)],
+                     args=[int(e["t"]), str(txid), str(tid), str(cid),
+                           int(layout.to_cents(float(e["amount"]))), self._ret_c, self._ret_t],
+                     client=pipe)
+        return self._outcomes(pipe.execute())
+
+    def write_labels(self, labels: Iterable[Mapping[str, object]]) -> tuple[WriteOutcome,
+                                                                             list[str]]:
+        """labels: transaction_id, is_fraud (0/1), label_t (epoch seconds)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lab in labels:
+            self._label(keys=[layout.tx_key(self.prefix, lab["transaction_id"])],
+                        args=[self.prefix, int(lab["is_fraud"]), int(lab["label_t"]),
+                              self._ret_t], client=pipe)
+        return self._outcomes(pipe.execute())
+
+    @staticmethod
+    def _outcomes(replies: list) -> tuple[WriteOutcome, list[str]]:
+        total = WriteOutcome()
+        return total, [total.add(r) for r in replies]
