@@ -75,15 +75,76 @@ class ServeConfig:
 
 
 @dataclass
+class KafkaConfig:
+    """The event bus (bus/). Empty `bootstrap_servers` means: start the embedded broker
+    (tansu) on a free port for this process. Any Kafka works by setting it, with SASL/TLS:
+    FFS_KAFKA_BOOTSTRAP_SERVERS, FFS_KAFKA_SECURITY_PROTOCOL=SASL_SSL,
+    FFS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512, FFS_KAFKA_SASL_USERNAME, FFS_KAFKA_SASL_PASSWORD,
+    FFS_KAFKA_SSL_CA_LOCATION."""
+
+    bootstrap_servers: str = ""
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_ca_location: str | None = None
+    transactions_topic: str = "ffs.transactions"
+    labels_topic: str = "ffs.labels"
+    enriched_topic: str = "ffs.enriched"
+    dead_letter_topic: str = "ffs.dead-letters"
+    partitions: int = 4  # when the project creates a topic; existing topics are kept as they are
+
+
+@dataclass
+class StreamConfig:
+    """`ffs stream`: the Spark Structured Streaming job (jobs/stream.py)."""
+
+    checkpoint: str = "data/stream/checkpoint"
+    starting_offsets: str = "earliest"  # for a new checkpoint: earliest or latest
+    allowed_lateness_s: int = 3600  # behind the newest event seen; later goes to dead letters
+    max_future_s: int = 300  # event times past wall clock + this are refused
+    max_events_per_batch: int = 100_000  # per micro-batch, over all topic partitions
+    trigger_ms: int = 0  # 0: next micro-batch as soon as the last one ends
+    metrics_port: int = 9108  # Prometheus /metrics; 0 picks a free port, -1 disables
+    enrich: bool = True  # publish every transaction with its features to the enriched topic
+
+
+@dataclass
+class PinotConfig:
+    """Apache Pinot, the analysts' real-time OLAP store in production (analytics/pinot_*)."""
+
+    broker_url: str = ""  # e.g. https://pinot-broker:8099 (queries)
+    controller_url: str = ""  # e.g. https://pinot-controller:9000 (`ffs pinot apply`)
+    token: Secret | None = None  # sent as the Authorization header value when set
+    timeout_ms: int = 10_000
+    stream_bootstrap_servers: str = ""  # Kafka as Pinot's servers see it; default kafka's
+
+
+@dataclass
+class AnalyticsConfig:
+    """Analyst queries and `ffs dashboard` (analytics/)."""
+
+    store: str = "duckdb"  # duckdb: the embedded store fed from the enriched topic; or pinot
+    duckdb_path: str = "data/analytics/olap.duckdb"
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8502
+    refresh_s: int = 2  # dashboard refresh interval
+
+
+@dataclass
 class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    pinot: PinotConfig = field(default_factory=PinotConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
 
-_SECRET_KEYS = {"password", "sasl_password", "api_key"}
+_SECRET_KEYS = {"password", "sasl_password", "api_key", "token"}
 
 
 def _coerce(value: Any, current: Any, name: str) -> Any:

@@ -1,0 +1,230 @@
+"""Message schemas on the bus, and the parsing that turns raw bytes into events or a
+dead-letter reason. Every topic carries JSON objects (UTF-8), one per message.
+
+transactions topic (key: customer_id, so one customer's payments keep their order)
+    transaction_id   string or integer, [A-Za-z0-9_.:@/+=-], 1..128 characters
+    customer_id      same rules
+    terminal_id      same rules
+    event_timestamp  ISO 8601 (naive means UTC) or epoch seconds / milliseconds / microseconds
+    amount           number, finite, >= 0
+labels topic (key: transaction_id)
+    transaction_id   as above; the transaction must be known (or arrive within the allowed
+                     lateness)
+    is_fraud         0/1 or true/false
+    label_timestamp  when the label became known, as event_timestamp
+enriched topic (key: transaction_id), two kinds of rows that upsert one record per key
+    {"kind": "transaction", transaction_id, customer_id, terminal_id, event_time_ms, amount,
+     <every feature of the fraud_detection_v1 service, null when undefined>, processed_at_ms}
+    {"kind": "label", transaction_id, is_fraud, label_time_ms, processed_at_ms}
+    A transaction row may be published again with corrected features when an event of the
+    same entity arrives late; the last row per key is the exact one (upsert semantics).
+dead-letter topic (key: "<topic>/<partition>/<offset>" of the refused message)
+    {reason, detail, source_topic, partition, offset, key, value | value_base64,
+     kafka_timestamp_ms, dead_lettered_at_ms}
+
+Unknown extra fields are ignored, so producers can add context without breaking the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass
+
+# dead-letter reasons (stable codes: dashboards and alerts count by them)
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+BAD_TYPE = "bad_type"
+BAD_ID = "bad_entity_id"
+BAD_AMOUNT = "bad_amount"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE = "future_timestamp"
+TOO_LATE = "too_late"
+BEYOND_RETENTION = "beyond_retention"
+UNKNOWN_TRANSACTION = "unknown_transaction"
+CONFLICT = "conflicting_duplicate"
+TOO_LARGE = "too_large"
+REASONS = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_TYPE, BAD_ID, BAD_AMOUNT, BAD_TIMESTAMP,
+           FUTURE, TOO_LATE, BEYOND_RETENTION, UNKNOWN_TRANSACTION, CONFLICT, TOO_LARGE)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+# ids become parts of Redis keys and of '|'/tab separated values: no separators, no spaces,
+# no braces (Redis Cluster hash tags)
+_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
+_EPOCH_UNITS = ((1e11, 1), (1e14, 1_000), (1e17, 1_000_000))
+
+
+class Refused(Exception):
+    """A message that cannot become an event: reason is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Transaction:
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    t: int  # epoch seconds (the store's resolution)
+    amount: float
+
+
+@dataclass(frozen=True)
+class Label:
+    transaction_id: str
+    is_fraud: int
+    label_t: int
+
+
+def _object(raw: bytes | str | None) -> dict:
+    if raw is None:
+        raise Refused(NOT_JSON, "empty message (null value)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise Refused(TOO_LARGE, f"{len(raw)} bytes, over the {MAX_MESSAGE_BYTES} limit")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(NOT_JSON, str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise Refused(NOT_OBJECT, f"expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def _field(obj: dict, name: str):
+    value = obj.get(name)
+    if value is None:
+        raise Refused(MISSING_FIELD, f"{name!r} is missing or null")
+    return value
+
+
+def parse_id(obj: dict, name: str) -> str:
+    value = _field(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Refused(BAD_TYPE, f"{name!r} must be a string or an integer, "
+                                f"found {type(value).__name__}")
+    text = str(value)
+    if not _ID.fullmatch(text):
+        raise Refused(BAD_ID, f"{name!r} = {text[:40]!r}: ids are 1-128 characters of "
+                              f"A-Z a-z 0-9 _ . : @ / + = -")
+    return text
+
+
+def parse_time(obj: dict, name: str) -> int:
+    """Epoch seconds from ISO 8601 or an epoch number (unit guessed from its magnitude)."""
+    value = _field(obj, name)
+    if isinstance(value, bool):
+        raise Refused(BAD_TYPE, f"{name!r} must be a timestamp, found a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise Refused(BAD_TIMESTAMP, f"{name!r} = {value!r} is not a valid epoch time")
+        for limit, per_second in _EPOCH_UNITS:
+            if abs(value) < limit:
+                return int(value // per_second)
+        raise Refused(BAD_TIMESTAMP, f"{name!r} = {value!r} is out of range")
+    if not isinstance(value, str):
+        raise Refused(BAD_TYPE, f"{name!r} must be ISO 8601 text or epoch number, "
+                                f"found {type(value).__name__}")
+    try:
+        d = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Refused(BAD_TIMESTAMP, f"{name!r} = {value[:40]!r} is not ISO 8601") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return int(d.timestamp() // 1)
+
+
+def parse_amount(obj: dict) -> float:
+    value = _field(obj, "amount")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):  # "NaN", "12.5": text is a producer bug, say so
+            raise Refused(BAD_TYPE, f"'amount' must be a JSON number, found text {value[:20]!r}")
+        raise Refused(BAD_TYPE, f"'amount' must be a number, found {type(value).__name__}")
+    amount = float(value)
+    if not math.isfinite(amount) or amount < 0:
+        raise Refused(BAD_AMOUNT, f"'amount' = {value!r}: must be finite and >= 0")
+    if amount > 1e12:
+        raise Refused(BAD_AMOUNT, f"'amount' = {value!r} is implausibly large")
+    return amount
+
+
+def parse_transaction(raw: bytes | str | None) -> Transaction:
+    obj = _object(raw)
+    return Transaction(parse_id(obj, "transaction_id"), parse_id(obj, "customer_id"),
+                       parse_id(obj, "terminal_id"), parse_time(obj, "event_timestamp"),
+                       parse_amount(obj))
+
+
+def parse_label(raw: bytes | str | None) -> Label:
+    obj = _object(raw)
+    txid = parse_id(obj, "transaction_id")
+    flag = _field(obj, "is_fraud")
+    if flag not in (0, 1) or isinstance(flag, float):  # True/False compare equal to 1/0
+        raise Refused(BAD_TYPE, f"'is_fraud' must be 0, 1, true or false, found {flag!r}")
+    return Label(txid, int(flag), parse_time(obj, "label_timestamp"))
+
+
+# ---- outgoing messages --------------------------------------------------------------------
+
+def transaction_message(tx: Transaction | dict) -> bytes:
+    """What a producer sends for a transaction (ISO 8601 UTC timestamps)."""
+    d = tx if isinstance(tx, dict) else {
+        "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
+        "terminal_id": tx.terminal_id, "event_timestamp": iso(tx.t), "amount": tx.amount}
+    return json.dumps(d, separators=(",", ":"), default=str).encode()
+
+
+def label_message(label: Label | dict) -> bytes:
+    d = label if isinstance(label, dict) else {
+        "transaction_id": label.transaction_id, "is_fraud": label.is_fraud,
+        "label_timestamp": iso(label.label_t)}
+    return json.dumps(d, separators=(",", ":"), default=str).encode()
+
+
+def iso(t: int) -> str:
+    return dt.datetime.fromtimestamp(int(t), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def enriched_transaction(tx: Transaction, features: dict, processed_at_ms: int) -> bytes:
+    row = {"kind": "transaction", "transaction_id": tx.transaction_id,
+           "customer_id": tx.customer_id, "terminal_id": tx.terminal_id,
+           "event_time_ms": tx.t * 1000, "amount": tx.amount}
+    for name, value in features.items():
+        if name not in row:
+            row[name] = _clean(value)
+    row["processed_at_ms"] = processed_at_ms
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def enriched_label(label: Label, processed_at_ms: int) -> bytes:
+    return json.dumps({"kind": "label", "transaction_id": label.transaction_id,
+                       "is_fraud": label.is_fraud, "label_time_ms": label.label_t * 1000,
+                       "processed_at_ms": processed_at_ms}, separators=(",", ":")).encode()
+
+
+def dead_letter(reason: str, detail: str, topic: str, partition: int, offset: int,
+                key: bytes | None, value: bytes | None, kafka_timestamp_ms: int | None,
+                now_ms: int) -> tuple[bytes, bytes]:
+    """(key, value) of the dead-letter message for one refused input message."""
+    record = {"reason": reason, "detail": detail, "source_topic": topic,
+              "partition": partition, "offset": offset,
+              "key": None if key is None else key.decode("utf-8", "replace"),
+              "kafka_timestamp_ms": kafka_timestamp_ms, "dead_lettered_at_ms": now_ms}
+    raw = value or b""
+    try:
+        record["value"] = raw[:MAX_MESSAGE_BYTES].decode("utf-8")
+    except UnicodeDecodeError:
+        record["value_base64"] = base64.b64encode(raw[:MAX_MESSAGE_BYTES]).decode()
+    return (f"{topic}/{partition}/{offset}".encode(),
+            json.dumps(record, separators=(",", ":")).encode())
