@@ -101,8 +101,9 @@ def consumer(cfg: KafkaConfig, **extra):
     return Consumer(settings)
 
 
-def partitions(cfg: KafkaConfig, topic: str, timeout_s: float = 10.0) -> list[int]:
-    md = admin(cfg).list_topics(topic, timeout=timeout_s).topics.get(topic)
+def partitions(cfg: KafkaConfig, topic: str, timeout_s: float = 10.0, client=None) -> list[int]:
+    """client: an existing consumer or admin client to ask (saves a connection)."""
+    md = (client or admin(cfg)).list_topics(topic, timeout=timeout_s).topics.get(topic)
     if md is None or md.error is not None or not md.partitions:
         raise TransientError(f"topic {topic!r} not found on {cfg.bootstrap_servers}")
     return sorted(md.partitions)
@@ -118,7 +119,7 @@ def watermarks(cfg: KafkaConfig, topic_names: list[str], cons=None,
     try:
         out = {}
         for topic in topic_names:
-            for p in partitions(cfg, topic, timeout_s):
+            for p in partitions(cfg, topic, timeout_s, cons):
                 lo, hi = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
                 out[f"{topic}:{p}"] = (lo, hi)
         return out

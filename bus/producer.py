@@ -12,6 +12,7 @@ so a bad event fails at the caller (InputError) instead of landing in dead lette
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 
 from bus import kafka, messages
@@ -20,25 +21,56 @@ from ffs.errors import InputError, TransientError
 
 
 class EventProducer:
+    """Publishes with our own partitioner (CRC-32 of the key, like librdkafka's "consistent"
+    one), so that each partition's last message before a flush can be sent on its own.
+
+    Why: the embedded broker (tansu 0.6, memory storage) reports a partition's high watermark
+    as the first offset of its last record batch + 1, hiding the rest of that batch from
+    consumers until more data arrives (measured: 30,000 messages sent, 28,854 visible, for as
+    long as nothing else was sent). A last batch of one record is reported right. Holding each
+    partition's newest message back until the rest is flushed costs one round trip per flush
+    and changes nothing on a real Kafka."""
+
     def __init__(self, cfg: KafkaConfig, validate: bool = True, **settings):
         self.cfg, self.validate = cfg, validate
         self._producer = kafka.producer(cfg, **settings)
         self.failures: list[str] = []
         self.sent = 0
+        self._partitions: dict[str, int] = {}
+        self._held: dict[tuple[str, int], tuple[bytes | None, bytes]] = {}
+        self._rr = 0
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self.failures.append(f"{msg.topic()}: {err}")
 
-    def send_raw(self, topic: str, key: bytes | str | None, value: bytes) -> None:
-        """Publish bytes as they are (replays, tests of malformed input)."""
+    def _partition(self, topic: str, key: bytes | None) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            n = self._partitions[topic] = len(kafka.partitions(self.cfg, topic))
+        if key is None:
+            self._rr += 1
+            return self._rr % n
+        return zlib.crc32(key) % n
+
+    def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key,
+                self._producer.produce(topic, value=value, key=key, partition=partition,
                                        on_delivery=self._on_delivery)
-                break
+                return
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)
+
+    def send_raw(self, topic: str, key: bytes | str | None, value: bytes) -> None:
+        """Publish bytes as they are (replays, tests of malformed input)."""
+        if isinstance(key, str):
+            key = key.encode()
+        slot = (topic, self._partition(topic, key))
+        previous = self._held.get(slot)
+        self._held[slot] = (key, value)
+        if previous is not None:
+            self._produce(slot[0], slot[1], *previous)
         self.sent += 1
         if self.sent % 10000 == 0:
             self._producer.poll(0)
@@ -69,6 +101,11 @@ class EventProducer:
 
     def flush(self, timeout_s: float = 60.0) -> None:
         left = self._producer.flush(timeout_s)
+        if self._held:
+            for (topic, partition), (key, value) in self._held.items():
+                self._produce(topic, partition, key, value)
+            self._held.clear()
+            left += self._producer.flush(timeout_s)
         if left:
             raise TransientError(f"{left} messages not delivered within {timeout_s:.0f} s")
         if self.failures:

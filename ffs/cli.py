@@ -233,7 +233,128 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1,
                    help="worker processes (default 1; each has its own Redis connections)")
     s.set_defaults(fn=cmd_serve)
+    _add_stream_parsers(sub)
     return p
+
+
+def _kafka_override(args, cfg) -> None:
+    if getattr(args, "bootstrap_servers", None):
+        cfg.kafka.bootstrap_servers = args.bootstrap_servers
+
+
+def cmd_broker(args, cfg) -> int:
+    import signal
+    import threading
+
+    from bus import kafka
+    from bus.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port) as broker:
+        cfg.kafka.bootstrap_servers = broker.bootstrap_servers
+        kafka.ensure_topics(cfg.kafka)
+        _log(f"embedded Kafka-protocol broker (tansu, in memory) on {broker.bootstrap_servers}; "
+             f"topics {kafka.topics(cfg.kafka)}")
+        _log(f"  export FFS_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
+        _log("  Ctrl-C stops it (its data is in memory and goes with it)")
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            while not done.wait(1) and broker.proc.poll() is None:
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_replay(args, cfg) -> int:
+    from bus import kafka
+    from bus.replay import load_events, replay
+
+    _kafka_override(args, cfg)
+    delay = None if args.label_delay is None else int(args.label_delay * 86400)
+    tx, labels, rejected = load_events(args.transactions, args.labels, delay)
+    if rejected:
+        _log(f"  {rejected:,} input rows rejected by normalization (not published)")
+    kafka.ensure_topics(cfg.kafka)
+    pace = "as fast as possible" if not args.speed else f"at {args.speed:g}x real time"
+    _log(f"replaying {len(tx):,} transactions and {len(labels):,} labels {pace} to "
+         f"{cfg.kafka.bootstrap_servers}")
+    s = replay(cfg.kafka, tx, labels, args.speed, None if args.quiet else _log,
+               shift_to_now=args.shift_to_now)
+    _log(f"published {s.transactions:,} transactions and {s.labels:,} labels in "
+         f"{s.seconds:.1f} s ({s.rate:,.0f} events/s)")
+    return 0
+
+
+def cmd_stream(args, cfg) -> int:
+    from jobs.stream import run_stream
+
+    _kafka_override(args, cfg)
+    if args.checkpoint:
+        cfg.stream.checkpoint = args.checkpoint
+    if args.metrics_port is not None:
+        cfg.stream.metrics_port = args.metrics_port
+    summary = run_stream(cfg, _log, args.until_idle, args.max_seconds)
+    return 0 if summary.stopped_because else 1
+
+
+def cmd_consistency(args, cfg) -> int:
+    from jobs.consistency import check
+
+    _kafka_override(args, cfg)
+    report = check(cfg, samples=args.samples, seed=args.seed, enriched=not args.no_enriched,
+                   log=_log)
+    for line in report.lines():
+        _log(line)
+    return 0 if report.ok else 1
+
+
+def _add_stream_parsers(sub) -> None:
+    s = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) for "
+                       "local work, creating the project's topics")
+    s.add_argument("--port", type=int, help="default: a free port")
+    s.set_defaults(fn=cmd_broker)
+
+    s = sub.add_parser("replay", help="publish a transactions file (and labels) to the bus in "
+                       "event-time order, as fast as possible or at N x real time")
+    s.add_argument("--transactions", required=True, help="Parquet or CSV (handbook columns ok)")
+    s.add_argument("--labels", help="labels file; without it, --label-delay derives labels "
+                   "from a TX_FRAUD column")
+    s.add_argument("--label-delay", type=float, metavar="DAYS",
+                   help="labels from TX_FRAUD, known this many days after the payment")
+    s.add_argument("--speed", type=float, help="N x real time (default: as fast as possible)")
+    s.add_argument("--shift-to-now", action="store_true",
+                   help="move the timeline so the first event is now (live demos)")
+    s.add_argument("--bootstrap-servers", help="default: kafka.bootstrap_servers")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("stream", help="Spark Structured Streaming: transactions and labels "
+                       "from Kafka into the online state, enriched rows and dead letters back",
+                       description="Consume kafka.transactions_topic and kafka.labels_topic, "
+                       "update the online state in Redis (redis.url) exactly once, publish "
+                       "enriched transactions to kafka.enriched_topic and refused messages "
+                       "with their reason to kafka.dead_letter_topic. SIGTERM/Ctrl-C stop it "
+                       "after the running micro-batch; restarting resumes from the checkpoint.")
+    s.add_argument("--bootstrap-servers", help="default: kafka.bootstrap_servers")
+    s.add_argument("--checkpoint", help="default: stream.checkpoint")
+    s.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free, -1: off)")
+    s.add_argument("--until-idle", type=float, metavar="SECONDS",
+                   help="stop once caught up and idle this long (batch-like runs, tests)")
+    s.add_argument("--max-seconds", type=float, help="stop after this long")
+    s.set_defaults(fn=cmd_stream)
+
+    s = sub.add_parser("consistency", help="compare online reads and enriched rows with the "
+                       "offline computation over the events on the bus")
+    s.add_argument("--samples", type=int, default=2000, help="request points (default 2000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-enriched", action="store_true", help="skip the enriched-topic check")
+    s.add_argument("--bootstrap-servers", help="default: kafka.bootstrap_servers")
+    s.set_defaults(fn=cmd_consistency)
+
+    from analytics.pinot_cli import add_parsers as add_pinot_parsers
+
+    add_pinot_parsers(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,6 +100,7 @@ class StreamConfig:
     """`ffs stream`: the Spark Structured Streaming job (jobs/stream.py)."""
 
     checkpoint: str = "data/stream/checkpoint"
+    source: str = "auto"  # auto: Spark's Kafka connector when on the classpath, else python
     starting_offsets: str = "earliest"  # for a new checkpoint: earliest or latest
     allowed_lateness_s: int = 3600  # behind the newest event seen; later goes to dead letters
     max_future_s: int = 300  # event times past wall clock + this are refused

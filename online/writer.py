@@ -21,16 +21,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from feature_repo.windows import Entity
+from feature_repo.windows import Agg, Entity, windows_for
 from online import layout
 
 WRITE_TX = r"""
 -- KEYS: customer events, terminal events, transaction index key
 -- ARGV: t, txid, terminal, customer, cents, customer retention, terminal retention
+-- returns {status, late}: status written | duplicate | conflict; late = 1 when events of the
+-- same customer or terminal at or after t were already stored (their enriched rows, computed
+-- before this event arrived, need recomputing)
 local c_ev, t_ev, x_key = KEYS[1], KEYS[2], KEYS[3]
 local t, txid, term, cust = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local cents, ret_c, ret_t = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('EXISTS', x_key) == 1 then return 'duplicate' end
+local function late()
+  if redis.call('ZCOUNT', c_ev, t, '+inf') > 1 or redis.call('ZCOUNT', t_ev, t, '+inf') > 1 then
+    return 1
+  end
+  return 0
+end
+local x = redis.call('GET', x_key)
+if x then
+  local c0, term0, t0, cents0 = string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  if c0 ~= cust or term0 ~= term or tonumber(t0) ~= t or tonumber(cents0) ~= cents then
+    return {'conflict', 0}
+  end
+  return {'duplicate', late()}
+end
 
 -- cumulative record just before this event (the last at or before t)
 local n0, s0 = 0, 0
@@ -65,27 +81,38 @@ redis.call('ZREMRANGEBYSCORE', t_ev, '-inf', '(' .. (newest_t - ret_t))
 redis.call('EXPIRE', c_ev, ret_c)
 redis.call('EXPIRE', t_ev, ret_t)
 redis.call('SET', x_key, cust .. '|' .. term .. '|' .. t .. '|' .. cents .. '||', 'EX', ret_t)
-return 'written'
+return {'written', late()}
 """
 
 WRITE_LABEL = r"""
--- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, terminal retention
+-- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, terminal retention,
+-- label delay of the fraud-rate windows
+-- returns {status, terminal, since}: when the label changed the terminal's fraud set and
+-- transactions of that terminal at or after `since` are already stored, their enriched rows
+-- (computed without this label) need recomputing; otherwise terminal is ''
 local x = redis.call('GET', KEYS[1])
-if not x then return 'unknown_transaction' end
+if not x then return {'unknown_transaction', '', 0} end
 local c, term, t, cents, lt, f = string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
 local fraud, label_t = ARGV[2], tonumber(ARGV[3])
-if lt ~= '' and tonumber(lt) > label_t then return 'stale' end
+if lt ~= '' and tonumber(lt) > label_t then return {'stale', '', 0} end
 local txid = string.sub(KEYS[1], #ARGV[1] + 4)
 local fraud_key = ARGV[1] .. ':t:' .. term .. ':fraud'
+local changed
 if fraud == '1' then
-  redis.call('ZADD', fraud_key, t, txid)
+  changed = redis.call('ZADD', fraud_key, t, txid)
   redis.call('EXPIRE', fraud_key, ARGV[4])
 else
-  redis.call('ZREM', fraud_key, txid)
+  changed = redis.call('ZREM', fraud_key, txid)
 end
 redis.call('SET', KEYS[1], c .. '|' .. term .. '|' .. t .. '|' .. cents .. '|' .. label_t
            .. '|' .. fraud, 'KEEPTTL')
-return 'written'
+if changed == 1 then
+  local since = math.max(label_t, tonumber(t) + tonumber(ARGV[5]))
+  if redis.call('ZCOUNT', ARGV[1] .. ':t:' .. term .. ':ev', since, '+inf') > 0 then
+    return {'written', term, since}
+  end
+end
+return {'written', '', 0}
 """
 
 
@@ -93,6 +120,7 @@ return 'written'
 class WriteOutcome:
     written: int = 0
     duplicate: int = 0
+    conflict: int = 0  # same transaction_id, different content: the first one stays
     unknown_transaction: int = 0
     stale: int = 0
 
@@ -109,11 +137,15 @@ class OnlineWriter:
         self._label = redis_conn.register_script(WRITE_LABEL)
         self._ret_c = layout.retention_s(Entity.CUSTOMER)
         self._ret_t = layout.retention_s(Entity.TERMINAL)
+        delays = [w.delay_s for w in windows_for(Entity.TERMINAL) if w.agg is Agg.FRAUD_RATE]
+        self._label_delay = min(delays) if delays else 0
 
-    def write_transactions(self, events: Iterable[Mapping[str, object]]) -> tuple[WriteOutcome,
-                                                                                   list[str]]:
+    def write_transactions(self, events: Iterable[Mapping[str, object]]
+                           ) -> tuple[WriteOutcome, list[str], list[bool]]:
         """events: transaction_id, customer_id, terminal_id, t (epoch seconds), amount.
-        Pipelined; each event is one atomic script call. Returns totals and per-event outcomes."""
+        Pipelined; each event is one atomic script call. Returns totals, per-event outcomes
+        and per-event "late" flags (events of its customer or terminal at or after it were
+        already stored)."""
         p = self.prefix
         pipe = self.redis.pipeline(transaction=False)
         for e in events:
@@ -123,19 +155,29 @@ class OnlineWriter:
                      args=[int(e["t"]), str(txid), str(tid), str(cid),
                            int(layout.to_cents(float(e["amount"]))), self._ret_c, self._ret_t],
                      client=pipe)
-        return self._outcomes(pipe.execute())
+        replies = pipe.execute()
+        total, statuses = self._outcomes(r[0] for r in replies)
+        return total, statuses, [bool(r[1]) for r in replies]
 
-    def write_labels(self, labels: Iterable[Mapping[str, object]]) -> tuple[WriteOutcome,
-                                                                             list[str]]:
-        """labels: transaction_id, is_fraud (0/1), label_t (epoch seconds)."""
+    def write_labels(self, labels: Iterable[Mapping[str, object]]
+                     ) -> tuple[WriteOutcome, list[str], list[tuple[str, int] | None]]:
+        """labels: transaction_id, is_fraud (0/1), label_t (epoch seconds). Returns totals,
+        per-label outcomes and, per label, (terminal, since) when transactions of that terminal
+        from `since` on were stored before the label changed their fraud counts."""
         pipe = self.redis.pipeline(transaction=False)
         for lab in labels:
             self._label(keys=[layout.tx_key(self.prefix, lab["transaction_id"])],
                         args=[self.prefix, int(lab["is_fraud"]), int(lab["label_t"]),
-                              self._ret_t], client=pipe)
-        return self._outcomes(pipe.execute())
+                              self._ret_t, self._label_delay], client=pipe)
+        replies = pipe.execute()
+        total, statuses = self._outcomes(r[0] for r in replies)
+        return total, statuses, [(_text(r[1]), int(r[2])) if r[1] else None for r in replies]
 
     @staticmethod
-    def _outcomes(replies: list) -> tuple[WriteOutcome, list[str]]:
+    def _outcomes(replies) -> tuple[WriteOutcome, list[str]]:
         total = WriteOutcome()
         return total, [total.add(r) for r in replies]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -63,8 +63,8 @@ def _label_events(labels: pd.DataFrame) -> list[dict]:
 
 
 def _ingest(writer, tx, labels, seed=0):
-    tx_out, _ = writer.write_transactions(_tx_events(tx, seed))
-    lab_out, _ = writer.write_labels(_label_events(labels))
+    tx_out, _, _ = writer.write_transactions(_tx_events(tx, seed))
+    lab_out, _, _ = writer.write_labels(_label_events(labels))
     return tx_out, lab_out
 
 
@@ -107,8 +107,8 @@ def test_stale_and_unknown_labels_are_reported_not_applied(conn, events):
     first = labels[labels["transaction_id"].isin(revised["transaction_id"])].sort_values(
         "label_timestamp").drop_duplicates("transaction_id")
     assert len(first) == 5
-    out, per_event = writer.write_labels(_label_events(first))  # older labels, replayed late
+    out, per_event, _ = writer.write_labels(_label_events(first))  # older labels, replayed late
     assert out.stale == 5 and set(per_event) == {"stale"}
-    out, _ = writer.write_labels([{"transaction_id": 10**15, "is_fraud": 1, "label_t": 0}])
+    out, _, _ = writer.write_labels([{"transaction_id": 10**15, "is_fraud": 1, "label_t": 0}])
     assert out.unknown_transaction == 1
     assert _snapshot(conn) == before

@@ -1,0 +1,1 @@
+"""Real-time analytics: analyst queries on Pinot or the embedded DuckDB store, and the dashboard."""

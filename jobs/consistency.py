@@ -1,0 +1,235 @@
+"""`ffs consistency`: do online reads equal the offline computation over the same events?
+
+In the manner of Chronon's consistency job: take the events the stream consumed (the
+transactions and labels topics, minus what it dead-lettered), compute features offline with
+the batch engine at sampled (entity, time) points, read the same points online, and report
+per feature the share of rows that mismatch, are missing online, or are extra online.
+It also checks the enriched topic: the last row per transaction (upsert semantics) against the
+offline features at that transaction, with missing and extra rows.
+
+Sampled request times fall in the last day before the newest event: the online state keeps
+each entity's longest window + label delay, so older reads are not promised (README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bus import kafka
+from bus import messages as M
+from feature_repo.windows import feature_names
+from ffs.config import Config
+from online.client import MISSING_ENTITY, OnlineClient, redis_client
+from transformations.engine import compute_features
+
+DAY = 86_400
+COMPARED = [n for n in feature_names() if n not in ("amount",)]
+
+
+@dataclass
+class Rates:
+    rows: int = 0
+    mismatch: int = 0  # present on both sides, different value
+    missing: int = 0  # offline has it, online does not
+    extra: int = 0  # online has it, offline does not
+    by_feature: dict[str, int] = field(default_factory=dict)  # mismatches per feature
+    examples: list[dict] = field(default_factory=list)
+
+    def rate(self, n: int) -> float:
+        return n / self.rows if self.rows else 0.0
+
+    def line(self, what: str) -> str:
+        return (f"{what}: {self.rows:,} rows, mismatch {self.mismatch} "
+                f"({self.rate(self.mismatch):.4%}), missing {self.missing} "
+                f"({self.rate(self.missing):.4%}), extra {self.extra} "
+                f"({self.rate(self.extra):.4%})")
+
+
+@dataclass
+class ConsistencyReport:
+    online: Rates
+    enriched: Rates | None
+    transactions: int
+    labels: int
+    excluded: int  # dead-lettered input messages left out of the offline side
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        parts = [self.online] + ([self.enriched] if self.enriched else [])
+        return all(r.mismatch == 0 and r.missing == 0 and r.extra == 0 for r in parts)
+
+    def lines(self) -> list[str]:
+        out = [f"events: {self.transactions:,} transactions, {self.labels:,} labels "
+               f"({self.excluded:,} dead-lettered messages left out)",
+               self.online.line("online reads at sampled points")]
+        if self.enriched is not None:
+            out.append(self.enriched.line("enriched topic (last row per transaction)"))
+        for r in (self.online, self.enriched):
+            if r is not None and r.by_feature:
+                out.append("  mismatches by feature: " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(r.by_feature.items())))
+            for ex in (r.examples[:3] if r is not None else []):
+                out.append(f"  e.g. {ex}")
+        out.append(f"{'CONSISTENT' if self.ok else 'INCONSISTENT'} ({self.seconds:.1f} s)")
+        return out
+
+
+def _same(a, b) -> bool:
+    a_nan = a is None or (isinstance(a, float) and math.isnan(a))
+    b_nan = b is None or (isinstance(b, float) and math.isnan(b))
+    if a_nan or b_nan:
+        return a_nan and b_nan
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The transactions and labels the stream accepted: every valid message of the two topics
+    that the dead-letter topic does not name (too late, conflicting, ...)."""
+    k = cfg.kafka
+    refused = set()
+    for rec in kafka.read_all(k, k.dead_letter_topic):
+        d = json.loads(rec.value)
+        refused.add((d["source_topic"], d["partition"], d["offset"]))
+    tx_rows, seen = [], set()
+    for rec in kafka.read_all(k, k.transactions_topic):
+        if (rec.topic, rec.partition, rec.offset) in refused:
+            continue
+        try:
+            tx = M.parse_transaction(rec.value)
+        except M.Refused:
+            continue
+        if tx.transaction_id not in seen:  # a duplicate counts once
+            seen.add(tx.transaction_id)
+            tx_rows.append((tx.transaction_id, tx.customer_id, tx.terminal_id, tx.t, tx.amount))
+    lab_rows = []
+    for rec in kafka.read_all(k, k.labels_topic):
+        if (rec.topic, rec.partition, rec.offset) in refused:
+            continue
+        try:
+            lab = M.parse_label(rec.value)
+        except M.Refused:
+            continue
+        lab_rows.append((lab.transaction_id, lab.is_fraud, lab.label_t))
+    tx = pd.DataFrame(tx_rows, columns=["transaction_id", "customer_id", "terminal_id", "t",
+                                        "amount"])
+    tx["event_timestamp"] = pd.to_datetime(tx.pop("t"), unit="s", utc=True)
+    labels = pd.DataFrame(lab_rows, columns=["transaction_id", "is_fraud", "label_t"])
+    labels["label_timestamp"] = pd.to_datetime(labels.pop("label_t"), unit="s", utc=True)
+    labels["is_fraud"] = labels["is_fraud"].astype("int64")
+    return tx.sort_values("event_timestamp", kind="stable").reset_index(drop=True), labels, \
+        len(refused)
+
+
+def sample_points(tx: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """n request points in the last day: (customer, terminal) pairs seen in that day, at
+    uniformly drawn seconds, plus the day's own transactions at their own time."""
+    rng = np.random.default_rng(seed)
+    newest = tx["event_timestamp"].max()
+    recent = tx[tx["event_timestamp"] > newest - pd.Timedelta(days=1)]
+    if recent.empty:
+        return recent.iloc[:0]
+    pick = recent.iloc[rng.integers(0, len(recent), n // 2)]
+    offsets = rng.integers(0, DAY, len(pick))
+    at = newest - pd.to_timedelta(offsets, unit="s")
+    free = pd.DataFrame({"customer_id": pick["customer_id"].to_numpy(),
+                         "terminal_id": pick["terminal_id"].to_numpy(),
+                         "event_timestamp": at, "amount": np.nan, "transaction_id": None})
+    own = recent.iloc[rng.choice(len(recent), min(n - n // 2, len(recent)), replace=False)]
+    own = own[["customer_id", "terminal_id", "event_timestamp", "amount", "transaction_id"]]
+    return pd.concat([free, own], ignore_index=True)
+
+
+def _compare(offline: pd.DataFrame, online_rows: list[dict], online_status: list[bool],
+             offline_known: np.ndarray, ids: list, rates: Rates) -> None:
+    for i, (row, present) in enumerate(zip(online_rows, online_status)):
+        rates.rows += 1
+        if offline_known[i] and not present:
+            rates.missing += 1
+            continue
+        if present and not offline_known[i]:
+            rates.extra += 1
+            continue
+        bad = [n for n in COMPARED if not _same(row.get(n), offline.at[i, n])]
+        if bad:
+            rates.mismatch += 1
+            for n in bad:
+                rates.by_feature[n] = rates.by_feature.get(n, 0) + 1
+            if len(rates.examples) < 5:
+                rates.examples.append({"row": ids[i], "feature": bad[0],
+                                       "online": row.get(bad[0]),
+                                       "offline": offline.at[i, bad[0]]})
+
+
+def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True,
+          enriched_samples: int = 20_000,
+          log: Callable[[str], None] = print) -> ConsistencyReport:
+    started = time.perf_counter()
+    tx, labels, excluded = events_from_bus(cfg)
+    log(f"read {len(tx):,} transactions and {len(labels):,} labels from the bus")
+    if tx.empty:
+        return ConsistencyReport(Rates(), None, 0, len(labels), excluded, 0.0)
+    points = sample_points(tx, samples, seed)
+    offline = compute_features(tx, labels, points)
+    customers_seen = set(tx["customer_id"])
+    known = points["customer_id"].isin(customers_seen).to_numpy()
+    client = OnlineClient(redis_client(dataclasses.replace(cfg.redis, timeout_ms=30_000)),
+                          prefix=cfg.redis.prefix, max_batch=1000)
+    rows = points.to_dict("records")
+    for r in rows:
+        if r["transaction_id"] is None or (isinstance(r["amount"], float)
+                                           and math.isnan(r["amount"])):
+            r.pop("amount"), r.pop("transaction_id")
+    online = Rates()
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i:i + 1000]
+        res = client.get_features(chunk)
+        if res.error:
+            raise RuntimeError(f"online read failed: {res.error}")
+        got = [res.row(j) for j in range(len(chunk))]
+        present = [res.statuses["customer_nb_tx_1d"][j] != MISSING_ENTITY
+                   for j in range(len(chunk))]
+        _compare(offline.iloc[i:i + len(chunk)].reset_index(drop=True), got, present,
+                 known[i:i + len(chunk)], [f"{r['customer_id']}@{r['event_timestamp']}"
+                                           for r in chunk], online)
+    log(online.line("online"))
+    rep_enriched = _check_enriched(cfg, tx, labels, enriched_samples, seed, log) \
+        if enriched else None
+    return ConsistencyReport(online, rep_enriched, len(tx), len(labels), excluded,
+                             time.perf_counter() - started)
+
+
+def _check_enriched(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, n: int, seed: int,
+                    log: Callable[[str], None]) -> Rates:
+    last: dict[str, dict] = {}
+    for rec in kafka.read_all(cfg.kafka, cfg.kafka.enriched_topic):
+        row = json.loads(rec.value)
+        if row.get("kind") == "transaction":
+            prev = last.get(row["transaction_id"])
+            if prev is None or row["processed_at_ms"] >= prev["processed_at_ms"]:
+                last[row["transaction_id"]] = row
+    rates = Rates()
+    ids = set(tx["transaction_id"])
+    rates.extra = sum(1 for txid in last if txid not in ids)
+    rates.missing = sum(1 for txid in ids if txid not in last)
+    have = tx[tx["transaction_id"].isin(last)]
+    if len(have) > n:
+        have = have.sample(n, random_state=seed)
+    have = have.reset_index(drop=True)
+    offline = compute_features(tx, labels, have)
+    rows = [last[txid] for txid in have["transaction_id"]]
+    saved = rates.missing, rates.extra
+    _compare(offline, rows, [True] * len(rows), np.ones(len(rows), bool),
+             list(have["transaction_id"]), rates)
+    rates.missing, rates.extra = saved
+    rates.rows = len(ids)
+    log(rates.line("enriched"))
+    return rates

@@ -1,0 +1,256 @@
+"""`ffs stream`: Spark Structured Streaming from the transactions and labels topics into the
+online state, with enriched rows and dead letters published back to the bus.
+
+The query is stateless (window state lives in Redis, see REFERENCE: Python stateful operators
+keep up with ~50 events/s here) and runs one foreachBatch per micro-batch on the driver
+(jobs/stream_batch.py). Offsets live in the checkpoint; a killed job restarts from it and
+re-runs the uncommitted batch, whose writes are idempotent.
+
+Source: Spark's own Kafka connector when its jar is on the classpath (clusters), otherwise
+the Python data source in jobs/stream_source.py (stream.source = auto | native | python).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ffs.config import Config
+from ffs.errors import ConfigError, TransientError
+
+COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp_ms")
+STREAM_REDIS_TIMEOUT_MS = 30_000
+NATIVE_PROVIDER = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+
+
+@dataclass
+class StreamSummary:
+    batches: int = 0
+    events: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    enriched: int = 0
+    corrections: int = 0
+    seconds: float = 0.0
+    stopped_because: str = ""
+
+    def line(self) -> str:
+        dead = sum(self.dead_letters.values())
+        return (f"{self.batches} batches, {self.events:,} events, {dead:,} dead letters "
+                f"{dict(sorted(self.dead_letters.items()))}, {self.enriched:,} enriched "
+                f"(+{self.corrections:,} corrections) in {self.seconds:.1f} s; stopped: "
+                f"{self.stopped_because}")
+
+
+def native_kafka_available(spark) -> bool:
+    try:
+        spark._jvm.java.lang.Class.forName(NATIVE_PROVIDER)
+        return True
+    except Exception:  # Py4JJavaError: ClassNotFoundException
+        return False
+
+
+def _source(spark, cfg: Config, log: Callable[[str], None]):
+    k, s = cfg.kafka, cfg.stream
+    # labels first: the source snapshots offsets in this order, so a label in a batch never
+    # precedes, on the bus, a transaction that the batch misses
+    topics = [k.labels_topic, k.transactions_topic]
+    kind = s.source
+    if kind not in ("auto", "native", "python"):
+        raise ConfigError(f"stream.source must be auto, native or python, not {kind!r}")
+    if kind == "native" or (kind == "auto" and native_kafka_available(spark)):
+        from pyspark.sql import functions as F
+
+        from bus.kafka import client_settings
+
+        reader = (spark.readStream.format("kafka").option("subscribe", ",".join(topics))
+                  .option("startingOffsets", s.starting_offsets)
+                  .option("failOnDataLoss", "true"))
+        if s.max_events_per_batch > 0:
+            reader = reader.option("maxOffsetsPerTrigger", str(s.max_events_per_batch))
+        for key, value in client_settings(k).items():
+            if key.startswith("sasl.") and key != "sasl.mechanism":
+                continue
+            reader = reader.option(f"kafka.{key}", str(value))
+        if k.sasl_mechanism:
+            module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
+                      if k.sasl_mechanism == "PLAIN"
+                      else "org.apache.kafka.common.security.scram.ScramLoginModule")
+            reader = reader.option("kafka.sasl.jaas.config",
+                                   f'{module} required username="{k.sasl_username}" '
+                                   f'password="{k.sasl_password.reveal()}";')
+        log(f"source: Spark's Kafka connector, topics {topics}")
+        return reader.load().select(
+            "topic", "partition", "offset", "key", "value",
+            F.expr("unix_millis(timestamp)").alias("timestamp_ms"))
+
+    from jobs.stream_source import KafkaPartitionsSource
+
+    spark.dataSource.register(KafkaPartitionsSource)
+    log(f"source: python data source (no Kafka connector jar), topics {topics}")
+    return (spark.readStream.format(KafkaPartitionsSource.name())
+            .option("topics", ",".join(topics))
+            .option("bootstrap_servers", k.bootstrap_servers)
+            .option("starting_offsets", s.starting_offsets)
+            .option("max_events_per_batch", str(s.max_events_per_batch)).load())
+
+
+def _lag(cfg: Config, progress: dict | None, marks: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Per topic: high watermark minus the offsets the last committed batch ended at."""
+    done: dict[str, int] = {}
+    if progress and progress.get("sources"):
+        end = progress["sources"][0].get("endOffset")
+        end = json.loads(end) if isinstance(end, str) else (end or {})
+        for key, value in end.items():
+            if isinstance(value, dict):  # Spark's connector: {"topic": {"0": offset}}
+                for part, off in value.items():
+                    done[f"{key}:{part}"] = int(off)
+            else:
+                done[key] = int(value)
+    lag: dict[str, int] = {}
+    for tp, (lo, hi) in marks.items():
+        topic = tp.rsplit(":", 1)[0]
+        lag[topic] = lag.get(topic, 0) + max(0, hi - done.get(tp, lo))
+    return lag
+
+
+class StreamJob:
+    def __init__(self, cfg: Config, log: Callable[[str], None] = print):
+        if not cfg.kafka.bootstrap_servers:
+            raise ConfigError("kafka.bootstrap_servers is not set: point it at your Kafka "
+                              "(FFS_KAFKA_BOOTSTRAP_SERVERS) or start a local broker with "
+                              "`ffs broker`")
+        self.cfg, self.log = cfg, log
+        self.summary = StreamSummary()
+        self._lock = threading.Lock()  # held while a batch runs: stop waits for it
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.last_data = time.monotonic()
+        self.query = None
+
+    def start(self) -> StreamJob:
+        from bus import kafka
+        from bus.producer import EventProducer
+        from jobs.spark import spark_session
+        from jobs.stream_batch import BatchProcessor
+        from jobs.stream_metrics import StreamMetrics
+        from online.client import redis_client
+
+        cfg = self.cfg
+        self.started = time.monotonic()
+        created = kafka.ensure_topics(cfg.kafka)
+        if created:
+            self.log(f"created topics {created}")
+        # the scoring timeout (tens of ms) is for one request; a batch writes thousands
+        r = redis_client(dataclasses.replace(cfg.redis, timeout_ms=STREAM_REDIS_TIMEOUT_MS))
+        try:
+            r.ping()
+        except Exception as exc:
+            raise TransientError(f"Redis at {cfg.redis.url} did not answer: {exc}") from None
+        self.producer = EventProducer(cfg.kafka, validate=False)
+        self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush)
+        self.metrics = StreamMetrics()
+        port = self.metrics.serve(cfg.stream.metrics_port)
+        if port:
+            self.log(f"metrics: http://127.0.0.1:{port}/metrics")
+        spark = spark_session(cfg.spark, "ffs-stream", self.log)
+        spark.conf.set("spark.sql.streaming.pollingDelay", "50ms")
+        self.spark = spark
+        writer = (_source(spark, cfg, self.log).writeStream.foreachBatch(self._batch)
+                  .option("checkpointLocation", cfg.stream.checkpoint)
+                  .queryName("ffs_stream"))
+        if cfg.stream.trigger_ms > 0:
+            writer = writer.trigger(processingTime=f"{cfg.stream.trigger_ms} milliseconds")
+        self.query = writer.start()
+        self.log(f"streaming {cfg.kafka.transactions_topic} + {cfg.kafka.labels_topic} -> "
+                 f"Redis {cfg.redis.prefix}:*, {cfg.kafka.enriched_topic}, dead letters to "
+                 f"{cfg.kafka.dead_letter_topic}; checkpoint {cfg.stream.checkpoint}")
+        return self
+
+    def _batch(self, df, batch_id: int) -> None:
+        with self._lock:
+            if self._stop.is_set():  # a stop was asked between batches: leave it for later
+                raise InterruptedError("stream stopping")
+            try:
+                table = df.toArrow()
+                rows = {c: table.column(c).to_pylist() for c in COLUMNS}
+                rep = self.processor.process(batch_id, rows)
+            except BaseException as exc:
+                self._error = exc
+                raise
+            s = self.summary
+            s.batches += 1
+            s.events += len(rows["offset"])
+            s.enriched += rep.enriched
+            s.corrections += rep.corrections
+            for reason, n in rep.dead_letters.items():
+                s.dead_letters[reason] = s.dead_letters.get(reason, 0) + n
+            self.metrics.record(rep)
+            if rows["offset"]:
+                self.last_data = time.monotonic()
+                self.log(rep.line())
+
+    def lag(self) -> dict[str, int]:
+        from bus import kafka
+
+        k = self.cfg.kafka
+        marks = kafka.watermarks(k, [k.transactions_topic, k.labels_topic])
+        lag = _lag(self.cfg, self.query.lastProgress if self.query else None, marks)
+        for topic, n in lag.items():
+            self.metrics.lag.labels(topic).set(n)
+        return lag
+
+    def run(self, until_idle_s: float | None = None, max_seconds: float | None = None,
+            stop: threading.Event | None = None) -> StreamSummary:
+        """Block until stopped: by a signal, `stop`, max_seconds, or (until_idle_s) once the
+        topics are fully processed and nothing new came for that long."""
+        stop = stop or self._stop
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        reason = ""
+        while not reason:
+            if stop.wait(0.5) or self._stop.is_set():
+                reason = "stop requested"
+            elif self._error is not None or not self.query.isActive:
+                reason = f"failed: {self._error or self.query.exception()}"
+            elif deadline and time.monotonic() > deadline:
+                reason = f"ran {max_seconds:.0f} s"
+            elif until_idle_s is not None and time.monotonic() - self.last_data > until_idle_s:
+                if sum(self.lag().values()) == 0:
+                    reason = f"caught up and idle for {until_idle_s:.0f} s"
+        self.stop()
+        self.summary.stopped_because = reason
+        self.summary.seconds = time.monotonic() - self.started
+        if reason.startswith("failed"):
+            raise TransientError(f"stream {reason}")
+        return self.summary
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Graceful: waits for the running batch to finish, then stops the query."""
+        self._stop.set()
+        with self._lock:  # the running batch finishes; a new one sees the flag and refuses
+            pass
+        if self.query is not None and self.query.isActive:
+            self.query.stop()
+        try:
+            self.producer.flush(10)
+        except Exception as exc:  # noqa: BLE001 - reported, the batch will be redone
+            self.log(f"warning: flushing outputs at stop: {exc}")
+
+
+def run_stream(cfg: Config, log: Callable[[str], None] = print,
+               until_idle_s: float | None = None,
+               max_seconds: float | None = None) -> StreamSummary:
+    job = StreamJob(cfg, log)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, job.request_stop)
+    job.start()
+    summary = job.run(until_idle_s, max_seconds)
+    log(f"stream stopped: {summary.line()}")
+    return summary

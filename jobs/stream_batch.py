@@ -1,0 +1,390 @@
+"""One micro-batch of the stream, on the driver: parse, check time, write the online state,
+enrich, publish. Spark hands it the batch's raw Kafka rows (jobs/stream.py); nothing here
+needs Spark, so the same code runs in tests and benchmarks without a JVM.
+
+Exactly-once effects come from two facts: Spark re-runs an uncommitted batch with the same id
+and the same offsets, and every write here is idempotent (a transaction id is applied once,
+a label only if it is at least as new as the one stored). Outputs (enriched rows, dead
+letters) are flushed before the batch returns, so they are at least once, keyed so that
+consumers upsert them (enriched: transaction_id; dead letters: source topic/partition/offset).
+
+Event time: each topic partition has its own progress (the newest event time accepted from
+it), and the watermark is the least of them, as in Flink: a partition that is behind (labels
+trail payments by days; a backlog is read a slice per partition) does not make its own events
+late. It is computed from the batches before this one and stored in Redis with the batch id,
+so a re-run batch judges lateness exactly as its first run did. Events older than
+watermark - allowed lateness, or than the retention, go to dead letters; within the lateness
+they are inserted at their place in time (online/writer.py). A partition that stops
+receiving data holds the watermark back: nothing is refused as late then, which costs
+rewrite work but never correctness.
+
+Enriched rows are read after the whole batch is written. A read at t counts only events at or
+before t, so every transaction of the batch gets exactly its training-set features, whatever
+the order inside the batch. An event that arrives after a later event of the same customer or
+terminal was already enriched (late, or a label whose transaction's terminal moved on) makes
+the writer flag it; the affected transactions are read again and re-published, so the last
+row per key is exact.
+
+Labels whose transaction is not known yet (the two topics are not ordered with each other)
+wait in Redis and are applied when the transaction arrives; past the allowed lateness they
+go to dead letters as unknown_transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bus import messages as M
+from feature_repo.windows import Entity
+from ffs.config import Config
+from online import layout
+from online.client import OnlineClient
+from online.writer import OnlineWriter
+
+log = logging.getLogger("ffs.stream")
+
+READ_CHUNK = 1000  # rows per online read (one Lua call each)
+MAX_PENDING_LABELS = 100_000  # waiting labels beyond this are dead-lettered at once
+
+
+@dataclass
+class BatchReport:
+    batch_id: int
+    transactions: int = 0  # valid transaction messages
+    labels: int = 0
+    written: int = 0
+    duplicates: int = 0
+    labels_written: int = 0
+    stale_labels: int = 0
+    labels_waiting: int = 0
+    enriched: int = 0
+    corrections: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    watermark: int | None = None
+    seconds: float = 0.0
+    freshness_s: list[float] = field(default_factory=list)  # publish -> written, per event
+
+    @property
+    def n_dead(self) -> int:
+        return sum(self.dead_letters.values())
+
+    def line(self) -> str:
+        dead = ", ".join(f"{k} {v}" for k, v in sorted(self.dead_letters.items())) or "none"
+        wm = M.iso(self.watermark) if self.watermark is not None else "-"
+        return (f"batch {self.batch_id}: {self.transactions} tx ({self.written} new, "
+                f"{self.duplicates} dup), {self.labels} labels ({self.labels_written} applied, "
+                f"{self.labels_waiting} waiting), {self.enriched} enriched + "
+                f"{self.corrections} corrections, dead letters: {dead}; watermark {wm}; "
+                f"{self.seconds * 1000:.0f} ms")
+
+
+class BatchProcessor:
+    def __init__(self, cfg: Config, redis_conn, publish: Callable[[str, bytes | None, bytes],
+                                                                   None],
+                 flush: Callable[[], None]):
+        self.cfg, self.redis = cfg, redis_conn
+        self.publish, self.flush = publish, flush
+        p = cfg.redis.prefix
+        self.prefix = p
+        self.writer = OnlineWriter(redis_conn, p)
+        self.client = OnlineClient(redis_conn, prefix=p, max_batch=READ_CHUNK)
+        self.state_key, self.pending_key = f"{p}:stream:state", f"{p}:stream:pending_labels"
+        self.retention = {Entity.CUSTOMER: layout.retention_s(Entity.CUSTOMER),
+                          Entity.TERMINAL: layout.retention_s(Entity.TERMINAL)}
+        self.k = cfg.kafka
+
+    # ---- entry point ---------------------------------------------------------------------
+
+    def process(self, batch_id: int, rows: dict[str, list]) -> BatchReport:
+        """rows: columns topic, partition, offset, key, value, timestamp_ms (lists)."""
+        started = time.perf_counter()
+        now_ms = time.time_ns() // 1_000_000
+        rep = BatchReport(batch_id)
+        progress = self._progress_before(batch_id)
+        wm_before = min(progress.values()) if progress else None
+        txs, labels = self._parse(rows, now_ms, wm_before, rep)
+        after = dict(progress)
+        for t, (topic, part, *_rest) in [(tx.t, src) for tx, src in txs] + \
+                [(lab.label_t, src) for lab, src in labels]:
+            tp = f"{topic}:{part}"
+            if t > after.get(tp, -1):
+                after[tp] = t
+        wm_after = min(after.values()) if after else None
+
+        ok_txs = self._write_transactions(txs, now_ms, rep)
+        todo = self._label_todo(labels)
+        safe, risky = self._split_labels(todo) if self.cfg.stream.enrich else (todo, [])
+        self._label_anchors: list[tuple[str, int]] = []
+        applied = self._apply_labels(safe, wm_after, now_ms, rep)
+        # A label known only at label_t must not count in reads before label_t. Labels that
+        # can reach such a read (more than the label delay after their transaction) are
+        # applied in time order between the reads of the batch's transactions.
+        batch = [tx for tx, _ in txs if tx in ok_txs]  # sorted by t; no conflicting copy
+        i = 0
+        for item in risky:
+            j = i
+            while j < len(batch) and batch[j].t < item[0].label_t:
+                j += 1
+            self._enrich(batch[i:j], now_ms)
+            i = j
+            applied += self._apply_labels([item], wm_after, now_ms, rep)
+        self._enrich(batch[i:], now_ms)
+        rep.enriched = len(batch) if self.cfg.stream.enrich else 0
+        seen = {tx.transaction_id for tx in batch}
+        fixes = [tx for tx in self._affected() if tx.transaction_id not in seen] \
+            if self.cfg.stream.enrich else []
+        self._enrich(fixes, now_ms)
+        rep.corrections = len(fixes)
+        for lab in applied:
+            self.publish(self.k.enriched_topic, lab.transaction_id.encode(),
+                         M.enriched_label(lab, now_ms))
+        rep.labels_written = len(applied)
+        rep.labels_waiting = self.redis.zcard(self.pending_key)
+        self.flush()
+        self._save_progress(batch_id, progress, after)
+        rep.watermark = wm_after
+        rep.seconds = time.perf_counter() - started
+        return rep
+
+    # ---- watermark -----------------------------------------------------------------------
+
+    def _progress_before(self, batch_id: int) -> dict[str, int]:
+        """{"topic:partition": newest accepted event time} as of the start of this batch."""
+        state = self.redis.hgetall(self.state_key)
+        if not state:
+            return {}
+        stored = {k.decode(): v.decode() for k, v in state.items()}
+        # a re-run batch sees what its first run saw
+        field_ = "before" if int(stored.get("batch_id", -1)) == batch_id else "after"
+        return json.loads(stored.get(field_, "{}"))
+
+    def _save_progress(self, batch_id: int, before: dict, after: dict) -> None:
+        self.redis.hset(self.state_key, mapping={
+            "batch_id": batch_id, "before": json.dumps(before), "after": json.dumps(after),
+            "updated_ms": time.time_ns() // 1_000_000})
+
+    # ---- parsing and time checks -----------------------------------------------------------
+
+    def _dead(self, rep: BatchReport, reason: str, detail: str, topic: str, partition: int,
+              offset: int, key, value, ts_ms, now_ms: int) -> None:
+        k, v = M.dead_letter(reason, detail, topic, partition, offset, key, value, ts_ms, now_ms)
+        self.publish(self.k.dead_letter_topic, k, v)
+        rep.dead_letters[reason] = rep.dead_letters.get(reason, 0) + 1
+
+    def _time_check(self, t: int, now_s: int, wm: int | None,
+                    retention: int) -> tuple[str, str] | None:
+        if t > now_s + self.cfg.stream.max_future_s:
+            return M.FUTURE, f"{M.iso(t)} is more than {self.cfg.stream.max_future_s} s " \
+                             f"after the wall clock ({M.iso(now_s)})"
+        if wm is not None:
+            if t <= wm - retention:
+                return M.BEYOND_RETENTION, f"{M.iso(t)} is older than the online retention " \
+                                           f"({retention // 86400} d) behind the " \
+                                           f"watermark {M.iso(wm)}"
+            if t < wm - self.cfg.stream.allowed_lateness_s:
+                return M.TOO_LATE, f"{M.iso(t)} is {wm - t} s behind the watermark " \
+                                   f"{M.iso(wm)}; allowed lateness is " \
+                                   f"{self.cfg.stream.allowed_lateness_s} s"
+        return None
+
+    def _parse(self, rows: dict[str, list], now_ms: int, wm: int | None, rep: BatchReport):
+        now_s = now_ms // 1000
+        txs: list[tuple[M.Transaction, tuple]] = []
+        labels: list[tuple[M.Label, tuple]] = []
+        ret_c = self.retention[Entity.CUSTOMER]
+        ret_t = self.retention[Entity.TERMINAL]
+        for topic, part, off, key, value, ts in zip(rows["topic"], rows["partition"],
+                                                    rows["offset"], rows["key"], rows["value"],
+                                                    rows["timestamp_ms"]):
+            try:
+                if topic == self.k.transactions_topic:
+                    tx = M.parse_transaction(value)
+                    bad = self._time_check(tx.t, now_s, wm, ret_c)
+                    if bad is None:
+                        txs.append((tx, (topic, part, off, key, ts)))
+                        continue
+                elif topic == self.k.labels_topic:
+                    lab = M.parse_label(value)
+                    bad = self._time_check(lab.label_t, now_s, wm, ret_t)
+                    if bad is None:
+                        labels.append((lab, (topic, part, off, ts)))
+                        continue
+                else:
+                    bad = (M.BAD_TYPE, f"message from unexpected topic {topic!r}")
+            except M.Refused as exc:
+                bad = (exc.reason, exc.detail)
+            self._dead(rep, bad[0], bad[1], topic, part, off, key, value, ts, now_ms)
+        rep.transactions, rep.labels = len(txs), len(labels)
+        return txs, labels
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def _write_transactions(self, txs, now_ms: int, rep: BatchReport) -> set[M.Transaction]:
+        """Writes in event-time order (fewest late inserts). Returns the transactions written
+        or already present with the same content (both get enriched rows); not a conflicting
+        copy, even when another copy of its id in the batch is fine."""
+        txs.sort(key=lambda pair: pair[0].t)
+        events = [{"transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
+                   "terminal_id": tx.terminal_id, "t": tx.t, "amount": tx.amount}
+                  for tx, _ in txs]
+        self._late: list[M.Transaction] = []
+        if not events:
+            return set()
+        total, statuses, late = self.writer.write_transactions(events)
+        rep.written, rep.duplicates = total.written, total.duplicate
+        ok: set[M.Transaction] = set()
+        done_ms = time.time_ns() // 1_000_000
+        for (tx, (topic, part, off, key, ts)), status, is_late in zip(txs, statuses, late):
+            if status == "conflict":
+                self._dead(rep, M.CONFLICT, f"transaction_id {tx.transaction_id!r} was already "
+                           f"stored with another customer, terminal, time or amount; the "
+                           f"first one stays", topic, part, off, key,
+                           M.transaction_message(tx), ts, now_ms)
+                continue
+            ok.add(tx)
+            if is_late:
+                self._late.append(tx)
+            if status == "written" and ts and ts > 0:
+                rep.freshness_s.append((done_ms - ts) / 1000)
+        return ok
+
+    def _label_todo(self, labels) -> list[tuple[M.Label, tuple, bytes | None]]:
+        """This batch's labels and the waiting ones, in label-time order."""
+        waiting = [(*self._unpark(m), m) for m in self.redis.zrange(self.pending_key, 0, -1)]
+        todo = [(lab, src, None) for lab, src in labels] + waiting
+        todo.sort(key=lambda x: x[0].label_t)
+        return todo
+
+    def _split_labels(self, todo):
+        """(safe, risky): risky labels came more than the label delay after their
+        transaction, so reads between the two may not count them yet."""
+        if not todo:
+            return [], []
+        raw = self.redis.mget([layout.tx_key(self.prefix, lab.transaction_id)
+                               for lab, _, _ in todo])
+        safe, risky = [], []
+        delay = self.writer._label_delay
+        for item, value in zip(todo, raw):
+            if value is not None and item[0].label_t > layout.decode_tx(value)["t"] + delay:
+                risky.append(item)
+            else:
+                safe.append(item)
+        return safe, risky
+
+    def _apply_labels(self, todo, wm_after: int | None, now_ms: int,
+                      rep: BatchReport) -> list[M.Label]:
+        """Writes labels; parks those whose transaction is unknown, dead-letters those that
+        waited past the allowed lateness. Returns the labels applied."""
+        if not todo:
+            return []
+        _total, statuses, anchors = self.writer.write_labels(
+            [{"transaction_id": lab.transaction_id, "is_fraud": lab.is_fraud,
+              "label_t": lab.label_t} for lab, _, _ in todo])
+        applied: list[M.Label] = []
+        park, unpark = {}, []
+        limit = None if wm_after is None else wm_after - self.cfg.stream.allowed_lateness_s
+        for (lab, src, member), status, anchor in zip(todo, statuses, anchors):
+            if status == "unknown_transaction":
+                if limit is not None and lab.label_t < limit:
+                    topic, part, off, ts = src
+                    self._dead(rep, M.UNKNOWN_TRANSACTION,
+                               f"no transaction {lab.transaction_id!r} arrived within the "
+                               f"allowed lateness ({self.cfg.stream.allowed_lateness_s} s)",
+                               topic, part, off, lab.transaction_id.encode(),
+                               M.label_message(lab), ts, now_ms)
+                    if member is not None:
+                        unpark.append(member)
+                elif member is None:
+                    park[self._park(lab, src)] = lab.label_t
+                continue
+            if member is not None:
+                unpark.append(member)
+            if status == "written":
+                applied.append(lab)
+                if anchor is not None:
+                    self._label_anchors.append(anchor)
+            elif status == "stale":
+                rep.stale_labels += 1
+        if park:
+            if self.redis.zcard(self.pending_key) + len(park) > MAX_PENDING_LABELS:
+                for member in park:
+                    lab, (topic, part, off, ts) = self._unpark(member)
+                    self._dead(rep, M.UNKNOWN_TRANSACTION, "transaction unknown and too many "
+                               f"labels already waiting ({MAX_PENDING_LABELS})", topic, part,
+                               off, lab.transaction_id.encode(), M.label_message(lab), ts,
+                               now_ms)
+            else:
+                self.redis.zadd(self.pending_key, park)
+        if unpark:
+            self.redis.zrem(self.pending_key, *unpark)
+        return applied
+
+    @staticmethod
+    def _park(lab: M.Label, src: tuple) -> str:
+        return json.dumps([lab.transaction_id, lab.is_fraud, lab.label_t, *src],
+                          separators=(",", ":"))
+
+    @staticmethod
+    def _unpark(member: bytes | str):
+        txid, fraud, label_t, topic, part, off, ts = json.loads(member)
+        return M.Label(txid, fraud, label_t), (topic, part, off, ts)
+
+    # ---- enrichment --------------------------------------------------------------------------
+
+    def _enrich(self, rows: list[M.Transaction], now_ms: int) -> None:
+        """Reads each transaction's features as of its own time and publishes them."""
+        if not self.cfg.stream.enrich:
+            return
+        topic = self.k.enriched_topic
+        for i in range(0, len(rows), READ_CHUNK):
+            chunk = rows[i:i + READ_CHUNK]
+            res = self.client.get_features(
+                [{"customer_id": tx.customer_id, "terminal_id": tx.terminal_id,
+                  "transaction_id": tx.transaction_id, "event_timestamp": tx.t,
+                  "amount": tx.amount} for tx in chunk])
+            if res.error:
+                raise RuntimeError(f"online read failed while enriching: {res.error}")
+            names, values = res.feature_names, res.values
+            for j, tx in enumerate(chunk):
+                feats = {name: values[name][j] for name in names}
+                self.publish(topic, tx.transaction_id.encode(),
+                             M.enriched_transaction(tx, feats, now_ms))
+
+    def _affected(self) -> list[M.Transaction]:
+        """Stored transactions whose features a late event or label just changed."""
+        p = self.prefix
+        anchors_c: dict[str, int] = {}
+        anchors_t: dict[str, int] = {}
+        for tx in self._late:
+            anchors_c[tx.customer_id] = min(tx.t, anchors_c.get(tx.customer_id, tx.t))
+            anchors_t[tx.terminal_id] = min(tx.t, anchors_t.get(tx.terminal_id, tx.t))
+        for term, since in self._label_anchors:
+            anchors_t[term] = min(since, anchors_t.get(term, since))
+        if not anchors_c and not anchors_t:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, t in anchors_c.items():
+            pipe.zrangebyscore(layout.customer_key(p, cid), t, "+inf", withscores=True)
+        for tid, t in anchors_t.items():
+            pipe.zrangebyscore(layout.terminal_keys(p, tid)[0], t, "+inf", withscores=True)
+        replies = pipe.execute()
+        found: dict[str, M.Transaction] = {}
+        for cid, members in zip(anchors_c, replies[:len(anchors_c)]):
+            for member, score in members:
+                _n, _s, cents, term, txid = layout.decode_record(member)
+                found[txid] = M.Transaction(txid, cid, term, int(score), cents / layout.CENTS)
+        term_ids = [txid.decode() for members in replies[len(anchors_c):] for txid, _ in members]
+        term_ids = [txid for txid in term_ids if txid not in found]
+        if term_ids:
+            raw = self.redis.mget([layout.tx_key(p, txid) for txid in term_ids])
+            for txid, value in zip(term_ids, raw):
+                if value is not None:
+                    x = layout.decode_tx(value)
+                    found[txid] = M.Transaction(txid, str(x["customer_id"]),
+                                                str(x["terminal_id"]), int(x["t"]),
+                                                int(x["cents"]) / layout.CENTS)
+        return list(found.values())

@@ -1,0 +1,309 @@
+"""Bus message parsing: a corpus of bad events with the stable reason code each must get, every
+accepted shape of a good event parsed to exact values, and dead-letter records that keep the
+refused value (as text, or base64 when it is not UTF-8)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bus import messages as M
+
+T0 = 1710074096  # 2024-03-10T12:34:56Z
+
+TX = {"transaction_id": "t-1", "customer_id": "c1", "terminal_id": "m9",
+      "event_timestamp": "2024-03-10T12:34:56Z", "amount": 12.5}
+LABEL = {"transaction_id": "t-1", "is_fraud": 1, "label_timestamp": "2024-03-17T12:34:56Z"}
+
+
+def _raw(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _tx(**changes) -> bytes:
+    d = dict(TX)
+    for k, v in changes.items():
+        if v is _DROP:
+            d.pop(k)
+        else:
+            d[k] = v
+    return _raw(d)
+
+
+def _label(**changes) -> bytes:
+    d = dict(LABEL)
+    for k, v in changes.items():
+        if v is _DROP:
+            d.pop(k)
+        else:
+            d[k] = v
+    return _raw(d)
+
+
+_DROP = object()
+
+
+def _with_literal(field: str, literal: str, base: dict = TX) -> bytes:
+    """A message whose `field` is written as a raw JSON literal (NaN, 1e999, ...)."""
+    d = dict(base)
+    d[field] = "@@"
+    return json.dumps(d).replace('"@@"', literal).encode()
+
+
+def _reason(parse, raw) -> str:
+    with pytest.raises(M.Refused) as info:
+        parse(raw)
+    assert info.value.reason in M.REASONS
+    assert info.value.detail  # always says why
+    return info.value.reason
+
+
+# ---- not JSON / not an object / too large ---------------------------------------------------
+
+BAD_ANY = [
+    ("garbage bytes", b"\x00\x01garbage\x7f", M.NOT_JSON),
+    ("truncated json", _raw(TX)[:-7], M.NOT_JSON),
+    ("empty", b"", M.NOT_JSON),
+    ("none value", None, M.NOT_JSON),
+    ("invalid utf-8", b'{"transaction_id": "t\xff\xfe1"}', M.NOT_JSON),
+    ("invalid utf-8 alone", b"\xff\xfe\xfd", M.NOT_JSON),
+    ("list", b"[1, 2, 3]", M.NOT_OBJECT),
+    ("number", b"42", M.NOT_OBJECT),
+    ("string", b'"a transaction"', M.NOT_OBJECT),
+    ("null literal", b"null", M.NOT_OBJECT),
+    ("too large", _raw({**TX, "pad": "x" * (M.MAX_MESSAGE_BYTES + 1)}), M.TOO_LARGE),
+    ("too large garbage", b"\xff" * (M.MAX_MESSAGE_BYTES + 1), M.TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize("raw,reason", [(r, why) for _, r, why in BAD_ANY],
+                         ids=[name for name, _, _ in BAD_ANY])
+@pytest.mark.parametrize("parse", [M.parse_transaction, M.parse_label],
+                         ids=["transaction", "label"])
+def test_unparseable_messages(parse, raw, reason):
+    assert _reason(parse, raw) == reason
+
+
+def test_size_limit_is_inclusive():
+    pad = M.MAX_MESSAGE_BYTES - len(_raw({**TX, "pad": ""}))
+    exact = _raw({**TX, "pad": "x" * pad})
+    assert len(exact) == M.MAX_MESSAGE_BYTES
+    assert M.parse_transaction(exact).transaction_id == "t-1"
+    over = _raw({**TX, "pad": "x" * (pad + 1)})
+    assert _reason(M.parse_transaction, over) == M.TOO_LARGE
+
+
+# ---- transactions ----------------------------------------------------------------------------
+
+BAD_TX = [
+    # missing (absent or null)
+    *[(f"missing {f}", _tx(**{f: _DROP}), M.MISSING_FIELD) for f in TX],
+    *[(f"null {f}", _tx(**{f: None}), M.MISSING_FIELD) for f in TX],
+    # mistyped
+    ("amount as text", _tx(amount="12.5"), M.BAD_TYPE),
+    ("amount as NaN text", _tx(amount="NaN"), M.BAD_TYPE),
+    ("amount as bool", _tx(amount=True), M.BAD_TYPE),
+    ("amount as list", _tx(amount=[1]), M.BAD_TYPE),
+    ("amount as dict", _tx(amount={"v": 1}), M.BAD_TYPE),
+    ("txid as float", _tx(transaction_id=1.0), M.BAD_TYPE),
+    ("txid as list", _tx(transaction_id=["t1"]), M.BAD_TYPE),
+    ("customer as dict", _tx(customer_id={"id": 1}), M.BAD_TYPE),
+    ("customer as bool", _tx(customer_id=True), M.BAD_TYPE),
+    ("terminal as float", _tx(terminal_id=3.5), M.BAD_TYPE),
+    ("terminal as bool", _tx(terminal_id=False), M.BAD_TYPE),
+    ("timestamp as bool", _tx(event_timestamp=True), M.BAD_TYPE),
+    ("timestamp as list", _tx(event_timestamp=[2024, 3, 10]), M.BAD_TYPE),
+    ("timestamp as dict", _tx(event_timestamp={"s": T0}), M.BAD_TYPE),
+    # JSON literals orjson refuses
+    ("NaN literal amount", _with_literal("amount", "NaN"), M.NOT_JSON),
+    ("Infinity literal amount", _with_literal("amount", "Infinity"), M.NOT_JSON),
+    ("1e400 amount", _with_literal("amount", "1e400"), M.NOT_JSON),
+    ("1e999 amount", _with_literal("amount", "1e999"), M.NOT_JSON),
+    ("-1e999 amount", _with_literal("amount", "-1e999"), M.NOT_JSON),
+    # bad amounts
+    ("negative amount", _tx(amount=-0.01), M.BAD_AMOUNT),
+    ("negative int amount", _tx(amount=-5), M.BAD_AMOUNT),
+    ("huge amount", _tx(amount=1e300), M.BAD_AMOUNT),
+    # bad ids
+    ("empty txid", _tx(transaction_id=""), M.BAD_ID),
+    ("pipe in customer", _tx(customer_id="c|1"), M.BAD_ID),
+    ("tab in terminal", _tx(terminal_id="m\t9"), M.BAD_ID),
+    ("space in txid", _tx(transaction_id="t 1"), M.BAD_ID),
+    ("brace in customer", _tx(customer_id="{c1}"), M.BAD_ID),
+    ("newline in txid", _tx(transaction_id="t1\n"), M.BAD_ID),
+    ("non-ascii terminal", _tx(terminal_id="m\u00e9"), M.BAD_ID),
+    ("129 chars", _tx(transaction_id="x" * 129), M.BAD_ID),
+    # bad timestamps
+    ("not iso", _tx(event_timestamp="yesterday"), M.BAD_TIMESTAMP),
+    ("bad month", _tx(event_timestamp="2024-13-01T00:00:00Z"), M.BAD_TIMESTAMP),
+    ("empty timestamp", _tx(event_timestamp=""), M.BAD_TIMESTAMP),
+    ("negative epoch", _tx(event_timestamp=-1), M.BAD_TIMESTAMP),
+    ("negative float epoch", _tx(event_timestamp=-0.5), M.BAD_TIMESTAMP),
+    ("epoch beyond microseconds", _tx(event_timestamp=1e17), M.BAD_TIMESTAMP),
+]
+
+
+@pytest.mark.parametrize("raw,reason", [(r, why) for _, r, why in BAD_TX],
+                         ids=[name for name, _, _ in BAD_TX])
+def test_bad_transactions(raw, reason):
+    assert _reason(M.parse_transaction, raw) == reason
+
+
+def test_the_missing_field_is_named():
+    for f in TX:
+        with pytest.raises(M.Refused) as info:
+            M.parse_transaction(_tx(**{f: _DROP}))
+        assert repr(f) in info.value.detail
+
+
+def test_128_character_ids_are_accepted():
+    tx = M.parse_transaction(_tx(transaction_id="x" * 128))
+    assert tx.transaction_id == "x" * 128
+
+
+GOOD_TIMES = [
+    ("iso Z", "2024-03-10T12:34:56Z", T0),
+    ("iso +00:00", "2024-03-10T12:34:56+00:00", T0),
+    ("iso +02:00", "2024-03-10T12:34:56+02:00", T0 - 2 * 3600),
+    ("iso -05:30", "2024-03-10T12:34:56-05:30", T0 + 5 * 3600 + 1800),
+    ("iso naive is utc", "2024-03-10T12:34:56", T0),
+    ("iso space separator", "2024-03-10 12:34:56", T0),
+    ("iso fraction truncates", "2024-03-10T12:34:56.999Z", T0),
+    ("iso date only", "2024-03-10", T0 - (12 * 3600 + 34 * 60 + 56)),
+    ("epoch s", T0, T0),
+    ("epoch s float", T0 + 0.75, T0),
+    ("epoch ms", T0 * 1000 + 999, T0),
+    ("epoch us", T0 * 1_000_000 + 999_999, T0),
+    ("epoch 0", 0, 0),
+]
+
+
+@pytest.mark.parametrize("value,expected", [(v, e) for _, v, e in GOOD_TIMES],
+                         ids=[name for name, _, _ in GOOD_TIMES])
+def test_accepted_timestamps(value, expected):
+    tx = M.parse_transaction(_tx(event_timestamp=value))
+    assert type(tx.t) is int
+    assert tx.t == expected
+    lab = M.parse_label(_label(label_timestamp=value))
+    assert lab.label_t == expected
+
+
+def test_good_transaction_values():
+    tx = M.parse_transaction(_raw({"transaction_id": 123, "customer_id": 0,
+                                   "terminal_id": "T:9/a+b=c@d_e.f-g",
+                                   "event_timestamp": T0 * 1000, "amount": 7,
+                                   "extra": {"ignored": True}}))
+    assert tx == M.Transaction("123", "0", "T:9/a+b=c@d_e.f-g", T0, 7.0)
+    assert type(tx.amount) is float
+    assert M.parse_transaction(_tx(amount=0)).amount == 0.0
+    assert M.parse_transaction(_tx(amount=1e12)).amount == 1e12
+    # text input is accepted as well as bytes
+    assert M.parse_transaction(_raw(TX).decode()) == M.Transaction("t-1", "c1", "m9", T0, 12.5)
+
+
+def test_outgoing_messages_round_trip():
+    tx = M.Transaction("t-9", "c2", "m3", T0, 0.1)
+    assert M.parse_transaction(M.transaction_message(tx)) == tx
+    lab = M.Label("t-9", 0, T0 + 86400)
+    assert M.parse_label(M.label_message(lab)) == lab
+
+
+def test_enriched_transaction_writes_undefined_values_as_null():
+    tx = M.Transaction("t-9", "c2", "m3", T0, 0.1)
+    row = json.loads(M.enriched_transaction(
+        tx, {"amount": 99.0, "customer_avg_amount_1d": float("nan"), "customer_nb_tx_1d": 3},
+        processed_at_ms=5))
+    assert row == {"kind": "transaction", "transaction_id": "t-9", "customer_id": "c2",
+                   "terminal_id": "m3", "event_time_ms": T0 * 1000, "amount": 0.1,
+                   "customer_avg_amount_1d": None, "customer_nb_tx_1d": 3,
+                   "processed_at_ms": 5}
+
+
+# ---- labels ----------------------------------------------------------------------------------
+
+BAD_LABELS = [
+    *[(f"missing {f}", _label(**{f: _DROP}), M.MISSING_FIELD) for f in LABEL],
+    *[(f"null {f}", _label(**{f: None}), M.MISSING_FIELD) for f in LABEL],
+    ("is_fraud 2", _label(is_fraud=2), M.BAD_TYPE),
+    ("is_fraud -1", _label(is_fraud=-1), M.BAD_TYPE),
+    ("is_fraud text 1", _label(is_fraud="1"), M.BAD_TYPE),
+    ("is_fraud 0.5", _label(is_fraud=0.5), M.BAD_TYPE),
+    ("is_fraud 1.0", _label(is_fraud=1.0), M.BAD_TYPE),
+    ("is_fraud list", _label(is_fraud=[1]), M.BAD_TYPE),
+    ("txid as float", _label(transaction_id=2.5), M.BAD_TYPE),
+    ("txid as bool", _label(transaction_id=True), M.BAD_TYPE),
+    ("txid with pipe", _label(transaction_id="a|b"), M.BAD_ID),
+    ("label time as bool", _label(label_timestamp=False), M.BAD_TYPE),
+    ("label time as list", _label(label_timestamp=[]), M.BAD_TYPE),
+    ("label time not iso", _label(label_timestamp="10/03/2024"), M.BAD_TIMESTAMP),
+    ("label time negative", _label(label_timestamp=-86400), M.BAD_TIMESTAMP),
+]
+
+
+@pytest.mark.parametrize("raw,reason", [(r, why) for _, r, why in BAD_LABELS],
+                         ids=[name for name, _, _ in BAD_LABELS])
+def test_bad_labels(raw, reason):
+    assert _reason(M.parse_label, raw) == reason
+
+
+@pytest.mark.parametrize("flag,expected", [(0, 0), (1, 1), (True, 1), (False, 0)])
+def test_accepted_label_flags(flag, expected):
+    lab = M.parse_label(_label(is_fraud=flag))
+    assert lab == M.Label("t-1", expected, T0 + 7 * 86400)
+    assert type(lab.is_fraud) is int
+
+
+def test_integer_label_ids():
+    assert M.parse_label(_raw({"transaction_id": 77, "is_fraud": 0,
+                               "label_timestamp": T0})) == M.Label("77", 0, T0)
+
+
+# ---- dead letters ----------------------------------------------------------------------------
+
+def test_dead_letter_keeps_text_values():
+    value = _tx(amount="12.5")
+    key, body = M.dead_letter(M.BAD_TYPE, "amount is text", "ffs.transactions", 3, 1234,
+                              b"c1", value, 1_700_000_000_000, 1_700_000_000_500)
+    assert key == b"ffs.transactions/3/1234"
+    rec = json.loads(body)
+    assert rec == {"reason": "bad_type", "detail": "amount is text",
+                   "source_topic": "ffs.transactions", "partition": 3, "offset": 1234,
+                   "key": "c1", "kafka_timestamp_ms": 1_700_000_000_000,
+                   "dead_lettered_at_ms": 1_700_000_000_500, "value": value.decode()}
+    assert rec["value"].encode() == value
+    # the kept value fails again the same way: it can be re-examined later
+    assert _reason(M.parse_transaction, rec["value"].encode()) == rec["reason"]
+
+
+def test_dead_letter_keeps_binary_values_as_base64():
+    value = b"\xff\x00garbage\xfe"
+    _key, body = M.dead_letter(M.NOT_JSON, "bad", "ffs.labels", 0, 7, None, value, None, 1)
+    rec = json.loads(body)
+    assert "value" not in rec
+    assert base64.b64decode(rec["value_base64"]) == value
+    assert rec["key"] is None and rec["kafka_timestamp_ms"] is None
+
+
+def test_dead_letter_of_a_null_value_and_a_binary_key():
+    _key, body = M.dead_letter(M.NOT_JSON, "null", "ffs.labels", 1, 2, b"k\xff", None, 5, 6)
+    rec = json.loads(body)
+    assert rec["value"] == ""
+    assert rec["key"] == "k\ufffd"
+
+
+def test_dead_letter_of_an_oversize_value_is_cut_at_the_limit():
+    value = _raw({**TX, "pad": "x" * (M.MAX_MESSAGE_BYTES * 2)})
+    _key, body = M.dead_letter(M.TOO_LARGE, "big", "ffs.transactions", 0, 0, None, value, 0, 0)
+    rec = json.loads(body)
+    assert rec["value"].encode() == value[:M.MAX_MESSAGE_BYTES]
+
+
+def test_every_dead_letter_record_is_valid_json_for_every_corpus_entry():
+    for name, raw, reason in BAD_ANY + BAD_TX:
+        _key, body = M.dead_letter(reason, "x", "t", 0, 0, None, raw, None, 0)
+        rec = json.loads(body)
+        kept = rec["value"].encode() if "value" in rec \
+            else base64.b64decode(rec["value_base64"])
+        assert kept == (raw or b"")[:M.MAX_MESSAGE_BYTES], name
