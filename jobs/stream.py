@@ -131,6 +131,10 @@ class StreamJob:
         self._error: BaseException | None = None
         self.last_data = time.monotonic()
         self.query = None
+        self.first_batch_at: float | None = None  # wall clock, for throughput figures
+        self.last_batch_end: float | None = None
+        self.freshness: list[float] = []  # publish -> written, seconds, every transaction
+        self.keep_freshness = False
 
     def start(self) -> StreamJob:
         from bus import kafka
@@ -175,6 +179,7 @@ class StreamJob:
         with self._lock:
             if self._stop.is_set():  # a stop was asked between batches: leave it for later
                 raise InterruptedError("stream stopping")
+            began = time.time()
             try:
                 table = df.toArrow()
                 rows = {c: table.column(c).to_pylist() for c in COLUMNS}
@@ -192,6 +197,10 @@ class StreamJob:
             self.metrics.record(rep)
             if rows["offset"]:
                 self.last_data = time.monotonic()
+                self.first_batch_at = self.first_batch_at or began
+                self.last_batch_end = time.time()
+                if self.keep_freshness:
+                    self.freshness.extend(rep.freshness_s)
                 self.log(rep.line())
 
     def lag(self) -> dict[str, int]:

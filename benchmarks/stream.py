@@ -1,0 +1,179 @@
+"""Streaming benchmark on the handbook data: sustained events/s through `ffs stream` and
+freshness (Kafka publish time to written in the online state, i.e. visible to an online read).
+
+    .venv/bin/python -m benchmarks.stream [--days N] [--rates 1000,3000]
+
+1. throughput: the handbook's transactions and labels (labels from TX_FRAUD, known at the
+   payment's time) are published first; the stream then drains the backlog from a fresh
+   checkpoint. events/s = events / (end of the last batch - start of the first), so Spark's
+   start is not counted (reported separately). Once with enrichment (the default job) and the
+   consistency check after it, once with stream.enrich=false (the online state alone).
+2. freshness: with the stream running and caught up, a slice of the data is replayed at a
+   fixed rate; per transaction, Kafka CreateTime to the end of its write. p50/p99 per rate.
+All real: tansu broker, a private redis-server, Spark local[2]. The machine is shared: the
+load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDBOOK = Path(os.environ.get(
+    "FFS_HANDBOOK", ROOT.parent / "shared" / "data" / "handbook" / "transactions.parquet"))
+
+
+def _config(broker, redis_url: str, work: Path, enrich: bool):
+    from ffs.config import load_config
+
+    cfg = load_config(env={})
+    cfg.kafka.bootstrap_servers = broker.bootstrap_servers
+    cfg.redis.url = redis_url
+    cfg.stream.checkpoint = str(work / f"ckpt-{time.time_ns()}")
+    cfg.stream.metrics_port = -1
+    cfg.stream.enrich = enrich
+    cfg.stream.allowed_lateness_s = 7 * 86400
+    return cfg
+
+
+def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
+    from bus import kafka
+    from bus.broker import EmbeddedBroker
+    from bus.replay import replay
+    from jobs.stream import StreamJob
+    from online.redis_server import RedisServer
+
+    with EmbeddedBroker() as broker, RedisServer() as rs:
+        cfg = _config(broker, rs.url, work, enrich)
+        kafka.ensure_topics(cfg.kafka)
+        rep = replay(cfg.kafka, tx, labels)
+        print(f"  published {rep.transactions + rep.labels:,} events in {rep.seconds:.1f} s "
+              f"({rep.rate:,.0f}/s)", flush=True)
+        t0 = time.time()
+        job = StreamJob(cfg, log=lambda line: None).start()
+        started = time.time() - t0
+        summary = job.run(until_idle_s=5, max_seconds=3600)
+        span = (job.last_batch_end or 0) - (job.first_batch_at or 0)
+        out = {"events": summary.events, "batches": summary.batches,
+               "seconds_first_to_last_batch": round(span, 1),
+               "events_per_s": round(summary.events / span) if span > 0 else None,
+               "spark_and_job_start_s": round(started, 1),
+               "dead_letters": summary.dead_letters, "enriched": summary.enriched,
+               "corrections": summary.corrections, "replay_events_per_s": round(rep.rate)}
+        print(f"  stream (enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
+              f"{out['events_per_s']:,} events/s, {summary.batches} batches", flush=True)
+        if consistency:
+            from jobs.consistency import check
+
+            report = check(cfg, samples=4000, enriched_samples=50_000,
+                           log=lambda line: print(f"  {line}", flush=True))
+            out["consistency"] = {
+                "ok": report.ok, "online": vars(report.online),
+                "enriched": vars(report.enriched) if report.enriched else None,
+                "seconds": round(report.seconds, 1)}
+        return out
+
+
+def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
+    from bus import kafka
+    from bus.broker import EmbeddedBroker
+    from bus.replay import replay
+    from jobs.stream import StreamJob
+    from online.redis_server import RedisServer
+    from transformations.timestamps import to_seconds
+
+    # events per second of event time in the data, to turn a target rate into a speed
+    span = int(to_seconds(tx["event_timestamp"]).max() - to_seconds(tx["event_timestamp"]).min())
+    density = (len(tx) + len(labels)) / max(span, 1)
+    results = {}
+    with EmbeddedBroker() as broker, RedisServer() as rs:
+        cfg = _config(broker, rs.url, work, True)
+        kafka.ensure_topics(cfg.kafka)
+        job = StreamJob(cfg, log=lambda line: None).start()
+        stop = threading.Event()
+        runner = threading.Thread(target=job.run, kwargs={"stop": stop}, daemon=True)
+        runner.start()
+        start = tx["event_timestamp"].min()
+        for rate in rates:
+            event_span = rate * seconds / density  # event-time seconds for this phase
+            end = start + dt.timedelta(seconds=event_span)
+            part_tx = tx[(tx["event_timestamp"] >= start) & (tx["event_timestamp"] < end)]
+            part_lab = labels[(labels["label_timestamp"] >= start)
+                              & (labels["label_timestamp"] < end)]
+            start = end
+            time.sleep(3)
+            job.freshness.clear()
+            job.keep_freshness = True
+            t0 = time.monotonic()
+            replay(cfg.kafka, part_tx, part_lab, speed=rate / density)
+            sent_s = time.monotonic() - t0
+            time.sleep(4)
+            job.keep_freshness = False
+            f = np.array(job.freshness)
+            results[str(rate)] = {
+                "target_events_per_s": rate,
+                "achieved_publish_rate": round((len(part_tx) + len(part_lab)) / sent_s),
+                "transactions_measured": int(len(f)),
+                "p50_s": round(float(np.percentile(f, 50)), 3) if len(f) else None,
+                "p99_s": round(float(np.percentile(f, 99)), 3) if len(f) else None,
+                "max_s": round(float(f.max()), 3) if len(f) else None}
+            print(f"  freshness at {rate:,} events/s: {results[str(rate)]}", flush=True)
+        stop.set()
+        runner.join(60)
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--days", type=int, help="only the first N days of the handbook")
+    ap.add_argument("--rates", default="1000,3000,6000")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per freshness rate")
+    ap.add_argument("--skip-no-enrich", action="store_true")
+    args = ap.parse_args()
+    if not HANDBOOK.exists():
+        print(f"handbook data not found at {HANDBOOK}: nothing to measure")
+        return 1
+    import pandas as pd
+
+    from bus.replay import load_events
+
+    tx, labels, _ = load_events(HANDBOOK, None, label_delay_s=0)
+    if args.days:
+        end = tx["event_timestamp"].min() + pd.Timedelta(days=args.days)
+        tx = tx[tx["event_timestamp"] < end]
+        labels = labels[labels["label_timestamp"] < end]
+    work = Path(tempfile.mkdtemp(prefix="ffs-bench-stream-"))
+    results = {"date": dt.date.today().isoformat(),
+               "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, "
+                          f"{platform.python_version()}",
+               "load_avg_start": os.getloadavg(), "transactions": len(tx),
+               "labels": len(labels)}
+    print(f"handbook: {len(tx):,} transactions, {len(labels):,} labels", flush=True)
+    results["throughput_enriched"] = throughput(tx, labels, work, True, True)
+    if not args.skip_no_enrich:
+        results["throughput_state_only"] = throughput(tx, labels, work, False, False)
+    results["freshness"] = freshness(tx, labels, work, [int(r) for r in args.rates.split(",")],
+                                     args.seconds)
+    results["load_avg_end"] = os.getloadavg()
+    out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {out}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
