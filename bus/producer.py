@@ -37,7 +37,7 @@ class EventProducer:
         self.failures: list[str] = []
         self.sent = 0
         self._partitions: dict[str, int] = {}
-        self._held: dict[tuple[str, int], tuple[bytes | None, bytes]] = {}
+        self._held: dict[tuple[str, int], tuple[bytes | None, bytes, int]] = {}
         self._rr = 0
 
     def _on_delivery(self, err, msg) -> None:
@@ -53,22 +53,25 @@ class EventProducer:
             return self._rr % n
         return zlib.crc32(key) % n
 
-    def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+    def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes,
+                 timestamp_ms: int = 0) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, partition=partition,
-                                       on_delivery=self._on_delivery)
+                                       timestamp=timestamp_ms, on_delivery=self._on_delivery)
                 return
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)
 
-    def send_raw(self, topic: str, key: bytes | str | None, value: bytes) -> None:
-        """Publish bytes as they are (replays, tests of malformed input)."""
+    def send_raw(self, topic: str, key: bytes | str | None, value: bytes,
+                 timestamp_ms: int | None = None) -> None:
+        """Publish bytes as they are (replays, tests of malformed input). timestamp_ms sets
+        the message's CreateTime (default: now)."""
         if isinstance(key, str):
             key = key.encode()
         slot = (topic, self._partition(topic, key))
         previous = self._held.get(slot)
-        self._held[slot] = (key, value)
+        self._held[slot] = (key, value, timestamp_ms or 0)
         if previous is not None:
             self._produce(slot[0], slot[1], *previous)
         self.sent += 1
@@ -102,8 +105,8 @@ class EventProducer:
     def flush(self, timeout_s: float = 60.0) -> None:
         left = self._producer.flush(timeout_s)
         if self._held:
-            for (topic, partition), (key, value) in self._held.items():
-                self._produce(topic, partition, key, value)
+            for (topic, partition), (key, value, ts) in self._held.items():
+                self._produce(topic, partition, key, value, ts)
             self._held.clear()
             left += self._producer.flush(timeout_s)
         if left:

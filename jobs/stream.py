@@ -156,7 +156,8 @@ class StreamJob:
         except Exception as exc:
             raise TransientError(f"Redis at {cfg.redis.url} did not answer: {exc}") from None
         self.producer = EventProducer(cfg.kafka, validate=False)
-        self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush)
+        self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush,
+                                        self.producer.send_raw)
         self.metrics = StreamMetrics()
         port = self.metrics.serve(cfg.stream.metrics_port)
         if port:

@@ -83,11 +83,18 @@ class BatchReport:
 
 
 class BatchProcessor:
+    """publish(topic, key, value) sends a message; publish_at(topic, key, value, ts_ms), when
+    given, is used for enriched rows so that they carry the Kafka timestamp of the event they
+    come from: downstream stores then measure event -> queryable, not enriched -> queryable."""
+
     def __init__(self, cfg: Config, redis_conn, publish: Callable[[str, bytes | None, bytes],
                                                                    None],
-                 flush: Callable[[], None]):
+                 flush: Callable[[], None],
+                 publish_at: Callable[[str, bytes | None, bytes, int | None], None] | None = None):
         self.cfg, self.redis = cfg, redis_conn
         self.publish, self.flush = publish, flush
+        self.publish_at = publish_at or (lambda topic, key, value, _ts: publish(topic, key, value))
+        self._source_ts: dict[str, int] = {}
         p = cfg.redis.prefix
         self.prefix = p
         self.writer = OnlineWriter(redis_conn, p)
@@ -124,6 +131,7 @@ class BatchProcessor:
         # can reach such a read (more than the label delay after their transaction) are
         # applied in time order between the reads of the batch's transactions.
         batch = [tx for tx, _ in txs if tx in ok_txs]  # sorted by t; no conflicting copy
+        self._source_ts = {tx.transaction_id: src[4] for tx, src in txs}
         i = 0
         for item in risky:
             j = i
@@ -139,9 +147,10 @@ class BatchProcessor:
             if self.cfg.stream.enrich else []
         self._enrich(fixes, now_ms)
         rep.corrections = len(fixes)
+        label_ts = {lab.transaction_id: src[3] for lab, src in labels}
         for lab in applied:
-            self.publish(self.k.enriched_topic, lab.transaction_id.encode(),
-                         M.enriched_label(lab, now_ms))
+            self.publish_at(self.k.enriched_topic, lab.transaction_id.encode(),
+                            M.enriched_label(lab, now_ms), label_ts.get(lab.transaction_id))
         rep.labels_written = len(applied)
         rep.labels_waiting = self.redis.zcard(self.pending_key)
         self.flush()
@@ -349,10 +358,12 @@ class BatchProcessor:
             if res.error:
                 raise RuntimeError(f"online read failed while enriching: {res.error}")
             names, values = res.feature_names, res.values
+            source_ts = self._source_ts
             for j, tx in enumerate(chunk):
                 feats = {name: values[name][j] for name in names}
-                self.publish(topic, tx.transaction_id.encode(),
-                             M.enriched_transaction(tx, feats, now_ms))
+                self.publish_at(topic, tx.transaction_id.encode(),
+                                M.enriched_transaction(tx, feats, now_ms),
+                                source_ts.get(tx.transaction_id))
 
     def _affected(self) -> list[M.Transaction]:
         """Stored transactions whose features a late event or label just changed."""
