@@ -18,7 +18,9 @@ def client_settings(cfg: KafkaConfig) -> dict[str, object]:
         raise ConfigError("kafka.bootstrap_servers is empty: start the embedded broker "
                           "(bus.broker.EmbeddedBroker) or set FFS_KAFKA_BOOTSTRAP_SERVERS")
     s: dict[str, object] = {"bootstrap.servers": cfg.bootstrap_servers,
-                            "security.protocol": cfg.security_protocol}
+                            "security.protocol": cfg.security_protocol,
+                            # idle connections closed by the broker are normal, not news
+                            "log.connection.close": False}
     if cfg.sasl_mechanism:
         s["sasl.mechanism"] = cfg.sasl_mechanism
         if cfg.sasl_username is None or cfg.sasl_password is None:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ffs.config import Config
 from ffs.errors import ConfigError, TransientError
@@ -99,12 +100,28 @@ def _source(spark, cfg: Config, log: Callable[[str], None]):
             .option("max_events_per_batch", str(s.max_events_per_batch)).load())
 
 
+def committed_offsets(checkpoint: str) -> dict | None:
+    """The source offsets of the last committed batch, from a local checkpoint directory
+    (offsets/<id> ends with one JSON line per source; commits/<id> marks it done)."""
+    root = Path(checkpoint.removeprefix("file://"))
+    try:
+        ids = [int(p.name) for p in (root / "commits").iterdir() if p.name.isdigit()]
+        lines = (root / "offsets" / str(max(ids))).read_text().splitlines()
+        return json.loads(lines[-1])
+    except (OSError, ValueError, IndexError):  # remote checkpoint, or nothing committed yet
+        return None
+
+
 def _lag(cfg: Config, progress: dict | None, marks: dict[str, tuple[int, int]]) -> dict[str, int]:
     """Per topic: high watermark minus the offsets the last committed batch ended at."""
     done: dict[str, int] = {}
+    end = None
     if progress and progress.get("sources"):
         end = progress["sources"][0].get("endOffset")
-        end = json.loads(end) if isinstance(end, str) else (end or {})
+    if end is None:  # just restarted: no progress reported yet
+        end = committed_offsets(cfg.stream.checkpoint)
+    if end is not None:
+        end = json.loads(end) if isinstance(end, str) else end
         for key, value in end.items():
             if isinstance(value, dict):  # Spark's connector: {"topic": {"0": offset}}
                 for part, off in value.items():
@@ -221,7 +238,14 @@ class StreamJob:
         stop = stop or self._stop
         deadline = time.monotonic() + max_seconds if max_seconds else None
         reason = ""
+        next_lag = 0.0
         while not reason:
+            if time.monotonic() >= next_lag:  # the consumer-lag gauge, every 2 s
+                next_lag = time.monotonic() + 2.0
+                try:
+                    self.lag()
+                except Exception as exc:  # noqa: BLE001 - a metrics miss must not stop the job
+                    self.log(f"warning: could not read consumer lag: {exc}")
             if stop.wait(0.5) or self._stop.is_set():
                 reason = "stop requested"
             elif self._error is not None or not self.query.isActive:

@@ -23,7 +23,7 @@ from bus.producer import EventProducer
 from bus.replay import load_events, replay
 from ffs.config import load_config
 from jobs.generate import GenerateSpec, generate_to
-from online.redis_server import RedisServer
+from online.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis, pytest.mark.slow]
 
@@ -164,3 +164,36 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
         report = check(cfg, samples=600, log=lambda _line: None)
         assert report.online.rows == 600 and report.enriched.rows == len(tx)
         assert report.ok, "\n".join(report.lines())
+
+        # operations: metrics while running, and SIGTERM stops it cleanly (exit 0)
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "ffs.cli", "stream"], cwd=ROOT,
+                                env={**env, "FFS_STREAM_METRICS_PORT": str(port)},
+                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        metrics = _wait_for_metrics(port, proc, log)
+        assert 'ffs_stream_consumer_lag_messages{topic="ffs.transactions"} 0.0' in metrics
+        for name in ("ffs_stream_batch_seconds", "ffs_stream_freshness_seconds",
+                     "ffs_stream_dead_letters_total", "ffs_stream_watermark_seconds"):
+            assert name in metrics
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "stopped: stop requested" in log.read_text(errors="replace").split(
+            "caught up and idle")[-1]
+
+
+def _wait_for_metrics(port: int, proc, log: Path, timeout: float = 120) -> str:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            text = text.decode()
+            if "ffs_stream_consumer_lag_messages{" in text:
+                return text
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("no metrics with consumer lag within the timeout")
