@@ -108,11 +108,13 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop}, daemon=True)
         runner.start()
-        from analytics.olap_store import OlapStore
+        import subprocess
+        import sys
 
-        olap = OlapStore(cfg.kafka, ":memory:")
-        olap_thread = threading.Thread(target=olap.run, args=(stop,), daemon=True)
-        olap_thread.start()
+        probe_out = work / "olap-probe.json"
+        probe = subprocess.Popen([sys.executable, "-m", "benchmarks.olap_probe",
+                                  broker.bootstrap_servers, str(probe_out)], cwd=ROOT)
+        phases = {}
         start = tx["event_timestamp"].min()
         for rate in rates:
             event_span = rate * seconds / density  # event-time seconds for this phase
@@ -123,13 +125,14 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
             start = end
             time.sleep(3)
             job.freshness.clear()
-            olap.lags_ms.clear()
             job.keep_freshness = True
+            phase_start = time.time() * 1000
             t0 = time.monotonic()
             replay(cfg.kafka, part_tx, part_lab, speed=rate / density)
             sent_s = time.monotonic() - t0
             time.sleep(4)
             job.keep_freshness = False
+            phases[str(rate)] = (phase_start, time.time() * 1000)
             f = np.array(job.freshness)
             results[str(rate)] = {
                 "target_events_per_s": rate,
@@ -137,12 +140,22 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
                 "transactions_measured": int(len(f)),
                 "p50_s": round(float(np.percentile(f, 50)), 3) if len(f) else None,
                 "p99_s": round(float(np.percentile(f, 99)), 3) if len(f) else None,
-                "max_s": round(float(f.max()), 3) if len(f) else None,
-                "event_to_queryable_in_duckdb": olap.lag_summary()}
+                "max_s": round(float(f.max()), 3) if len(f) else None}
             print(f"  freshness at {rate:,} events/s: {results[str(rate)]}", flush=True)
         stop.set()
         runner.join(60)
-        olap_thread.join(30)
+        probe.send_signal(15)
+        probe.wait(60)
+        seen = json.loads(probe_out.read_text())
+        vis, lag = np.array(seen["visible_ms"]), np.array(seen["lag_ms"])
+        for rate, (a, b) in phases.items():
+            sel = lag[(vis >= a) & (vis <= b)]
+            results[rate]["event_to_queryable_in_duckdb_s"] = {
+                "rows": int(len(sel)),
+                "p50": round(float(np.percentile(sel, 50)) / 1000, 3) if len(sel) else None,
+                "p99": round(float(np.percentile(sel, 99)) / 1000, 3) if len(sel) else None}
+            print(f"  event -> queryable in DuckDB at {rate} events/s: "
+                  f"{results[rate]['event_to_queryable_in_duckdb_s']}", flush=True)
     return results
 
 

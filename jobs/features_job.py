@@ -8,8 +8,8 @@ rows cost more than the whole computation (8-15 s per table measured on 2 cores)
 from __future__ import annotations
 
 import shutil
-import time
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 

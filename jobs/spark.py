@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from ffs.config import SparkConfig
 from ffs.errors import MissingDependency, TerminalError
-
 
 _LOG4J = Path(__file__).with_name("log4j2.properties").resolve()
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from feature_repo.windows import RECENCY_FEATURES, REQUEST_FEATURES, Entity, feature_dtypes, windows_for
+from feature_repo.windows import (
+    RECENCY_FEATURES,
+    REQUEST_FEATURES,
+    Entity,
+    feature_dtypes,
+    windows_for,
+)
 from transformations import engine
 
 ROW = "_row"  # request point id carried through the job

@@ -122,7 +122,7 @@ class BatchProcessor:
                 after[tp] = t
         wm_after = min(after.values()) if after else None
 
-        ok_txs = self._write_transactions(txs, now_ms, rep)
+        ok_txs = self._write_transactions(txs, now_ms, rep, wm_before)
         todo = self._label_todo(labels)
         safe, risky = self._split_labels(todo) if self.cfg.stream.enrich else (todo, [])
         self._label_anchors: list[tuple[str, int]] = []
@@ -232,7 +232,8 @@ class BatchProcessor:
 
     # ---- writes ----------------------------------------------------------------------------
 
-    def _write_transactions(self, txs, now_ms: int, rep: BatchReport) -> set[M.Transaction]:
+    def _write_transactions(self, txs, now_ms: int, rep: BatchReport,
+                            wm_before: int | None) -> set[M.Transaction]:
         """Writes in event-time order (fewest late inserts). Returns the transactions written
         or already present with the same content (both get enriched rows); not a conflicting
         copy, even when another copy of its id in the batch is fine."""
@@ -243,7 +244,13 @@ class BatchProcessor:
         self._late: list[M.Transaction] = []
         if not events:
             return set()
-        total, statuses, late = self.writer.write_transactions(events)
+        # this batch reads at its own events' times (a backlog batch can span days), and
+        # nothing older than watermark - lateness is accepted: keep what such reads need
+        if wm_before is None:
+            total, statuses, late = self.writer.write_transactions(events, trim=False)
+        else:
+            total, statuses, late = self.writer.write_transactions(
+                events, reads_from=wm_before - self.cfg.stream.allowed_lateness_s)
         rep.written, rep.duplicates = total.written, total.duplicate
         ok: set[M.Transaction] = set()
         done_ms = time.time_ns() // 1_000_000

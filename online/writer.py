@@ -26,7 +26,8 @@ from online import layout
 
 WRITE_TX = r"""
 -- KEYS: customer events, terminal events, transaction index key
--- ARGV: t, txid, terminal, customer, cents, customer retention, terminal retention
+-- ARGV: t, txid, terminal, customer, cents, customer retention, terminal retention,
+--       keep customer records from, keep terminal records from (a huge number: no floor)
 -- returns {status, late}: status written | duplicate | conflict; late = 1 when events of the
 -- same customer or terminal at or after t were already stored (their enriched rows, computed
 -- before this event arrived, need recomputing)
@@ -73,11 +74,12 @@ redis.call('ZADD', c_ev, t, struct.pack('>I4i8i8', n0 + 1, s0 + cents, cents)
            .. term .. '\t' .. txid)
 redis.call('ZADD', t_ev, t, txid)
 
--- trim what no read can need any more, relative to the newest event of each entity
+-- trim what no read can need any more: older than the retention behind the entity's newest
+-- event, and behind the caller's floor (the stream still reads its batch at older times)
 local newest_c = tonumber(redis.call('ZRANGE', c_ev, -1, -1, 'WITHSCORES')[2])
-redis.call('ZREMRANGEBYSCORE', c_ev, '-inf', '(' .. (newest_c - ret_c))
+redis.call('ZREMRANGEBYSCORE', c_ev, '-inf', '(' .. math.min(newest_c - ret_c, tonumber(ARGV[8])))
 local newest_t = tonumber(redis.call('ZRANGE', t_ev, -1, -1, 'WITHSCORES')[2])
-redis.call('ZREMRANGEBYSCORE', t_ev, '-inf', '(' .. (newest_t - ret_t))
+redis.call('ZREMRANGEBYSCORE', t_ev, '-inf', '(' .. math.min(newest_t - ret_t, tonumber(ARGV[9])))
 redis.call('EXPIRE', c_ev, ret_c)
 redis.call('EXPIRE', t_ev, ret_t)
 redis.call('SET', x_key, cust .. '|' .. term .. '|' .. t .. '|' .. cents .. '||', 'EX', ret_t)
@@ -140,12 +142,23 @@ class OnlineWriter:
         delays = [w.delay_s for w in windows_for(Entity.TERMINAL) if w.agg is Agg.FRAUD_RATE]
         self._label_delay = min(delays) if delays else 0
 
-    def write_transactions(self, events: Iterable[Mapping[str, object]]
+    def write_transactions(self, events: Iterable[Mapping[str, object]],
+                           reads_from: int | None = None, trim: bool = True
                            ) -> tuple[WriteOutcome, list[str], list[bool]]:
         """events: transaction_id, customer_id, terminal_id, t (epoch seconds), amount.
         Pipelined; each event is one atomic script call. Returns totals, per-event outcomes
         and per-event "late" flags (events of its customer or terminal at or after it were
-        already stored)."""
+        already stored).
+
+        reads_from: the oldest request time the caller will still read at (the stream reads
+        each batch at its events' own times, which can be days behind the newest event of a
+        backlog); records that such a read needs are not trimmed. trim=False keeps all."""
+        if not trim:
+            keep_c = keep_t = -1e18
+        elif reads_from is None:
+            keep_c = keep_t = 1e18
+        else:
+            keep_c, keep_t = reads_from - self._ret_c, reads_from - self._ret_t
         p = self.prefix
         pipe = self.redis.pipeline(transaction=False)
         for e in events:
@@ -153,7 +166,8 @@ class OnlineWriter:
             self._tx(keys=[layout.customer_key(p, cid), layout.terminal_keys(p, tid)[0],
                            layout.tx_key(p, txid)],
                      args=[int(e["t"]), str(txid), str(tid), str(cid),
-                           int(layout.to_cents(float(e["amount"]))), self._ret_c, self._ret_t],
+                           int(layout.to_cents(float(e["amount"]))), self._ret_c, self._ret_t,
+                           keep_c, keep_t],
                      client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)

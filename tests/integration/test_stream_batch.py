@@ -501,3 +501,33 @@ def test_a_conflicting_copy_in_the_same_batch_gets_no_enriched_row(conn):
     assert [(r["customer_id"], r["amount"], r["event_time_ms"]) for r in rows] == \
         [("c1", 5.0, t * 1000)]
     assert bus.last_enriched(cfg)["q1"]["customer_avg_amount_1d"] == 5.0
+
+
+# ---- a backlog batch spanning more than the longest window ---------------------------------
+
+def _backlog(days: int = 45):
+    """One customer paying every 12 hours at two terminals for `days` days."""
+    t0 = 1_767_225_600  # 2026-01-01
+    rows = [{"transaction_id": f"b{i}", "customer_id": "c1", "terminal_id": f"m{i % 2}",
+             "t": t0 + i * 43_200, "amount": 10.0 + i} for i in range(days * 2)]
+    tx = pd.DataFrame(rows)
+    labels = pd.DataFrame({"transaction_id": ["b3", "b20"], "is_fraud": [1, 1],
+                           "label_t": [t0 + 3 * 43_200 + 60, t0 + 20 * 43_200 + 60]})
+    return tx, labels
+
+
+@pytest.mark.parametrize("batches", [1, 3], ids=["one-batch", "three-batches"])
+def test_a_backlog_batch_longer_than_the_retention_enriches_exactly(conn, batches):
+    """A replayed backlog puts weeks of events in one batch: the reads at the early events'
+    times need records that trimming relative to the newest event would already drop."""
+    cfg = Config()
+    tx, labels = _backlog()
+    events = [_tx(r.transaction_id, r.t, r.customer_id, r.terminal_id, r.amount)
+              for r in tx.itertuples()] + [_label(r.transaction_id, r.label_t)
+                                           for r in labels.itertuples()]
+    events.sort(key=lambda e: e[0])
+    proc, bus = processor(cfg, conn)
+    feed = Feed()
+    for i, part in enumerate(split(events, batches)):
+        proc.process(i, feed.rows(part))
+    assert mismatches(bus.last_enriched(cfg), offline(tx, labels)) == []
