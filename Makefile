@@ -21,6 +21,8 @@ test-fast: setup
 bench: setup
 	$(PY) -m benchmarks.batch
 	$(PY) -m benchmarks.online
+	$(PY) -m benchmarks.stream
+	$(PY) -m benchmarks.analytics
 
 clean:
 	rm -rf data/demo data/offline data/validation spark-warehouse .pytest_cache

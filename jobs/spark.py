@@ -38,6 +38,8 @@ def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None]
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # Kafka's SASL JAAS option carries a password: redact it wherever Spark prints options
+        .config("spark.redaction.regex", "(?i)secret|password|token|access[.]?key|jaas")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG4J}")
     )
     spark = builder.getOrCreate()
