@@ -37,6 +37,7 @@ COMPARED = [n for n in feature_names() if n not in ("amount",)]
 @dataclass
 class Rates:
     rows: int = 0
+    compared: int = 0  # rows compared value by value (a sample of `rows` for the enriched topic)
     mismatch: int = 0  # present on both sides, different value
     missing: int = 0  # offline has it, online does not
     extra: int = 0  # online has it, offline does not
@@ -47,8 +48,10 @@ class Rates:
         return n / self.rows if self.rows else 0.0
 
     def line(self, what: str) -> str:
-        return (f"{what}: {self.rows:,} rows, mismatch {self.mismatch} "
-                f"({self.rate(self.mismatch):.4%}), missing {self.missing} "
+        sample = f" ({self.compared:,} compared)" if self.compared != self.rows else ""
+        mis = self.mismatch / self.compared if self.compared else 0.0
+        return (f"{what}: {self.rows:,} rows{sample}, mismatch {self.mismatch} "
+                f"({mis:.4%} of compared), missing {self.missing} "
                 f"({self.rate(self.missing):.4%}), extra {self.extra} "
                 f"({self.rate(self.extra):.4%})")
 
@@ -152,6 +155,7 @@ def _compare(offline: pd.DataFrame, online_rows: list[dict], online_status: list
              offline_known: np.ndarray, ids: list, rates: Rates) -> None:
     for i, (row, present) in enumerate(zip(online_rows, online_status)):
         rates.rows += 1
+        rates.compared += 1
         if offline_known[i] and not present:
             rates.missing += 1
             continue
@@ -230,6 +234,6 @@ def _check_enriched(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, n: int,
     _compare(offline, rows, [True] * len(rows), np.ones(len(rows), bool),
              list(have["transaction_id"]), rates)
     rates.missing, rates.extra = saved
-    rates.rows = len(ids)
+    rates.rows = len(ids)  # missing and extra are over all of them; mismatch over `compared`
     log(rates.line("enriched"))
     return rates
