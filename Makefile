@@ -25,4 +25,4 @@ bench: setup
 	$(PY) -m benchmarks.analytics
 
 clean:
-	rm -rf data/demo data/offline data/validation spark-warehouse .pytest_cache
+	rm -rf data/demo data/offline data/validation data/stream data/analytics spark-warehouse .pytest_cache

@@ -270,8 +270,11 @@ class StreamJob:
         self._stop.set()
         with self._lock:  # the running batch finishes; a new one sees the flag and refuses
             pass
-        if self.query is not None and self.query.isActive:
-            self.query.stop()
+        try:
+            if self.query is not None and self.query.isActive:
+                self.query.stop()
+        except Exception as exc:  # noqa: BLE001 - the JVM may already be gone (same signal)
+            self.log(f"warning: stopping the query: {str(exc).splitlines()[0][:200]}")
         try:
             self.producer.flush(10)
         except Exception as exc:  # noqa: BLE001 - reported, the batch will be redone
