@@ -43,6 +43,13 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     from online.client import OnlineClient
     from online.redis_server import RedisServer
 
+    import shutil
+    from pathlib import Path
+
+    # a fresh broker needs a fresh checkpoint: old offsets would skip the new topics' start
+    checkpoint = Path(cfg.offline.path).parent / "stream-checkpoint"
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    cfg.stream.checkpoint = str(checkpoint)
     broker = EmbeddedBroker().start()
     server = RedisServer().start()
     cfg.kafka.bootstrap_servers = broker.bootstrap_servers

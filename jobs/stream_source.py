@@ -79,6 +79,13 @@ class KafkaPartitionsReader(DataSourceStreamReader):
 
     def latestOffset(self, start: dict, limit) -> dict:
         marks = self._marks()
+        ahead = {tp: (int(start[tp]), hi) for tp, (_lo, hi) in marks.items()
+                 if tp in start and int(start[tp]) > hi}
+        if ahead:  # offsets the topic never reached: it was recreated, or another cluster
+            raise RuntimeError(
+                f"the checkpoint's offsets are beyond the end of the topics {ahead} "
+                f"(checkpoint, high watermark): the topics were recreated or this checkpoint "
+                f"belongs to another Kafka; start with a new stream.checkpoint")
         # a partition added since the last batch starts at its earliest offset
         begin = {tp: int(start.get(tp, lo)) for tp, (lo, _hi) in marks.items()}
         end = {tp: max(begin[tp], hi) for tp, (_lo, hi) in marks.items()}
