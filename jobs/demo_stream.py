@@ -31,6 +31,9 @@ class LiveStream:
 
 def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[[str], None],
              days: int = 10) -> LiveStream:
+    import shutil
+    from pathlib import Path
+
     import redis
 
     from bus import kafka
@@ -42,9 +45,6 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     from online import layout
     from online.client import OnlineClient
     from online.redis_server import RedisServer
-
-    import shutil
-    from pathlib import Path
 
     # a fresh broker needs a fresh checkpoint: old offsets would skip the new topics' start
     checkpoint = Path(cfg.offline.path).parent / "stream-checkpoint"
