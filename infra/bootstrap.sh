@@ -2,6 +2,8 @@
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   - Java 17 for Spark (installed with apt-get when missing and we are root),
 #   - redis-server for the online store's tests (same),
+#   - the JVM parts (Apache Kafka, Spark's Kafka connector, Apache Pinot) from Maven Central
+#     into a Maven cache, pinned in infra/jvm/pom.xml (infra/jvm.sh),
 #   - a virtualenv in .venv with the project and its test dependencies.
 # Re-running is cheap: the venv is rebuilt only when pyproject.toml changed.
 set -euo pipefail
@@ -24,6 +26,7 @@ apt_install() {
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; }
 java_ok || apt_install openjdk-17-jre-headless || { say "Spark needs Java 17+"; exit 1; }
 command -v redis-server >/dev/null || apt_install redis-server || say "redis-server missing: online tests will skip"
+bash infra/jvm.sh
 bash infra/install_chromium.sh || say "no Chromium: the dashboard's browser test will skip"
 
 PY=""
