@@ -222,9 +222,9 @@ def start_dashboard(cfg: Config, host: str | None = None, port: int | None = Non
 
     stop_broker = None
     if backend is None and cfg.analytics.store == "duckdb" and not cfg.kafka.bootstrap_servers:
-        from bus.broker import EmbeddedBroker
+        from bus.broker import LocalKafka
 
-        broker = EmbeddedBroker().start()
+        broker = LocalKafka().start()
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
         stop_broker = broker.stop
         log.warning("kafka.bootstrap_servers is empty: started an embedded broker at %s "

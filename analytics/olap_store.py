@@ -275,11 +275,9 @@ class OlapStore:
         messages; at most max_poll_s once the broker has answered), apply, commit.
         Returns messages read.
 
-        "End" is where the fetch reports end-of-partition, not the ListOffsets high
-        watermark (bus.kafka.watermarks): tansu 0.6 answers ListOffsets with the last
-        batch's *first* offset + 1, so a watermark-bounded read would leave the tail of the
-        newest batch unread until another batch arrives. Re-assigning at the committed
-        offsets on every call makes each partition report its end afresh.
+        "End" is where the fetch reports end-of-partition, so one round trip per partition
+        both reads and bounds the batch (no separate ListOffsets call). Re-assigning at the
+        committed offsets on every call makes each partition report its end afresh.
         """
         from confluent_kafka import KafkaError, TopicPartition
 

@@ -153,12 +153,12 @@ def messages_for_lag(frame: pd.DataFrame, n: int, seed: int = 1):
 
 def measure_lag(store, frame: pd.DataFrame, rate: int, seconds: float) -> dict:
     from bus import kafka
-    from bus.broker import EmbeddedBroker
+    from bus.broker import LocalKafka
     from bus.messages import Label, enriched_label
     from bus.producer import EventProducer
     from ffs.config import KafkaConfig
 
-    with EmbeddedBroker() as broker:
+    with LocalKafka() as broker:
         cfg = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, partitions=4)
         kafka.ensure_topics(cfg, [cfg.enriched_topic])
         store.kafka, store.topic = cfg, cfg.enriched_topic

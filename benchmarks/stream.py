@@ -53,12 +53,12 @@ def _config(broker, redis_url: str, work: Path, enrich: bool):
 
 def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
     from bus import kafka
-    from bus.broker import EmbeddedBroker
+    from bus.broker import LocalKafka
     from bus.replay import replay
     from jobs.stream import StreamJob
     from online.redis_server import RedisServer
 
-    with EmbeddedBroker() as broker, RedisServer() as rs:
+    with LocalKafka() as broker, RedisServer() as rs:
         cfg = _config(broker, rs.url, work, enrich)
         kafka.ensure_topics(cfg.kafka)
         rep = replay(cfg.kafka, tx, labels)
@@ -91,7 +91,7 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
 
 def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
     from bus import kafka
-    from bus.broker import EmbeddedBroker
+    from bus.broker import LocalKafka
     from bus.replay import replay
     from jobs.stream import StreamJob
     from online.redis_server import RedisServer
@@ -101,7 +101,7 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
     span = int(to_seconds(tx["event_timestamp"]).max() - to_seconds(tx["event_timestamp"]).min())
     density = (len(tx) + len(labels)) / max(span, 1)
     results = {}
-    with EmbeddedBroker() as broker, RedisServer() as rs:
+    with LocalKafka() as broker, RedisServer() as rs:
         cfg = _config(broker, rs.url, work, True)
         kafka.ensure_topics(cfg.kafka)
         job = StreamJob(cfg, log=lambda line: None).start()

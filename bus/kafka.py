@@ -1,6 +1,6 @@
 """Kafka clients from config: connection settings (SASL/TLS included), topic creation,
-offset-range reads by assigned partition (no consumer group: the stream keeps its offsets in
-Spark's checkpoint, and group `subscribe()` is slow on the embedded broker), watermarks."""
+offset-range reads by assigned partition (the stream keeps its offsets in Spark's checkpoint
+and the analytics store in its own database, so neither needs a group), watermarks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def client_settings(cfg: KafkaConfig) -> dict[str, object]:
     """librdkafka settings. The only place the SASL password is revealed; never log this."""
     if not cfg.bootstrap_servers:
         raise ConfigError("kafka.bootstrap_servers is empty: start the embedded broker "
-                          "(bus.broker.EmbeddedBroker) or set FFS_KAFKA_BOOTSTRAP_SERVERS")
+                          "(bus.broker.LocalKafka) or set FFS_KAFKA_BOOTSTRAP_SERVERS")
     s: dict[str, object] = {"bootstrap.servers": cfg.bootstrap_servers,
                             "security.protocol": cfg.security_protocol,
                             # idle connections closed by the broker are normal, not news
@@ -73,7 +73,10 @@ def _wait_for_topics(client, names: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         md = client.list_topics(timeout=timeout_s).topics
-        if all(n in md and md[n].partitions for n in names):
+        # created is not ready: a real Kafka elects each partition's leader a moment later
+        if all(n in md and md[n].partitions and all(
+                p.leader >= 0 and p.error is None for p in md[n].partitions.values())
+               for n in names):
             return
         time.sleep(0.05)
     raise TransientError(f"topics {names} did not appear within {timeout_s:.0f} s")
@@ -83,11 +86,12 @@ def producer(cfg: KafkaConfig, **extra):
     from confluent_kafka import Producer
 
     settings = client_settings(cfg)
-    # batching for throughput; delivery is acknowledged by the leader (the embedded broker
-    # has one replica; on a real cluster set acks=all via extra settings)
+    # batching for throughput; idempotence keeps each partition in send order through
+    # retries (without it a batch retried after a leader change lands behind later ones:
+    # seen on the first sends after a topic is created) and implies acks=all
     settings.update({"linger.ms": 5, "batch.num.messages": 10000,
                      "queue.buffering.max.messages": 1_000_000,
-                     "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": False})
+                     "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": True})
     settings.update(extra)
     return Producer(settings)
 
@@ -122,12 +126,29 @@ def watermarks(cfg: KafkaConfig, topic_names: list[str], cons=None,
         out = {}
         for topic in topic_names:
             for p in partitions(cfg, topic, timeout_s, cons):
-                lo, hi = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                out[f"{topic}:{p}"] = (lo, hi)
+                out[f"{topic}:{p}"] = _watermark(cons, TopicPartition(topic, p), timeout_s)
         return out
     finally:
         if own:
             cons.close()
+
+
+def _watermark(cons, tp, timeout_s: float) -> tuple[int, int]:
+    """Retries while a partition's leadership settles (just created, or a broker restarted):
+    Kafka answers NOT_LEADER / LEADER_NOT_AVAILABLE for a moment, which is not an error."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    settling = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return cons.get_watermark_offsets(tp, timeout=timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in settling) or time.monotonic() > deadline:
+                raise TransientError(f"{tp.topic}:{tp.partition}: {err.str()}") from None
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)

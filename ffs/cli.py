@@ -251,15 +251,15 @@ def cmd_broker(args, cfg) -> int:
     import threading
 
     from bus import kafka
-    from bus.broker import EmbeddedBroker
+    from bus.broker import LocalKafka
 
-    with EmbeddedBroker(port=args.port) as broker:
+    with LocalKafka(port=args.port, directory=args.data_dir, log=_log) as broker:
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
         kafka.ensure_topics(cfg.kafka)
-        _log(f"embedded Kafka-protocol broker (tansu, in memory) on {broker.bootstrap_servers}; "
-             f"topics {kafka.topics(cfg.kafka)}")
+        _log(f"topics {kafka.topics(cfg.kafka)}")
         _log(f"  export FFS_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
-        _log("  Ctrl-C stops it (its data is in memory and goes with it)")
+        _log("  Ctrl-C stops it" + (f" (its data stays in {args.data_dir})" if args.data_dir
+                                    else " (its temporary data folder goes with it)"))
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
@@ -314,9 +314,11 @@ def cmd_consistency(args, cfg) -> int:
 
 
 def _add_stream_parsers(sub) -> None:
-    s = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) for "
-                       "local work, creating the project's topics")
+    s = sub.add_parser("broker", help="run a local Apache Kafka (KRaft, one node) for local "
+                       "work, creating the project's topics")
     s.add_argument("--port", type=int, help="default: a free port")
+    s.add_argument("--data-dir", type=Path, help="keep the broker's data here across runs "
+                   "(default: a temporary folder, removed at exit)")
     s.set_defaults(fn=cmd_broker)
 
     s = sub.add_parser("replay", help="publish a transactions file (and labels) to the bus in "

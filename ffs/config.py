@@ -44,6 +44,9 @@ class SparkConfig:
     shuffle_partitions: int = 8
     driver_memory: str = "3g"
     buckets: int = 4  # entity buckets: each is one pandas call in a Spark task
+    # extra jars (spark.jars): "auto" = Spark's Kafka connector as resolved by `make setup`
+    # when present; "" = none; else a comma list (e.g. local:///opt/ffs/jars/... in an image)
+    jars: str = "auto"
 
 
 @dataclass
@@ -76,8 +79,8 @@ class ServeConfig:
 
 @dataclass
 class KafkaConfig:
-    """The event bus (bus/). Empty `bootstrap_servers` means: start the embedded broker
-    (tansu) on a free port for this process. Any Kafka works by setting it, with SASL/TLS:
+    """The event bus (bus/). Empty `bootstrap_servers` means: start a local Apache Kafka
+    (bus/broker.py) on a free port for this process. Any Kafka works by setting it, with SASL/TLS:
     FFS_KAFKA_BOOTSTRAP_SERVERS, FFS_KAFKA_SECURITY_PROTOCOL=SASL_SSL,
     FFS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512, FFS_KAFKA_SASL_USERNAME, FFS_KAFKA_SASL_PASSWORD,
     FFS_KAFKA_SSL_CA_LOCATION."""
@@ -100,7 +103,6 @@ class StreamConfig:
     """`ffs stream`: the Spark Structured Streaming job (jobs/stream.py)."""
 
     checkpoint: str = "data/stream/checkpoint"
-    source: str = "auto"  # auto: Spark's Kafka connector when on the classpath, else python
     starting_offsets: str = "earliest"  # for a new checkpoint: earliest or latest
     allowed_lateness_s: int = 3600  # behind the newest event seen; later goes to dead letters
     max_future_s: int = 300  # event times past wall clock + this are refused

@@ -1,6 +1,6 @@
 """The live part of `ffs demo`: the stream running for real on embedded defaults.
 
-A tansu broker and a private Redis are started; `ffs stream` runs in this process (Spark
+Apache Kafka (KRaft, local) and a private Redis are started; `ffs stream` runs in this process (Spark
 local); the last days of the demo's traffic are replayed as fast as possible; then a stolen
 card makes a burst of payments, one every half second, and the demo prints its velocity
 features as each payment becomes visible online (publish -> visible), labels the burst as
@@ -37,7 +37,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     import redis
 
     from bus import kafka
-    from bus.broker import EmbeddedBroker
+    from bus.broker import LocalKafka
     from bus.producer import EventProducer
     from bus.replay import replay
     from jobs.consistency import check
@@ -50,14 +50,14 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     checkpoint = Path(cfg.offline.path).parent / "stream-checkpoint"
     shutil.rmtree(checkpoint, ignore_errors=True)
     cfg.stream.checkpoint = str(checkpoint)
-    broker = EmbeddedBroker().start()
+    broker = LocalKafka(log=lambda line: log(f"  {line}")).start()
     server = RedisServer().start()
     cfg.kafka.bootstrap_servers = broker.bootstrap_servers
     cfg.redis.url = server.url
     cfg.redis.timeout_ms = 2000
     cfg.stream.metrics_port = 0
     kafka.ensure_topics(cfg.kafka)
-    log(f"  embedded broker {broker.bootstrap_servers}, Redis {server.url}")
+    log(f"  Redis {server.url}")
 
     lines: list[str] = []
     job = StreamJob(cfg, log=lines.append).start()

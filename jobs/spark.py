@@ -42,11 +42,27 @@ def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None]
         .config("spark.redaction.regex", "(?i)secret|password|token|access[.]?key|jaas")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG4J}")
     )
+    jars = extra_jars(cfg)
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if log:
         log(f"spark session {cfg.master} ready in {time.perf_counter() - started:.1f} s")
     return spark
+
+
+def extra_jars(cfg: SparkConfig) -> list[str]:
+    """spark.jars from config; "auto" finds Spark's Kafka connector resolved by setup (none
+    when it was not: the batch jobs need no connector, and the stream then says so)."""
+    if cfg.jars != "auto":
+        return [j for j in cfg.jars.split(",") if j.strip()]
+    from ffs import jvm
+
+    try:
+        return jvm.jars("spark-kafka")
+    except TerminalError:
+        return []
 
 
 def _which(cmd: str) -> bool:

@@ -6,8 +6,8 @@ keep up with ~50 events/s here) and runs one foreachBatch per micro-batch on the
 (jobs/stream_batch.py). Offsets live in the checkpoint; a killed job restarts from it and
 re-runs the uncommitted batch, whose writes are idempotent.
 
-Source: Spark's own Kafka connector when its jar is on the classpath (clusters), otherwise
-the Python data source in jobs/stream_source.py (stream.source = auto | native | python).
+Source: Spark's own Kafka connector (spark-sql-kafka, resolved by `make setup` and put on
+spark.jars by jobs/spark.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bus import kafka as bus
 from ffs.config import Config
-from ffs.errors import ConfigError, TransientError
+from ffs.errors import ConfigError, TerminalError, TransientError
 
 COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp_ms")
 STREAM_REDIS_TIMEOUT_MS = 30_000
@@ -56,48 +57,48 @@ def native_kafka_available(spark) -> bool:
 
 
 def _source(spark, cfg: Config, log: Callable[[str], None]):
+    """Spark's own Kafka source: offsets per topic-partition in the checkpoint, a batch bounded
+    by stream.max_events_per_batch, and failOnDataLoss so that a checkpoint from another
+    cluster or a recreated topic stops the job instead of skipping data."""
+    from pyspark.sql import functions as F
+
     k, s = cfg.kafka, cfg.stream
-    # labels first: the source snapshots offsets in this order, so a label in a batch never
-    # precedes, on the bus, a transaction that the batch misses
+    if not native_kafka_available(spark):
+        raise TerminalError("Spark's Kafka connector is not on the classpath: run `make setup` "
+                            "(it resolves spark-sql-kafka from Maven Central) or list its jars "
+                            "in spark.jars (FFS_SPARK_JARS)")
     topics = [k.labels_topic, k.transactions_topic]
-    kind = s.source
-    if kind not in ("auto", "native", "python"):
-        raise ConfigError(f"stream.source must be auto, native or python, not {kind!r}")
-    if kind == "native" or (kind == "auto" and native_kafka_available(spark)):
-        from pyspark.sql import functions as F
+    reader = (spark.readStream.format("kafka").option("subscribe", ",".join(topics))
+              .option("startingOffsets", s.starting_offsets)
+              .option("failOnDataLoss", "true"))
+    if s.max_events_per_batch > 0:
+        reader = reader.option("maxOffsetsPerTrigger", str(s.max_events_per_batch))
+    for key, value in connector_options(k).items():
+        reader = reader.option(key, value)
+    log(f"source: Spark's Kafka connector, topics {topics}")
+    return reader.load().select(
+        "topic", "partition", "offset", "key", "value",
+        F.expr("unix_millis(timestamp)").alias("timestamp_ms"))
 
-        from bus.kafka import client_settings
 
-        reader = (spark.readStream.format("kafka").option("subscribe", ",".join(topics))
-                  .option("startingOffsets", s.starting_offsets)
-                  .option("failOnDataLoss", "true"))
-        if s.max_events_per_batch > 0:
-            reader = reader.option("maxOffsetsPerTrigger", str(s.max_events_per_batch))
-        for key, value in client_settings(k).items():
-            if key.startswith("sasl.") and key != "sasl.mechanism":
-                continue
-            reader = reader.option(f"kafka.{key}", str(value))
-        if k.sasl_mechanism:
-            module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
-                      if k.sasl_mechanism == "PLAIN"
-                      else "org.apache.kafka.common.security.scram.ScramLoginModule")
-            reader = reader.option("kafka.sasl.jaas.config",
-                                   f'{module} required username="{k.sasl_username}" '
-                                   f'password="{k.sasl_password.reveal()}";')
-        log(f"source: Spark's Kafka connector, topics {topics}")
-        return reader.load().select(
-            "topic", "partition", "offset", "key", "value",
-            F.expr("unix_millis(timestamp)").alias("timestamp_ms"))
-
-    from jobs.stream_source import KafkaPartitionsSource
-
-    spark.dataSource.register(KafkaPartitionsSource)
-    log(f"source: python data source (no Kafka connector jar), topics {topics}")
-    return (spark.readStream.format(KafkaPartitionsSource.name())
-            .option("topics", ",".join(topics))
-            .option("bootstrap_servers", k.bootstrap_servers)
-            .option("starting_offsets", s.starting_offsets)
-            .option("max_events_per_batch", str(s.max_events_per_batch)).load())
+def connector_options(k) -> dict[str, str]:
+    """The Java Kafka client's settings (`kafka.*` source options) for the same config that
+    bus/kafka.py gives librdkafka; the names differ for TLS and SASL. Reveals the password
+    into the JAAS option, which spark.redaction.regex hides wherever Spark prints options."""
+    bus.client_settings(k)  # the same checks (address set, SASL complete), the same errors
+    out = {"kafka.bootstrap.servers": k.bootstrap_servers,
+           "kafka.security.protocol": k.security_protocol}
+    if k.ssl_ca_location:  # librdkafka's PEM CA file is a PEM truststore to Java
+        out["kafka.ssl.truststore.type"] = "PEM"
+        out["kafka.ssl.truststore.location"] = k.ssl_ca_location
+    if k.sasl_mechanism:
+        out["kafka.sasl.mechanism"] = k.sasl_mechanism
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
+                  if k.sasl_mechanism == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        out["kafka.sasl.jaas.config"] = (f'{module} required username="{k.sasl_username}" '
+                                         f'password="{k.sasl_password.reveal()}";')
+    return out
 
 
 def committed_offsets(checkpoint: str) -> dict | None:
@@ -122,12 +123,9 @@ def _lag(cfg: Config, progress: dict | None, marks: dict[str, tuple[int, int]]) 
         end = committed_offsets(cfg.stream.checkpoint)
     if end is not None:
         end = json.loads(end) if isinstance(end, str) else end
-        for key, value in end.items():
-            if isinstance(value, dict):  # Spark's connector: {"topic": {"0": offset}}
-                for part, off in value.items():
-                    done[f"{key}:{part}"] = int(off)
-            else:
-                done[key] = int(value)
+        for topic, parts in end.items():  # Spark's connector: {"topic": {"0": offset}}
+            for part, off in parts.items():
+                done[f"{topic}:{part}"] = int(off)
     lag: dict[str, int] = {}
     for tp, (lo, hi) in marks.items():
         topic = tp.rsplit(":", 1)[0]

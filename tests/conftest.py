@@ -72,3 +72,13 @@ def spark():
     session = spark_session(SparkConfig(shuffle_partitions=4, buckets=3, driver_memory="2g"))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One real Apache Kafka (KRaft, free ports, temporary data) for the whole run; tests
+    keep apart by topic names of their own. Started here, never skipped for want of it."""
+    from bus.broker import LocalKafka
+
+    with LocalKafka(log=print) as broker:
+        yield broker

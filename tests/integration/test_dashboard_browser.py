@@ -90,87 +90,85 @@ def chrome():
     driver.quit()
 
 
-def test_dashboard_renders_every_chart_with_the_stores_numbers(chrome):
+def test_dashboard_renders_every_chart_with_the_stores_numbers(chrome, kafka_broker):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from analytics.dashboard import DuckDBBackend, start_dashboard
     from bus import kafka
-    from bus.broker import EmbeddedBroker
     from bus.producer import EventProducer
 
     messages = enriched_messages()
-    with EmbeddedBroker() as broker:
-        cfg = Config()
-        cfg.kafka.bootstrap_servers = broker.bootstrap_servers
-        cfg.kafka.enriched_topic = f"enriched-{uuid.uuid4().hex[:8]}"
-        cfg.kafka.partitions = 2
-        cfg.analytics.duckdb_path = ":memory:"
-        cfg.analytics.refresh_s = 1
-        kafka.ensure_topics(cfg.kafka, [cfg.kafka.enriched_topic])
-        with EventProducer(cfg.kafka, validate=False) as bus:
-            for key, value in messages:
-                bus.send_raw(cfg.kafka.enriched_topic, key.encode(), value)
-        backend = DuckDBBackend(cfg)
-        url, stop = start_dashboard(cfg, "127.0.0.1", 0, backend=backend)
+    cfg = Config()
+    cfg.kafka.bootstrap_servers = kafka_broker.bootstrap_servers
+    cfg.kafka.enriched_topic = f"enriched-{uuid.uuid4().hex[:8]}"
+    cfg.kafka.partitions = 2
+    cfg.analytics.duckdb_path = ":memory:"
+    cfg.analytics.refresh_s = 1
+    kafka.ensure_topics(cfg.kafka, [cfg.kafka.enriched_topic])
+    with EventProducer(cfg.kafka, validate=False) as bus:
+        for key, value in messages:
+            bus.send_raw(cfg.kafka.enriched_topic, key.encode(), value)
+    backend = DuckDBBackend(cfg)
+    url, stop = start_dashboard(cfg, "127.0.0.1", 0, backend=backend)
+    try:
+        n_tx = 1208
+        deadline = time.monotonic() + 15
+        while get_json(url + "health")["rows"] < n_tx and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get_json(url + "health")["rows"] == n_tx
+        assert backend.store.rows_ingested == len(messages)
+
+        api = get_json(url + "api/query/riskiest_terminals?limit=3")
+        assert len(api["rows"]) == 3 and api["now_ms"] == backend.store.now_ms()
+        chrome.get(url)
+        names = list(queries.QUERIES)
+
+        def all_rendered(d):
+            boxes = d.find_elements(By.CSS_SELECTOR, "[data-query]")
+            got = {b.get_attribute("data-query"): b.get_attribute("data-rows") for b in boxes}
+            return got if len(got) == len(names) and all(
+                v and int(v) > 0 for v in got.values()) else False
+
         try:
-            n_tx = 1208
-            deadline = time.monotonic() + 15
-            while get_json(url + "health")["rows"] < n_tx and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert get_json(url + "health")["rows"] == n_tx
-            assert backend.store.rows_ingested == len(messages)
+            rows = WebDriverWait(chrome, 20, poll_frequency=0.2).until(all_rendered)
+        except Exception:
+            errors = {b.get_attribute("data-query"): b.get_attribute("data-error")
+                      for b in chrome.find_elements(By.CSS_SELECTOR, "[data-query]")}
+            pytest.fail(f"charts not all rendered with rows: {errors}")
+        assert set(rows) == set(names)
 
-            api = get_json(url + "api/query/riskiest_terminals?limit=3")
-            assert len(api["rows"]) == 3 and api["now_ms"] == backend.store.now_ms()
-            chrome.get(url)
-            names = list(queries.QUERIES)
+        store = backend.store
+        now = store.now_ms()
+        # read each chart in one script call: the page redraws every second, so
+        # element handles kept across calls would go stale
+        def attrs(selector: str, attr: str) -> list[str]:
+            return chrome.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0])).map(e => "
+                "arguments[1] === 'text' ? e.textContent : e.getAttribute(arguments[1]))",
+                selector, attr)
 
-            def all_rendered(d):
-                boxes = d.find_elements(By.CSS_SELECTOR, "[data-query]")
-                got = {b.get_attribute("data-query"): b.get_attribute("data-rows") for b in boxes}
-                return got if len(got) == len(names) and all(
-                    v and int(v) > 0 for v in got.values()) else False
+        # the bar chart: terminals and risk values drawn are DuckDB's answer, in order
+        expected = store.run_named("riskiest_terminals", now_ms=now)
+        sel = '[data-query="riskiest_terminals"] rect'
+        assert attrs(sel, "data-x") == list(expected["terminal_id"])
+        np.testing.assert_allclose([float(v) for v in attrs(sel, "data-y")],
+                                   expected["risk_7d_delay7d"], rtol=1e-9)
+        assert int(rows["riskiest_terminals"]) == len(expected)
+        assert expected["risk_7d_delay7d"].iloc[0] > 0
+        # a table: the cells shown equal the query's rows
+        expected = store.run_named("fraud_by_terminal_hour", now_ms=now)
+        cells = attrs('[data-query="fraud_by_terminal_hour"] td[data-col="n_fraud"]', "text")
+        assert [int(c) for c in cells] == list(expected["n_fraud"])
+        assert int(rows["fraud_by_terminal_hour"]) == len(expected)
+        # the velocity burst of customer 99 is the first bar
+        assert attrs('[data-query="unusual_velocity"] rect', "data-x")[0] == "99"
+        # the drift table compares the two days: 4 features x 3 statistics
+        assert len(attrs('[data-query="feature_drift"] tr', "text")) == \
+            1 + 3 * len(queries.DRIFT_FEATURES)
 
-            try:
-                rows = WebDriverWait(chrome, 20, poll_frequency=0.2).until(all_rendered)
-            except Exception:
-                errors = {b.get_attribute("data-query"): b.get_attribute("data-error")
-                          for b in chrome.find_elements(By.CSS_SELECTOR, "[data-query]")}
-                pytest.fail(f"charts not all rendered with rows: {errors}")
-            assert set(rows) == set(names)
-
-            store = backend.store
-            now = store.now_ms()
-            # read each chart in one script call: the page redraws every second, so
-            # element handles kept across calls would go stale
-            def attrs(selector: str, attr: str) -> list[str]:
-                return chrome.execute_script(
-                    "return Array.from(document.querySelectorAll(arguments[0])).map(e => "
-                    "arguments[1] === 'text' ? e.textContent : e.getAttribute(arguments[1]))",
-                    selector, attr)
-
-            # the bar chart: terminals and risk values drawn are DuckDB's answer, in order
-            expected = store.run_named("riskiest_terminals", now_ms=now)
-            sel = '[data-query="riskiest_terminals"] rect'
-            assert attrs(sel, "data-x") == list(expected["terminal_id"])
-            np.testing.assert_allclose([float(v) for v in attrs(sel, "data-y")],
-                                       expected["risk_7d_delay7d"], rtol=1e-9)
-            assert int(rows["riskiest_terminals"]) == len(expected)
-            assert expected["risk_7d_delay7d"].iloc[0] > 0
-            # a table: the cells shown equal the query's rows
-            expected = store.run_named("fraud_by_terminal_hour", now_ms=now)
-            cells = attrs('[data-query="fraud_by_terminal_hour"] td[data-col="n_fraud"]', "text")
-            assert [int(c) for c in cells] == list(expected["n_fraud"])
-            assert int(rows["fraud_by_terminal_hour"]) == len(expected)
-            # the velocity burst of customer 99 is the first bar
-            assert attrs('[data-query="unusual_velocity"] rect', "data-x")[0] == "99"
-            # the drift table compares the two days: 4 features x 3 statistics
-            assert len(attrs('[data-query="feature_drift"] tr', "text")) == \
-                1 + 3 * len(queries.DRIFT_FEATURES)
-
-            ARTIFACTS.mkdir(exist_ok=True)
-            assert chrome.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-            print(f"screenshot: {ARTIFACTS / 'dashboard.png'}")
-        finally:
-            stop()
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert chrome.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        print(f"screenshot: {ARTIFACTS / 'dashboard.png'}")
+    finally:
+        stop()

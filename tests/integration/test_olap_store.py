@@ -1,4 +1,4 @@
-"""The embedded analytics store against a real Kafka-protocol broker (tansu): Pinot's
+"""The embedded analytics store against a real Apache Kafka: Pinot's
 PARTIAL upsert semantics, exact resume from offsets committed with the data, and every
 analyst query checked on a small dataset whose answers are computed by hand."""
 
@@ -25,11 +25,8 @@ H, D = 3600, 86400
 
 
 @pytest.fixture(scope="module")
-def broker():
-    from bus.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as b:
-        yield b
+def broker(kafka_broker):
+    return kafka_broker
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""`ffs stream` for real: a tansu broker, a private Redis and Spark in a child process that is
+"""`ffs stream` for real: Apache Kafka, a private Redis and Spark (reading Kafka with its own
+connector) in a child process that is
 killed with SIGKILL mid-stream and restarted from its checkpoint, with duplicates and a corpus
 of malformed messages on the topics. The online state must equal one clean pass over the same
 messages, and the consistency check must find no mismatch, missing or extra row."""
@@ -18,7 +19,7 @@ import pytest
 
 from bus import kafka
 from bus import messages as M
-from bus.broker import EmbeddedBroker
+from bus.broker import LocalKafka
 from bus.producer import EventProducer
 from bus.replay import load_events, replay
 from ffs.config import load_config
@@ -94,7 +95,7 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
     tx, labels, _ = load_events(gen.transactions_path, gen.labels_path)
     half = len(tx) // 2
     cut = tx["event_timestamp"].iloc[half]
-    with EmbeddedBroker() as broker, RedisServer() as rs:
+    with LocalKafka() as broker, RedisServer() as rs:
         cfg = load_config(env={})
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
         cfg.redis.url = rs.url
@@ -132,6 +133,7 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
         assert proc.wait(300) == 0, log.read_text(errors="replace")[-3000:]
         text = log.read_text(errors="replace")
         assert "stopped: caught up and idle" in text
+        assert "source: Spark's Kafka connector" in text
 
         # dead letters: every bad message, with its reason (at least once: a killed batch
         # may have published some before dying)

@@ -1,14 +1,13 @@
-"""Which Kafka source `ffs stream` uses, and the options it gives Spark's own connector.
-The connector jar cannot be downloaded on these machines, so Spark is stood in for by a
-recorder of the builder calls; the Python source itself runs for real in
-tests/integration/test_stream_kill.py."""
+"""The options `ffs stream` gives Spark's Kafka connector for SASL/TLS clusters (the Java
+client's names, not librdkafka's), recorded from the builder calls; the connector itself runs
+for real against Apache Kafka in tests/integration/test_stream_kill.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from ffs.config import Secret, load_config
-from ffs.errors import ConfigError
+from ffs.errors import ConfigError, TerminalError
 from jobs import stream
 
 
@@ -56,12 +55,6 @@ class _Spark:
 
         self._jvm = _Jvm
 
-        class _Sources:
-            def register(self, cls):
-                spark.calls.append(("register", cls.name()))
-
-        self.dataSource = _Sources()
-
 
 def _cfg():
     cfg = load_config(env={})
@@ -69,14 +62,9 @@ def _cfg():
     return cfg
 
 
-def test_without_the_connector_jar_the_python_source_reads_by_offset():
-    spark, cfg = _Spark(has_jar=False), _cfg()
-    stream._source(spark, cfg, lambda _line: None)
-    calls = dict(c for c in spark.calls if c[0] not in ("register",))
-    assert ("register", "ffs_kafka") in spark.calls
-    assert calls["format"] == "ffs_kafka"
-    assert calls["topics"] == "ffs.labels,ffs.transactions"  # labels snapshot first
-    assert calls["max_events_per_batch"] == str(cfg.stream.max_events_per_batch)
+def test_without_the_connector_jar_the_stream_says_how_to_get_it():
+    with pytest.raises(TerminalError, match="make setup"):
+        stream._source(_Spark(has_jar=False), _cfg(), lambda _line: None)
 
 
 def test_with_the_jar_the_connector_gets_sasl_ssl_settings(monkeypatch):
@@ -95,12 +83,14 @@ def test_with_the_jar_the_connector_gets_sasl_ssl_settings(monkeypatch):
     assert calls["kafka.bootstrap.servers"] == "k1:9093,k2:9093"
     assert calls["kafka.security.protocol"] == "SASL_SSL"
     assert calls["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
-    assert calls["kafka.ssl.ca.location"] == "/etc/ca.pem"
+    assert calls["kafka.ssl.truststore.type"] == "PEM"  # librdkafka's CA file, Java's name
+    assert calls["kafka.ssl.truststore.location"] == "/etc/ca.pem"
     assert calls["maxOffsetsPerTrigger"] == str(cfg.stream.max_events_per_batch)
     jaas = calls["kafka.sasl.jaas.config"]
     assert "ScramLoginModule" in jaas and 'username="svc"' in jaas and "s3cr3t" in jaas
-    assert not any(key.startswith("kafka.sasl.password") or key == "kafka.sasl.username"
-                   for key in calls)  # librdkafka names, meaningless to the Java client
+    librdkafka_only = ("kafka.sasl.password", "kafka.sasl.username", "kafka.ssl.ca.location",
+                       "kafka.log.connection.close")
+    assert not any(key in librdkafka_only for key in calls)  # unknown to the Java client
 
 
 class _Alias:
@@ -109,13 +99,6 @@ class _Alias:
 
     def alias(self, name):
         return f"{self.text} AS {name}"
-
-
-def test_an_unknown_source_kind_is_a_config_error():
-    cfg = _cfg()
-    cfg.stream.source = "carrier-pigeon"
-    with pytest.raises(ConfigError, match="auto, native or python"):
-        stream._source(_Spark(has_jar=False), cfg, lambda _line: None)
 
 
 def test_the_stream_refuses_to_start_without_a_broker_address():
