@@ -109,6 +109,8 @@ class StreamConfig:
     max_events_per_batch: int = 100_000  # per micro-batch, over all topic partitions
     trigger_ms: int = 0  # 0: next micro-batch as soon as the last one ends
     metrics_port: int = 9108  # Prometheus /metrics; 0 picks a free port, -1 disables
+    # loopback by default; 0.0.0.0 in a pod so Prometheus can scrape it (FFS_STREAM_METRICS_HOST)
+    metrics_host: str = "127.0.0.1"
     enrich: bool = True  # publish every transaction with its features to the enriched topic
 
 

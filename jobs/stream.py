@@ -174,9 +174,9 @@ class StreamJob:
         self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush,
                                         self.producer.send_raw)
         self.metrics = StreamMetrics()
-        port = self.metrics.serve(cfg.stream.metrics_port)
+        port = self.metrics.serve(cfg.stream.metrics_port, cfg.stream.metrics_host)
         if port:
-            self.log(f"metrics: http://127.0.0.1:{port}/metrics")
+            self.log(f"metrics: http://{cfg.stream.metrics_host}:{port}/metrics")
         spark = spark_session(cfg.spark, "ffs-stream", self.log)
         spark.conf.set("spark.sql.streaming.pollingDelay", "50ms")
         self.spark = spark

@@ -37,10 +37,10 @@ class StreamMetrics:
                                 "wall time the last batch finished", registry=r)
         self.port: int | None = None
 
-    def serve(self, port: int) -> int | None:
+    def serve(self, port: int, host: str = "127.0.0.1") -> int | None:
         if port < 0:
             return None
-        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
         self.port = server.server_port
         return self.port
 
