@@ -10,7 +10,7 @@ store, and the ingestion lag from publish to queryable through the real (embedde
 2. load: OlapStore.load_frame of the enriched rows into a DuckDB file (timed);
 3. queries: each analyst query, `now` = newest event, 3 warm-up runs then --runs timed
    runs: p50/p95 (target <= 100 ms p95);
-4. lag: a tansu broker, the loaded store's ingestion loop in a thread, and a publisher at
+4. lag: a local Apache Kafka, the loaded store's ingestion loop in a thread, and a publisher at
    --rate messages/s for --seconds (new transactions with the handbook's features, and their
    labels a little later). Per message: commit time minus the Kafka timestamp (the
    producer's create time) = publish -> visible to queries (target <= 5 s p99). Also
@@ -257,7 +257,7 @@ def main() -> int:
 
     log(f"queries ({args.runs} runs each after 3 warm-up):")
     results["queries"] = time_queries(store, args.runs)
-    log(f"lag: {args.rate}/s for {seconds:.0f} s through tansu into the loaded store")
+    log(f"lag: {args.rate}/s for {seconds:.0f} s through Kafka into the loaded store")
     results["lag"] = measure_lag(store, frame, args.rate, seconds)
     lag = results["lag"]["publish_to_queryable"]
     log(f"  publish -> queryable: p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms, "

@@ -13,7 +13,8 @@ freshness (Kafka publish time to written in the online state, i.e. visible to an
    reads), p50/p99 per rate. The embedded analytics store (DuckDB) consumes the enriched
    topic at the same time; enriched rows carry their event's CreateTime, so its lag is event
    -> queryable through the whole pipeline (issue 5's target).
-All real: tansu broker, a private redis-server, Spark local[2]. The machine is shared: the
+All real: Apache Kafka (local, KRaft), a private redis-server, Spark local[2] reading Kafka
+with its own connector. The machine is shared: the
 load average is recorded.
 """
 
