@@ -18,6 +18,11 @@ resumes from there; a crash before the commit loses both, so nothing is applied 
 (The upsert is idempotent anyway, but only for the final state: replaying a key's older
 row after a newer one would bring old values back.)
 
+The same offsets are then committed to the consumer group `group` (default `ffs-analytics`)
+for monitoring only: Kafka's own tools (`kafka-consumer-groups.sh --describe`, Burrow, the
+lag exporters) then show how far behind the store is. DuckDB's offsets stay the truth a
+restart resumes from; a lost group commit costs nothing.
+
 Ingestion lag, publish -> queryable, is measured per message as commit time minus the
 Kafka message timestamp (the producer's create time), kept in `lags_ms` (recent window).
 """
@@ -145,7 +150,8 @@ def _converts(row: dict) -> bool:
 class OlapStore:
     def __init__(self, kafka: KafkaConfig | None, path: str = ":memory:",
                  topic: str | None = None, max_batch: int = 50_000, max_poll_s: float = 0.5,
-                 idle_sleep_s: float = 0.05, first_answer_s: float = 10.0):
+                 idle_sleep_s: float = 0.05, first_answer_s: float = 10.0,
+                 group: str = "ffs-analytics"):
         try:
             import duckdb
         except ImportError:
@@ -157,7 +163,7 @@ class OlapStore:
         self.kafka, self.path = kafka, path
         self.topic: str = topic or (kafka.enriched_topic if kafka else "")
         self.max_batch, self.max_poll_s, self.idle_sleep_s = max_batch, max_poll_s, idle_sleep_s
-        self.first_answer_s = first_answer_s
+        self.first_answer_s, self.group = first_answer_s, group
         self._db = duckdb.connect(path)
         for stmt in _ddl():
             self._db.execute(stmt)
@@ -266,7 +272,7 @@ class OlapStore:
         from bus import kafka as bus
 
         if self._consumer is None:
-            self._consumer = bus.consumer(self.kafka)
+            self._consumer = bus.consumer(self.kafka, **{"group.id": self.group})
         if not self._partitions:
             self._partitions = bus.partitions(self.kafka, self.topic)
 
@@ -320,6 +326,8 @@ class OlapStore:
         batch, skipped = rows_from_messages(values)
         self._apply(batch, next_offsets)
         visible_ms = time.time() * 1000
+        self._consumer.commit(offsets=[TopicPartition(self.topic, p, off)
+                                       for p, off in next_offsets.items()], asynchronous=True)
         self.lags_ms.extend(visible_ms - t for t in stamps if t > 0)
         self.rows_ingested += batch.num_rows
         if skipped:

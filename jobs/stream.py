@@ -49,8 +49,9 @@ class StreamSummary:
 
 
 def native_kafka_available(spark) -> bool:
-    try:
-        spark._jvm.java.lang.Class.forName(NATIVE_PROVIDER)
+    try:  # spark.jars live in the context class loader, which Class.forName does not ask
+        spark._jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(
+            NATIVE_PROVIDER)
         return True
     except Exception:  # Py4JJavaError: ClassNotFoundException
         return False

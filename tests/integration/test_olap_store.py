@@ -4,6 +4,7 @@ analyst query checked on a small dataset whose answers are computed by hand."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -123,6 +124,35 @@ def test_restart_resumes_from_committed_offsets(kcfg, tmp_path):
     assert store.count() == 30 and row(store, "r3")["is_fraud"] == 1
     assert store.rows_ingested == 11
     store.close()
+
+
+def test_the_consumer_group_shows_the_stores_offsets(kcfg):
+    """For Kafka's lag tools: the group's committed offsets follow the store's own."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    group = f"analytics-{uuid.uuid4().hex[:6]}"
+    store = OlapStore(kcfg, group=group)
+    publish(kcfg, [tx_msg(f"g{i}", T0 + i) for i in range(25)])
+    assert store.poll_once() == 25
+    admin = kafka.admin(kcfg)
+    req = ConsumerGroupTopicPartitions(group, [TopicPartition(kcfg.enriched_topic, p)
+                                              for p in range(kcfg.partitions)])
+    deadline, committed = time.monotonic() + 10, {}
+    while time.monotonic() < deadline:  # the commit is asynchronous: give it a moment
+        got = admin.list_consumer_group_offsets([req])[group].result(10)
+        committed = {tp.partition: tp.offset for tp in got.topic_partitions if tp.offset >= 0}
+        if committed == store.offsets():
+            break
+        time.sleep(0.1)
+    own = store.offsets()
+    store.close()
+    assert committed == own == store_offsets_of(kcfg)
+    assert sum(committed.values()) == 25
+
+
+def store_offsets_of(kcfg) -> dict[int, int]:
+    marks = kafka.watermarks(kcfg, [kcfg.enriched_topic])
+    return {int(k.rsplit(":", 1)[1]): hi for k, (_, hi) in marks.items() if hi > 0}
 
 
 def test_offsets_and_data_commit_together(kcfg):

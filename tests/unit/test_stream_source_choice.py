@@ -32,28 +32,16 @@ class _Reader:
 
 
 class _Spark:
-    def __init__(self, has_jar: bool):
+    """Records the reader's builder calls; whether the connector is there is patched in."""
+
+    def __init__(self):
         self.calls: list = []
-        self.has_jar = has_jar
         self.readStream = _Reader(self.calls)
-        spark = self
 
-        class _Class:
-            @staticmethod
-            def forName(name):
-                if not spark.has_jar:
-                    raise RuntimeError(f"ClassNotFoundException: {name}")
 
-        class _Lang:
-            Class = _Class
-
-        class _Java:
-            lang = _Lang
-
-        class _Jvm:
-            java = _Java
-
-        self._jvm = _Jvm
+def _with_connector(monkeypatch, present: bool) -> _Spark:
+    monkeypatch.setattr(stream, "native_kafka_available", lambda spark: present)
+    return _Spark()
 
 
 def _cfg():
@@ -62,16 +50,16 @@ def _cfg():
     return cfg
 
 
-def test_without_the_connector_jar_the_stream_says_how_to_get_it():
+def test_without_the_connector_jar_the_stream_says_how_to_get_it(monkeypatch):
     with pytest.raises(TerminalError, match="make setup"):
-        stream._source(_Spark(has_jar=False), _cfg(), lambda _line: None)
+        stream._source(_with_connector(monkeypatch, False), _cfg(), lambda _line: None)
 
 
 def test_with_the_jar_the_connector_gets_sasl_ssl_settings(monkeypatch):
     import pyspark.sql.functions as F
 
     monkeypatch.setattr(F, "expr", lambda text: _Alias(text))
-    spark, cfg = _Spark(has_jar=True), _cfg()
+    spark, cfg = _with_connector(monkeypatch, True), _cfg()
     k = cfg.kafka
     k.security_protocol, k.sasl_mechanism = "SASL_SSL", "SCRAM-SHA-512"
     k.sasl_username, k.sasl_password = "svc", Secret("s3cr3t")
