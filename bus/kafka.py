@@ -4,6 +4,7 @@ and the analytics store in its own database, so neither needs a group), watermar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,18 @@ def client_settings(cfg: KafkaConfig) -> dict[str, object]:
     if cfg.ssl_ca_location:
         s["ssl.ca.location"] = cfg.ssl_ca_location
     return s
+
+
+class _DropStartupNoise(logging.Filter):
+    """A broker that has just started answers "coordinator load in progress" to a producer's
+    first idempotence handshake, and librdkafka warns while it retries: expected, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Coordinator load in progress" not in record.getMessage()
+
+
+_client_log = logging.getLogger("ffs.kafka.client")
+_client_log.addFilter(_DropStartupNoise())
 
 
 def topics(cfg: KafkaConfig) -> list[str]:
@@ -91,7 +104,8 @@ def producer(cfg: KafkaConfig, **extra):
     # seen on the first sends after a topic is created) and implies acks=all
     settings.update({"linger.ms": 5, "batch.num.messages": 10000,
                      "queue.buffering.max.messages": 1_000_000,
-                     "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": True})
+                     "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": True,
+                     "logger": _client_log})
     settings.update(extra)
     return Producer(settings)
 

@@ -102,13 +102,23 @@ class EventProducer:
             raise TransientError(f"{n} messages failed delivery; first: {first}")
 
     def close(self) -> None:
-        self.flush()
+        """Flush, then release the client: a librdkafka client left to the garbage collector
+        keeps reconnecting to a broker that is gone. Idempotent."""
+        if self._producer is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+            self._producer = None
 
     def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(self, exc_type, *rest) -> None:
         if exc_type is None:
-            self.flush()
+            self.close()
         else:
             self._producer.flush(5)
+            self._producer.close()
+            self._producer = None

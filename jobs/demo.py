@@ -77,7 +77,7 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     log("5/7 online: load Redis, score requests (one per call), check against the training set")
     score_online(cfg, store, log)
 
-    log("6/7 streaming: ffs stream live on an embedded broker, replay, a fraud burst")
+    log("6/7 streaming: ffs stream live on Apache Kafka, replay, a fraud burst")
     from jobs.demo_stream import run_live
 
     live = run_live(cfg, store.read("transactions"), store.read("labels"), log)

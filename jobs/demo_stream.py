@@ -123,9 +123,10 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     for line in report.lines():
         log(f"  consistency: {line}")
 
-    def stop() -> None:
+    def stop() -> None:  # clients first, then the services they talk to
         stop_flag.set()
         runner.join(60)
+        job.stop()
         server.stop()
         broker.stop()
 

@@ -275,7 +275,7 @@ class StreamJob:
         except Exception as exc:  # noqa: BLE001 - the JVM may already be gone (same signal)
             self.log(f"warning: stopping the query: {str(exc).splitlines()[0][:200]}")
         try:
-            self.producer.flush(10)
+            self.producer.close()
         except Exception as exc:  # noqa: BLE001 - reported, the batch will be redone
             self.log(f"warning: flushing outputs at stop: {exc}")
 
