@@ -88,21 +88,30 @@ def _ddl() -> list[str]:
 def _upsert_sql(source: str, collapse: bool) -> str:
     """One statement that merges `source` into the table, column by column.
 
-    With collapse, rows sharing a key are first folded in arrival order (`seq`): for each
-    column the newest non-null value (DuckDB's arg_max skips null values), which is what
-    applying them one after another would give. DuckDB's ON CONFLICT cannot touch one row
-    twice in a statement, so the fold is needed, not only faster.
+    First Pinot's comparison rule: a row whose processed_at_ms is older than the newest one
+    already applied to its key, stored or earlier in the batch, is dropped (equal stamps:
+    the later message wins), so a replayed older copy of the topic cannot bring old values
+    back. With collapse, rows sharing a key are then folded in arrival order (`seq`): for
+    each column the newest non-null value (DuckDB's arg_max skips null values), which is
+    what applying them one after another would give. DuckDB's ON CONFLICT cannot touch one
+    row twice in a statement, so the fold is needed, not only faster.
     """
+    t = queries.TABLE
+    fresh = (f"(SELECT s.* FROM (SELECT b.*, max(b.processed_at_ms) OVER (PARTITION BY "
+             f"b.transaction_id ORDER BY b.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+             f" AS newest_before FROM {source} b) s LEFT JOIN {t} USING (transaction_id) "
+             f"WHERE s.processed_at_ms IS NULL OR s.processed_at_ms >= "
+             f"coalesce(greatest(s.newest_before, {t}.processed_at_ms), s.processed_at_ms))")
     if collapse:
         picks = ", ".join(f"{'arg_min' if c in _KEEP_FIRST else 'arg_max'}({c}, seq) AS {c}"
                           for c in _UPDATABLE)
-        select = f"SELECT transaction_id, {picks} FROM {source} GROUP BY transaction_id"
+        select = f"SELECT transaction_id, {picks} FROM {fresh} GROUP BY transaction_id"
     else:
-        select = f"SELECT {', '.join(NAMES)} FROM {source}"
+        select = f"SELECT {', '.join(NAMES)} FROM {fresh}"
     sets = ", ".join(
-        f"{c} = COALESCE({queries.TABLE}.{c}, excluded.{c})" if c in _KEEP_FIRST
-        else f"{c} = COALESCE(excluded.{c}, {queries.TABLE}.{c})" for c in _UPDATABLE)
-    return (f"INSERT INTO {queries.TABLE} ({', '.join(NAMES)}) {select}\n"
+        f"{c} = COALESCE({t}.{c}, excluded.{c})" if c in _KEEP_FIRST
+        else f"{c} = COALESCE(excluded.{c}, {t}.{c})" for c in _UPDATABLE)
+    return (f"INSERT INTO {t} ({', '.join(NAMES)}) {select}\n"
             f"ON CONFLICT (transaction_id) DO UPDATE SET {sets}")
 
 

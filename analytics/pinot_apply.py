@@ -5,6 +5,10 @@ everything the file says (Pinot adds its own defaults, so "contains", not "equal
 is sent. Otherwise it is created (POST) or updated (PUT). Schemas go first: a table needs
 its schema.
 
+A 200 answer that lists `unrecognizedProperties` is an error too: Pinot dropped settings it
+does not know (a config written for another Pinot version), e.g. 0.11 ignores the list form
+`upsertConfig.comparisonColumns` and silently compares on the time column instead.
+
 Placeholders in the files (`${KAFKA_SASL_PASSWORD}`, `${KAFKA_BOOTSTRAP_SERVERS}`) are filled
 from the config, else from the environment variable of that name, in the request only; the
 password is revealed nowhere else and is scrubbed from any error text.
@@ -111,6 +115,8 @@ class _Controller:
         status, payload = request_json(method, self.url + path, body, self.cfg.pinot.token,
                                        timeout_s, "Pinot controller")
         if status in ok:
+            if method in ("POST", "PUT") and status == 200:
+                self._all_recognized(method, path, payload)
             return status, payload
         message = payload.get("error", payload) if isinstance(payload, dict) else payload
         message = str(message)
@@ -122,6 +128,19 @@ class _Controller:
             raise TransientError(f"{action}: Pinot controller {self.url} answered HTTP "
                                  f"{status}: {message}")
         raise PinotControllerError(action, self.url, status, message)
+
+    def _all_recognized(self, method: str, path: str, payload: Any) -> None:
+        unknown = payload.get("unrecognizedProperties") if isinstance(payload, dict) else None
+        if not unknown:
+            return
+        text = json.dumps(unknown, sort_keys=True)
+        if self.secret:
+            text = text.replace(self.secret, "***")
+        raise PinotControllerError(
+            f"{method} {path.split('?')[0]}", self.url, 200,
+            f"Pinot accepted the config but ignored what it does not know: {text[:1000]}. "
+            f"The file was written for another Pinot version: regenerate it with `ffs pinot "
+            f"generate` (infra/pinot targets the Pinot pinned in infra/jvm/pinot)")
 
 
 def _apply_schema(c: _Controller, schema: dict, result: ApplyResult) -> None:

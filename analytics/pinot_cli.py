@@ -1,4 +1,4 @@
-"""`ffs pinot generate | apply | query`: the Pinot subcommands, added to `ffs` by
+"""`ffs pinot generate | apply | query | up`: the Pinot subcommands, added to `ffs` by
 `add_parsers(sub)` so ffs/cli.py needs two lines. Imports stay inside the handlers: building
 the parser must not load pandas or read any config."""
 
@@ -83,6 +83,44 @@ def cmd_query(args, cfg) -> int:
     return 0
 
 
+def cmd_up(args, cfg) -> int:
+    """A local Pinot in the foreground until Ctrl-C (or SIGTERM); with --apply, the generated
+    tables created on it, consuming the enriched topic of --kafka."""
+    import signal
+    import threading
+
+    from analytics.pinot_cluster import LocalPinot
+
+    if args.kafka:
+        cfg.kafka.bootstrap_servers = args.kafka
+    if args.apply and not cfg.kafka.bootstrap_servers:
+        raise InputError("--apply needs the Kafka the tables consume: pass --kafka HOST:PORT "
+                         "(e.g. from `ffs broker`) or set FFS_KAFKA_BOOTSTRAP_SERVERS")
+    with LocalPinot(heap=args.heap, controller_port=args.controller_port,
+                    broker_port=args.broker_port, log=_log) as pinot:
+        cfg.pinot.controller_url, cfg.pinot.broker_url = pinot.controller_url, pinot.broker_url
+        if args.apply:
+            from analytics.pinot_apply import apply
+            from bus import kafka
+
+            kafka.ensure_topics(cfg.kafka, [cfg.kafka.enriched_topic])
+            _log(f"applying {args.artifacts} (topic {cfg.kafka.enriched_topic} at "
+                 f"{cfg.kafka.bootstrap_servers})")
+            apply(cfg, args.artifacts, _log)
+        _log(f"  export FFS_PINOT_CONTROLLER_URL={pinot.controller_url}")
+        _log(f"  export FFS_PINOT_BROKER_URL={pinot.broker_url}")
+        _log(f"  Superset / Grafana (pinotdb): {pinot.sqlalchemy_url}")
+        _log("  Ctrl-C stops it (its temporary data folder goes with it)")
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            while not done.wait(1):
+                pinot.check_alive()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("pinot", help="Apache Pinot: generate and apply the table configs, "
                        "run SQL on the broker")
@@ -111,3 +149,17 @@ def add_parsers(sub) -> None:
     s.add_argument("--broker", help="broker URL (default: pinot.broker_url)")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(fn=cmd_query)
+
+    s = ps.add_parser("up", help="run a local Pinot (ZooKeeper, controller, broker, server) "
+                      "in the foreground until Ctrl-C")
+    s.add_argument("--apply", action="store_true", help="create the generated tables on it, "
+                   "consuming the enriched topic (needs --kafka)")
+    s.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka the tables consume "
+                   "(default: kafka.bootstrap_servers)")
+    s.add_argument("--artifacts", default=DEFAULT_DIR,
+                   help=f"with --apply: generated files (default {DEFAULT_DIR})")
+    s.add_argument("--controller-port", type=int, help="default: a free port")
+    s.add_argument("--broker-port", type=int, help="default: a free port")
+    s.add_argument("--heap", default="1536m", help="JVM heap of controller + broker + server "
+                   "(default 1536m)")
+    s.set_defaults(fn=cmd_up)

@@ -4,11 +4,20 @@ Plain `POST /query/sql` rather than pinotdb's DB-API: pinotdb folds the broker's
 into one formatted string, and this module needs the error codes (a timeout is worth a
 retry, a parse error is not). pinotdb stays the way BI tools connect (see infra/pinot).
 
-Three Pinot behaviours this client undoes:
+Two Pinot behaviours this client undoes:
 - errors come back with HTTP 200 in `exceptions[]`: they raise `PinotQueryError` (code and
-  message; `PinotQueryTimeout`, a TransientError, for codes worth retrying);
-- a query without LIMIT silently returns 10 rows: an explicit LIMIT is appended;
-- null handling is off unless asked: every query sends `enableNullHandling=true`.
+  message; `PinotQueryTimeout`, a TransientError, for codes worth retrying). What the pinned
+  Pinot (0.11) answers, recorded in tests/fixtures/pinot: 150 parse, 180 access denied (a
+  missing or wrong token: HTTP 200, not 401), 190 missing table, 710 unknown column, and for
+  a query out of time 400 (broker timeout) or 427 (servers did not answer in time); 250
+  (server execution timeout) when a server notices first;
+- a query without LIMIT silently returns 10 rows: an explicit LIMIT is appended.
+
+Null handling at query time (`enableNullHandling=true`) is not sent unless asked: Pinot 0.11
+fails aggregations with it (MAX: "Method 'getDoubleResult' not supported", some GROUP BYs:
+HTTP 500), and its selections return the column defaults (0, Long.MIN_VALUE) for nulls either
+way. Filters `IS NULL` / `IS NOT NULL` work without it (the table keeps null vectors), and
+the analyst queries are written not to depend on it (analytics/queries.py).
 """
 
 from __future__ import annotations
@@ -25,12 +34,20 @@ from ffs.config import PinotConfig
 from ffs.errors import ConfigError, FFSError, TerminalError, TransientError
 
 DEFAULT_LIMIT = 100_000
-# QueryException codes that describe a busy or moving cluster rather than a wrong query.
-TRANSIENT_CODES = frozenset({210, 211, 230, 235, 240, 250, 410, 420, 425, 427, 429, 503})
+# QueryException codes that describe a busy or moving cluster rather than a wrong query:
+# server shutting down / out of capacity (210, 211), table or segment not on a server yet
+# (230, 235, 305), timeouts (170 combine, 240 scheduling, 250 execution, 400 broker, 427
+# servers not responding), broker resources missing or unreachable (410, 420, 425), too many
+# requests (429).
+TRANSIENT_CODES = frozenset({170, 210, 211, 230, 235, 240, 250, 305, 400, 410, 420, 425, 427,
+                             429, 503})
 _HINTS = {
     150: "SQL parsing error: check the syntax (Pinot's single-stage engine has no joins)",
+    180: "access denied: set pinot.token / FFS_PINOT_TOKEN to credentials the broker accepts",
     190: "table does not exist: create it with `ffs pinot apply`",
     250: "query timed out: narrow the time range or raise pinot.timeout_ms",
+    400: "query timed out in the broker: narrow the time range or raise pinot.timeout_ms",
+    427: "servers did not answer in time: retry, or raise pinot.timeout_ms",
     710: "unknown column: `ffs features` lists the feature columns",
 }
 _INT_TYPES = {"INT", "LONG"}
@@ -142,25 +159,30 @@ class PinotClient:
         self.cfg = cfg
         self.default_limit = default_limit
 
-    def query(self, sql: str, limit: int | None = None, null_handling: bool = True,
+    def query(self, sql: str, limit: int | None = None, null_handling: bool = False,
               options: dict[str, Any] | None = None) -> pd.DataFrame:
         """Rows of `sql` as a DataFrame.
 
         When the outermost query has no LIMIT, `LIMIT <limit or default_limit>` is
         appended (default 100,000): Pinot would otherwise return 10 rows without saying
-        so. Sent with queryOptions timeoutMs=pinot.timeout_ms and enableNullHandling
-        (pass null_handling=False for star-tree rollups: star-trees ignore nulls).
+        so. Sent with queryOptions timeoutMs=pinot.timeout_ms, and enableNullHandling=true
+        only with null_handling=True (see the module docstring: Pinot 0.11 breaks
+        aggregations with it). `options` adds or overrides query options.
         The response's statistics are in `df.attrs["pinot"]`, the SQL sent in
         `df.attrs["sql"]`.
         """
         sent, appended = with_limit(sql, limit or self.default_limit)
-        opts = {"timeoutMs": self.cfg.timeout_ms,
-                "enableNullHandling": "true" if null_handling else "false", **(options or {})}
+        opts: dict[str, Any] = {"timeoutMs": self.cfg.timeout_ms}
+        if null_handling:
+            opts["enableNullHandling"] = "true"
+        opts.update(options or {})
         body = {"sql": sent, "queryOptions": ";".join(f"{k}={v}" for k, v in opts.items())}
         # The broker enforces timeoutMs; the socket waits a little longer so the broker's
-        # own timeout error (code 250, with its message) arrives instead of a bare socket one.
+        # own timeout error (code 400 or 427, with its message) arrives instead of a bare
+        # socket one.
+        wait_s = float(opts["timeoutMs"]) / 1000 + 2
         status, payload = request_json("POST", f"{self.url}/query/sql", body, self.cfg.token,
-                                       self.cfg.timeout_ms / 1000 + 2, what="Pinot broker")
+                                       wait_s, what="Pinot broker")
         return self._parse(status, payload, sent, appended)
 
     def _parse(self, status: int, payload: Any, sql: str, appended: bool) -> pd.DataFrame:
@@ -176,7 +198,8 @@ class PinotClient:
         errors = payload.get("exceptions") or []
         if errors:
             first = errors[0]
-            raise query_error(int(first.get("errorCode", -1)), str(first.get("message", "")),
+            # 0.11 sends "message": null with some codes (180, access denied)
+            raise query_error(int(first.get("errorCode", -1)), str(first.get("message") or ""),
                               sql)
         queried, responded = payload.get("numServersQueried"), payload.get("numServersResponded")
         if isinstance(queried, int) and isinstance(responded, int) and responded < queried:

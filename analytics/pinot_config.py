@@ -9,6 +9,12 @@ Two tables read the enriched topic (bus/messages.py):
   fast per-terminal / per-hour rollups. A separate table because Pinot forbids a star-tree
   on an upsert table.
 
+Written for the Pinot this project pins and runs, 0.11.0 (infra/jvm/pinot; started by
+analytics/pinot_cluster.py; tests/integration/test_pinot_live.py applies these configs to it
+for real): the Kafka 2.x consumer factory, `stream.kafka.consumer.type` (0.11 requires it),
+`replicasPerPartition` (what 0.11 reads for a REALTIME table) and one `comparisonColumn`
+(0.11 has no list form). Moving to Pinot 1.x means revisiting these four.
+
 Nothing here is hand-copied: every feature column comes from `feature_names()` and
 `feature_dtypes()`, so a feature added in `feature_repo/windows.py` reaches Pinot with
 `ffs pinot generate` (tests fail until the files in infra/pinot are regenerated).
@@ -28,7 +34,8 @@ from ffs.errors import ConfigError
 ENRICHED = "ffs_enriched"
 AGG = "ffs_enriched_agg"
 DECODER = "org.apache.pinot.plugin.stream.kafka.KafkaJSONMessageDecoder"
-CONSUMER_FACTORY = "org.apache.pinot.plugin.stream.kafka30.KafkaConsumerFactory"
+# pinot-kafka-2.0: in 0.11 the only Kafka plugin (kafka30 came with Pinot 1.x)
+CONSUMER_FACTORY = "org.apache.pinot.plugin.stream.kafka20.KafkaConsumerFactory"
 PASSWORD_PLACEHOLDER = "${KAFKA_SASL_PASSWORD}"
 SERVERS_PLACEHOLDER = "${KAFKA_BOOTSTRAP_SERVERS}"  # when the config names no Kafka
 PLACEHOLDERS = (PASSWORD_PLACEHOLDER, SERVERS_PLACEHOLDER)
@@ -37,6 +44,7 @@ PLACEHOLDERS = (PASSWORD_PLACEHOLDER, SERVERS_PLACEHOLDER)
 RETENTION_DAYS = 180
 REPLICATION = 1  # raise it in production once the servers' count is known
 DEFAULT_DIR = Path("infra/pinot")
+TIME_COLUMN = "processed_at_ms"
 SQLALCHEMY_URL = "pinot://broker:8099/query/sql?controller=http://controller:9000/"
 
 _PINOT_TYPES = {"int32": "INT", "int64": "LONG", "float32": "FLOAT", "float64": "DOUBLE"}
@@ -126,6 +134,9 @@ def stream_config(cfg: Config) -> dict[str, str]:
         "stream.kafka.broker.list": servers,
         "stream.kafka.decoder.class.name": DECODER,
         "stream.kafka.consumer.factory.class.name": CONSUMER_FACTORY,
+        # 0.11 refuses a stream config without it ("Could not create StreamConfig");
+        # lowlevel = one consumer per partition, which upsert tables need
+        "stream.kafka.consumer.type": "lowlevel",
         "stream.kafka.consumer.prop.auto.offset.reset": "smallest",
         # segments close on time or size, whichever first; rows=0 lets size decide
         "realtime.segment.flush.threshold.rows": "0",
@@ -159,10 +170,17 @@ def _table(name: str, cfg: Config, null_handling: bool) -> dict:
         "tenants": {},
         "segmentsConfig": {
             "schemaName": name,
-            "timeColumnName": "event_time_ms",
+            # processed_at_ms, not event_time_ms: every row carries it (a label row has no
+            # event time, and Pinot fills a null *time column* with the wall clock, which
+            # would become "now" for every query), and retention counts from when a row
+            # was processed, so a replay of last year's events is not purged at once.
+            "timeColumnName": TIME_COLUMN,
             "retentionTimeUnit": "DAYS",
             "retentionTimeValue": str(RETENTION_DAYS),
             "replication": str(REPLICATION),
+            # what 0.11 reads for a REALTIME table ("Field replicasPerPartition needs to be
+            # specified" otherwise)
+            "replicasPerPartition": str(REPLICATION),
         },
         "tableIndexConfig": {"loadMode": "MMAP", "nullHandlingEnabled": null_handling},
         "ingestionConfig": {"streamIngestionConfig": {"streamConfigMaps": [stream_config(cfg)]}},
@@ -185,8 +203,10 @@ def enriched_table(cfg: Config) -> dict:
         # "kind = 'transaction'" does not lose the transaction once its label arrives.
         "partialUpsertStrategies": {"kind": "IGNORE"},
         # The newest processing wins: a re-published (corrected) transaction row replaces
-        # the earlier one even though both carry the same event_time_ms.
-        "comparisonColumns": ["processed_at_ms"],
+        # the earlier one even though both carry the same event_time_ms. One column, not
+        # the list form `comparisonColumns` of Pinot 1.x, which 0.11 ignores (it answers
+        # with unrecognizedProperties and compares on the time column instead).
+        "comparisonColumn": "processed_at_ms",
     }
     return t
 
@@ -268,8 +288,8 @@ committed files come from the default config; regenerate with yours before apply
 elsewhere, or let `ffs pinot apply` fill the placeholders.
 
 - `{ENRICHED}.schema.json`: one row per `transaction_id` (primary key): ids, `kind`,
-  `amount`, the {n} features, `is_fraud`, `label_time_ms`, `event_time_ms` (time column),
-  `processed_at_ms`.
+  `amount`, the {n} features, `is_fraud`, `label_time_ms`, `event_time_ms`,
+  `processed_at_ms` (the time column: every row has it; retention counts from it).
 - `{ENRICHED}.table.json`: REALTIME table fed from topic `{cfg.kafka.enriched_topic}`,
   PARTIAL upsert: a null field keeps the stored value, so the label row adds `is_fraud` to
   its transaction; the newest `processed_at_ms` wins, so a corrected row replaces the old one.
@@ -279,6 +299,13 @@ elsewhere, or let `ffs pinot apply` fill the placeholders.
   an upsert table), star-tree on (day, hour, terminal); label rows are filtered out (they
   carry no terminal). A re-published (corrected) transaction appears twice here: exact
   counts come from `{ENRICHED}`.
+
+Pinot version: written for Apache Pinot 0.11.0, the version this project pins
+(infra/jvm/pinot) and runs locally with `ffs pinot up [--apply --kafka HOST:PORT]`; the
+tests apply them to it and compare every analyst query with the embedded DuckDB store. A row
+whose `processed_at_ms` is older than the stored one for its key is dropped by the upsert
+(out of order): the stream stamps `processed_at_ms` when it publishes, so this happens only
+to replays of an older copy of the topic.
 
 Apply (schemas first, then tables; running it again changes nothing):
 
@@ -292,7 +319,10 @@ name, in the request only. Applying these files another way (pinot-admin AddTabl
 controller UI) needs the same substitution first, e.g. with `envsubst`.
 
 Querying: `ffs pinot query "SELECT ..."` (adds an explicit LIMIT when there is none: Pinot
-silently returns 10 rows otherwise). Superset / Grafana (pinotdb's SQLAlchemy dialect):
+silently returns 10 rows otherwise). Query-time null handling (`enableNullHandling=true`) is
+not sent: 0.11 fails aggregations with it, and selections show column defaults for nulls
+(0, Long.MIN_VALUE) either way; `IS NULL` filters work without it. Superset / Grafana
+(pinotdb's SQLAlchemy dialect):
 
     {SQLALCHEMY_URL}
 """

@@ -56,7 +56,10 @@ class Dialect:
     def quantile(self, col: str, q: float) -> str:
         if self.name == "pinot":
             return f"PERCENTILE({col}, {q * 100:g})"
-        return f"quantile_cont({col}, {q:g})"
+        # Pinot's PERCENTILE is the sorted values' element floor(n * p / 100), no
+        # interpolation (read from its bytecode; the live comparison test checks): the same
+        p = round(q * 100)
+        return f"list_sort(list({col}))[(COUNT({col}) * {p}) // 100 + 1]"
 
     def last(self, col: str, time_col: str, pinot_type: str = "DOUBLE") -> str:
         """Value of `col` on the row with the newest `time_col` in the group."""

@@ -263,7 +263,7 @@ def cmd_broker(args, cfg) -> int:
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
-            while not done.wait(1) and broker.proc.poll() is None:
+            while not done.wait(1) and broker.process is not None and broker.process.alive():
                 pass
         except KeyboardInterrupt:
             pass

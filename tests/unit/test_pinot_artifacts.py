@@ -84,12 +84,17 @@ def test_upsert_table_is_partial_with_the_rules_pinot_requires():
     t = pc.enriched_table(Config())
     up = t["upsertConfig"]
     assert up["mode"] == "PARTIAL" and up["defaultPartialUpsertStrategy"] == "OVERWRITE"
-    assert up["comparisonColumns"] == ["processed_at_ms"]
+    # Pinot 0.11 reads one comparisonColumn; it ignores the list form of 1.x
+    assert up["comparisonColumn"] == "processed_at_ms" and "comparisonColumns" not in up
     assert set(up["partialUpsertStrategies"]) <= set(columns(pc.enriched_schema()))
     assert t["routing"]["instanceSelectorType"] == "strictReplicaGroup"
     assert t["tableIndexConfig"]["nullHandlingEnabled"] is True
     assert "starTreeIndexConfigs" not in t["tableIndexConfig"]  # Pinot forbids it with upsert
-    assert t["segmentsConfig"]["timeColumnName"] == "event_time_ms"
+    # every row has processed_at_ms; a label row has no event time, and Pinot would fill a
+    # null time column with the wall clock
+    assert t["segmentsConfig"]["timeColumnName"] == "processed_at_ms"
+    # 0.11 reads replicasPerPartition for a REALTIME table
+    assert t["segmentsConfig"]["replicasPerPartition"] == t["segmentsConfig"]["replication"]
 
 
 def test_agg_table_is_append_only_with_a_star_tree_on_real_columns():
@@ -119,8 +124,10 @@ def test_stream_config_comes_from_kafka_and_pinot_settings():
     assert s["stream.kafka.broker.list"] == "kafka-local:9092"
     assert s["stream.kafka.decoder.class.name"] == \
         "org.apache.pinot.plugin.stream.kafka.KafkaJSONMessageDecoder"
+    # Pinot 0.11 (infra/jvm/pinot): the Kafka 2.x plugin, and a consumer type it requires
     assert s["stream.kafka.consumer.factory.class.name"] == \
-        "org.apache.pinot.plugin.stream.kafka30.KafkaConsumerFactory"
+        "org.apache.pinot.plugin.stream.kafka20.KafkaConsumerFactory"
+    assert s["stream.kafka.consumer.type"] == "lowlevel"
     cfg.pinot.stream_bootstrap_servers = "kafka.internal:9093"  # what Pinot's servers see
     assert pc.stream_config(cfg)["stream.kafka.broker.list"] == "kafka.internal:9093"
     assert pc.stream_config(Config())["stream.kafka.broker.list"] == "${KAFKA_BOOTSTRAP_SERVERS}"
