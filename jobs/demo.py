@@ -3,10 +3,10 @@
 generate traffic -> validate -> backfill (Spark) -> training set at scoring time and a day
 later -> compare with what an as-of join on the feature table (Feast's method) would return
 -> load the online state into a private Redis and score a stream of requests, checking every
-served value against the training set at the same instant -> run `ffs stream` live on an
-embedded broker, replay traffic with a fraud burst, watch its features move, check
-consistency -> feed the enriched topic to the embedded analytics store and serve the
-dashboard, printing its link.
+served value against the training set at the same instant -> run `ffs stream` live on Apache
+Kafka, replay traffic with a fraud burst, watch its features move, check consistency -> feed
+the enriched topic to the embedded analytics store and to a live Apache Pinot, run every
+analyst query on both, and serve the dashboard, printing its link.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ffs.config import Config
 
 
 def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
-             log: Callable[[str], None] = print, linger_s: float | None = None) -> int:
+             log: Callable[[str], None] = print, linger_s: float | None = None,
+             with_pinot: bool = True) -> int:
     from jobs.backfill import backfill
     from jobs.generate import GenerateSpec, generate_to
     from jobs.offline_store import OfflineStore
@@ -78,15 +79,20 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     score_online(cfg, store, log)
 
     log("6/7 streaming: ffs stream live on Apache Kafka, replay, a fraud burst")
+    from analytics.demo import serve_dashboard, start_pinot
     from jobs.demo_stream import run_live
 
+    pinot_future = start_pinot(log) if with_pinot else None
+    pinot = None
     live = run_live(cfg, store.read("transactions"), store.read("labels"), log)
     try:
-        log("7/7 analytics: the enriched topic into the embedded OLAP store, live dashboard")
-        from analytics.demo import serve_dashboard
-
-        serve_dashboard(cfg, log, started, linger_s)
+        log("7/7 analytics: the enriched topic into DuckDB" + (" and Apache Pinot" if
+            with_pinot else "") + ", the analyst queries, the live dashboard")
+        pinot = pinot_future.result() if pinot_future else None
+        serve_dashboard(cfg, log, started, linger_s, pinot)
     finally:
+        if pinot is not None:
+            pinot.stop()
         live.stop()
     return 0
 

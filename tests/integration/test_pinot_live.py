@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 
 from analytics import queries
+from analytics.compare import differences
 from analytics.pinot_client import PinotClient, PinotQueryRejected, PinotQueryTimeout
 from bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
@@ -443,52 +444,20 @@ def test_the_watched_rows_are_the_same_in_both_stores(phases, events, phase):
                 assert close(pinot[col], value), (phase, txid, col, pinot[col], value)
 
 
-def _sortable(df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(index=range(len(df)))
-    for col in df.columns:
-        s = df[col].reset_index(drop=True)
-        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-            out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
-        else:
-            out[col] = s.astype(str)
-    keys = [out[c].round(9) if out[c].dtype == "float64" else out[c] for c in out.columns]
-    order = pd.DataFrame(dict(enumerate(keys))).sort_values(list(range(len(keys)))).index
-    return out.loc[order].reset_index(drop=True)
-
-
 def assert_same_rows(duck: pd.DataFrame, pinot: pd.DataFrame, what: str) -> None:
-    assert list(duck.columns) == list(pinot.columns), what
-    assert len(duck) == len(pinot), f"{what}: DuckDB {len(duck)} rows, Pinot {len(pinot)}"
-    d, p = _sortable(duck), _sortable(pinot)
-    for col in d.columns:
-        if d[col].dtype == "float64":
-            np.testing.assert_allclose(p[col].to_numpy(), d[col].to_numpy(), rtol=1e-9,
-                                       atol=1e-9, err_msg=f"{what}: column {col}")
-        else:
-            assert p[col].tolist() == d[col].tolist(), f"{what}: column {col}"
-
-
-def _quantile_note() -> str | None:
-    sql = queries.render("feature_drift", "duckdb", now_ms=P0)
-    if "quantile_cont" in sql:
-        return ("analytics/queries.py renders quantiles for DuckDB with quantile_cont "
-                "(interpolated); Pinot's PERCENTILE is the sorted values' element at "
-                "floor(n * p / 100), not interpolated: the p50/p90 columns differ")
-    return None
+    diff = differences(duck, pinot)
+    assert not diff, f"{what}: " + "; ".join(diff)
 
 
 @pytest.mark.parametrize("name", list(queries.QUERIES))
 @pytest.mark.parametrize("phase", PHASES)
-def test_pinot_and_duckdb_give_the_same_rows(phases, phase, name, request):
+def test_pinot_and_duckdb_give_the_same_rows(phases, phase, name):
     snap = phases[phase]
     assert snap.pinot_now_ms == snap.now_ms  # both anchor to the same newest event
     duck, pinot = snap.duck[name], snap.pinot[name]
     assert list(duck.columns) == list(queries.QUERIES[name].columns)
     if phase != "transactions":  # before the labels, the fraud and label queries are empty
         assert len(duck) > 0, f"{name} has no rows after {phase}: the data does not test it"
-    note = _quantile_note() if name == "feature_drift" else None
-    if note:
-        request.applymarker(pytest.mark.xfail(reason=note, strict=True))
     assert_same_rows(duck, pinot, f"{name} after {phase}")
 
 

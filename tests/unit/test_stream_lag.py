@@ -24,8 +24,8 @@ def _checkpoint(tmp_path, batches: dict[int, dict], committed: list[int]):
 
 def test_lag_from_progress_counts_per_topic():
     cfg = load_config(env={})
-    progress = {"sources": [{"endOffset": json.dumps(
-        {"ffs.transactions:0": 90, "ffs.transactions:1": 50, "ffs.labels:0": 3})}]}
+    progress = {"sources": [{"endOffset": json.dumps(  # as Spark reports it: JSON text
+        {"ffs.transactions": {"0": 90, "1": 50}, "ffs.labels": {"0": 3}})}]}
     assert _lag(cfg, progress, MARKS) == {"ffs.transactions": 10, "ffs.labels": 4}
 
 
@@ -39,10 +39,10 @@ def test_lag_reads_spark_connector_offsets():
 def test_after_restart_the_last_committed_batch_counts_not_the_planned_one(tmp_path):
     cfg = load_config(env={})
     cfg.stream.checkpoint = _checkpoint(
-        tmp_path, {0: {"ffs.transactions:0": 60, "ffs.transactions:1": 20, "ffs.labels:0": 7},
-                   1: {"ffs.transactions:0": 100, "ffs.transactions:1": 50, "ffs.labels:0": 7}},
+        tmp_path, {0: {"ffs.transactions": {"0": 60, "1": 20}, "ffs.labels": {"0": 7}},
+                   1: {"ffs.transactions": {"0": 100, "1": 50}, "ffs.labels": {"0": 7}}},
         committed=[0])  # batch 1 was planned, then the job was killed
-    assert committed_offsets(cfg.stream.checkpoint)["ffs.transactions:0"] == 60
+    assert committed_offsets(cfg.stream.checkpoint)["ffs.transactions"]["0"] == 60
     assert _lag(cfg, None, MARKS) == {"ffs.transactions": 70, "ffs.labels": 0}
 
 
