@@ -23,6 +23,8 @@ bench: setup
 	$(PY) -m benchmarks.online
 	$(PY) -m benchmarks.stream
 	$(PY) -m benchmarks.analytics
+	$(PY) -m benchmarks.pinot
+	$(PY) -m benchmarks.realtime_mode
 
 clean:
 	rm -rf data/demo data/offline data/validation data/stream data/analytics spark-warehouse .pytest_cache
