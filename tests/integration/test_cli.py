@@ -56,3 +56,42 @@ def test_features_lists_every_declaration(capsys):
     assert main(["features"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in feature_names())
+
+
+def test_ffs_broker_runs_kafka_with_the_topics_until_sigterm(tmp_path):
+    """`ffs broker` as a user runs it: a real Kafka with the project's topics, up until
+    SIGTERM, then exit 0 with its temporary data gone."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bus import kafka
+    from ffs.config import KafkaConfig
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFS_KAFKA_")}
+    proc = subprocess.Popen([sys.executable, "-m", "ffs.cli", "broker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines, address, deadline = [], None, time.monotonic() + 120
+        while address is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            m = re.search(r"FFS_KAFKA_BOOTSTRAP_SERVERS=(\S+)", line)
+            address = m.group(1) if m else None
+        assert address, "".join(lines)
+        assert any("started in" in x for x in lines)  # the start time is printed
+        data_dir = re.search(r"data in (\S+)\)", "".join(lines)).group(1)
+        cfg = KafkaConfig(bootstrap_servers=address)
+        assert set(kafka.topics(cfg)) <= set(kafka.admin(cfg).list_topics(timeout=10).topics)
+        time.sleep(1.5)  # past the first liveness check: it must not stop by itself
+        assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not os.path.exists(data_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
