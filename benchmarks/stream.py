@@ -12,7 +12,9 @@ freshness (Kafka publish time to written in the online state, i.e. visible to an
    fixed rate; per transaction, Kafka CreateTime to the end of its write (visible to online
    reads), p50/p99 per rate. The embedded analytics store (DuckDB) consumes the enriched
    topic at the same time; enriched rows carry their event's CreateTime, so its lag is event
-   -> queryable through the whole pipeline (issue 5's target).
+   -> queryable through the whole pipeline. A live Apache Pinot consumes the same topic
+   (--no-pinot: not): polled every 100 ms for the rows it newly shows, its lag is the
+   payment's publish time to the first poll that shows it.
 All real: Apache Kafka (local, KRaft), a private redis-server, Spark local[2] reading Kafka
 with its own connector. The machine is shared: the
 load average is recorded.
@@ -21,6 +23,7 @@ load average is recorded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -90,7 +93,64 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
         return out
 
 
-def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
+class PinotWatcher:
+    """Polls Pinot every 100 ms for the transactions it can newly see (a window of
+    processed_at_ms behind the newest seen, since partitions are consumed side by side) and
+    records when each first became queryable."""
+
+    MARGIN_MS = 5000
+
+    def __init__(self, client):
+        self.client, self.visible_ms = client, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="pinot-watch")
+
+    def _run(self) -> None:
+        newest = 0
+        while not self.stop.is_set():
+            try:
+                df = self.client.query(
+                    "SELECT transaction_id, processed_at_ms FROM ffs_enriched WHERE "
+                    f"processed_at_ms >= {newest - self.MARGIN_MS} AND kind = 'transaction'",
+                    limit=500_000)
+            except Exception as exc:  # noqa: BLE001 - a missed poll is a gap, reported
+                print(f"  pinot poll failed: {exc}", flush=True)
+                self.stop.wait(0.5)
+                continue
+            now = time.time() * 1000
+            if len(df):  # an empty answer has no columns
+                for txid in df["transaction_id"]:
+                    self.visible_ms.setdefault(txid, now)
+                newest = max(newest, int(df["processed_at_ms"].max()))
+            self.stop.wait(0.1)
+
+
+def _pinot_lags(cfg, watcher: PinotWatcher, phases: dict) -> dict:
+    """Per phase: the payment's publish time (its Kafka CreateTime on the transactions
+    topic) to the first poll in which Pinot showed it."""
+    import orjson
+
+    from bus import kafka
+
+    published = {}
+    for rec in kafka.read_all(cfg.kafka, cfg.kafka.transactions_topic):
+        try:
+            published[str(orjson.loads(rec.value)["transaction_id"])] = rec.timestamp_ms
+        except (ValueError, KeyError, TypeError):
+            continue
+    out = {}
+    for rate, (a, b) in phases.items():
+        ids = [t for t, ms in published.items() if a <= ms <= b]
+        lag = np.array([watcher.visible_ms[t] - published[t] for t in ids
+                        if t in watcher.visible_ms])
+        out[rate] = {"rows": len(ids), "never_seen": len(ids) - int(len(lag)),
+                     "p50": round(float(np.percentile(lag, 50)) / 1000, 3) if len(lag) else None,
+                     "p99": round(float(np.percentile(lag, 99)) / 1000, 3) if len(lag) else None}
+    return out
+
+
+def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
+              with_pinot: bool = True) -> dict:
     from bus import kafka
     from bus.broker import LocalKafka
     from bus.replay import replay
@@ -102,9 +162,23 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
     span = int(to_seconds(tx["event_timestamp"]).max() - to_seconds(tx["event_timestamp"]).min())
     density = (len(tx) + len(labels)) / max(span, 1)
     results = {}
-    with LocalKafka() as broker, RedisServer() as rs:
+    with LocalKafka() as broker, RedisServer() as rs, contextlib.ExitStack() as extra:
         cfg = _config(broker, rs.url, work, True)
         kafka.ensure_topics(cfg.kafka)
+        watcher = None
+        if with_pinot:  # Pinot consumes the enriched topic too, as analysts would query it
+            from analytics.pinot_apply import apply
+            from analytics.pinot_client import PinotClient
+            from analytics.pinot_cluster import LocalPinot
+            from analytics.pinot_config import write_artifacts
+
+            pinot = extra.enter_context(LocalPinot(log=lambda line: print(f"  {line}")))
+            cfg.pinot.controller_url = pinot.controller_url
+            cfg.pinot.broker_url = pinot.broker_url
+            write_artifacts(work / "pinot", cfg)
+            apply(cfg, work / "pinot", lambda _line: None)
+            watcher = PinotWatcher(PinotClient(cfg.pinot))
+            watcher.thread.start()
         job = StreamJob(cfg, log=lambda line: None).start()
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop}, daemon=True)
@@ -147,6 +221,13 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float) -> dict:
         runner.join(60)
         probe.send_signal(15)
         probe.wait(60)
+        if watcher is not None:
+            time.sleep(2)
+            watcher.stop.set()
+            watcher.thread.join(10)
+            for rate, r in _pinot_lags(cfg, watcher, phases).items():
+                results[rate]["event_to_queryable_in_pinot_s"] = r
+                print(f"  event -> queryable in Pinot at {rate} events/s: {r}", flush=True)
         seen = json.loads(probe_out.read_text())
         vis, lag = np.array(seen["visible_ms"]), np.array(seen["lag_ms"])
         for rate, (a, b) in phases.items():
@@ -166,6 +247,8 @@ def main() -> int:
     ap.add_argument("--rates", default="1000,3000,6000")
     ap.add_argument("--seconds", type=float, default=20.0, help="per freshness rate")
     ap.add_argument("--skip-no-enrich", action="store_true")
+    ap.add_argument("--no-pinot", action="store_true",
+                    help="freshness without a live Pinot consuming the enriched topic")
     args = ap.parse_args()
     if not HANDBOOK.exists():
         print(f"handbook data not found at {HANDBOOK}: nothing to measure")
@@ -191,7 +274,7 @@ def main() -> int:
     if not args.skip_no_enrich:
         results["throughput_state_only"] = throughput(tx, labels, work, False, False)
     results["freshness"] = freshness(tx, labels, work, [int(r) for r in args.rates.split(",")],
-                                     args.seconds)
+                                     args.seconds, with_pinot=not args.no_pinot)
     results["load_avg_end"] = os.getloadavg()
     out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}.json"
     out.write_text(json.dumps(results, indent=2, default=str))

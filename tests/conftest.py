@@ -1,5 +1,5 @@
 """Shared fixtures: small hand-made events, the handbook data (skipped with the reason when
-absent), and one local Spark session per test run."""
+absent), one local Spark session and one local Apache Kafka per test run, headless Chromium."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-HANDBOOK = Path(__file__).resolve().parents[2] / "shared" / "data" / "handbook" / "transactions.parquet"
-HANDBOOK = Path(os.environ.get("FFS_HANDBOOK", HANDBOOK))
+from tests.browser import chrome  # noqa: F401  (the headless Chromium fixture, for every test)
+
+HANDBOOK = Path(os.environ.get("FFS_HANDBOOK", Path(__file__).resolve().parents[2] / "shared"
+                               / "data" / "handbook" / "transactions.parquet"))
 
 
 def utc(s: str) -> pd.Timestamp:

@@ -8,7 +8,6 @@ import itertools
 import time
 import uuid
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -35,10 +35,10 @@ from analytics.compare import differences
 from analytics.pinot_client import PinotClient, PinotQueryRejected, PinotQueryTimeout
 from bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
+from tests.browser import assert_page_shows, screenshot, wait_for_charts
 
 pytestmark = [pytest.mark.pinot, pytest.mark.slow]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 P0 = 1_800_000_000_000  # processed_at_ms of the first message; each later message gets +1
 WAIT_S = 90.0
 
@@ -532,36 +532,12 @@ def test_the_sqlalchemy_url_superset_and_grafana_use(live, phases):
 # ---------------------------------------------------------------- the dashboard
 
 
-@pytest.fixture()
-def chrome():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_exe = shutil.which("chromedriver")
-    if not (chromium and driver_exe):
-        pytest.fail("chromium / chromedriver not installed: run infra/install_chromium.sh "
-                    "(Debian: apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium not installed: pip install -e '.[test]'")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2000", "--no-proxy-server"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_exe), options=opts)
-    yield driver
-    driver.quit()
-
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
 
 
 def test_dashboard_on_pinot_draws_the_brokers_numbers(live, phases, chrome):
-    from selenium.webdriver.support.ui import WebDriverWait
-
     from analytics.dashboard import start_dashboard
 
     cfg = copy.deepcopy(live.cfg)
@@ -573,54 +549,14 @@ def test_dashboard_on_pinot_draws_the_brokers_numbers(live, phases, chrome):
         meta = get_json(url + "api/queries")
         assert meta["store"] == "pinot"
         chrome.get(url)
-        names = list(queries.QUERIES)
-
-        def all_rendered(d):
-            got = d.execute_script(
-                "return Array.from(document.querySelectorAll('[data-query]')).map(b => "
-                "[b.dataset.query, b.dataset.rows || '', b.dataset.error || ''])")
-            done = {n: r for n, r, _ in got if r and int(r) > 0}
-            return done if len(done) == len(names) else False
-
-        try:
-            rows = WebDriverWait(chrome, 30, poll_frequency=0.2).until(all_rendered)
-        except Exception:
-            errors = chrome.execute_script(
-                "return Array.from(document.querySelectorAll('[data-query]')).map(b => "
-                "[b.dataset.query, b.dataset.error || ''])")
-            pytest.fail(f"charts not all rendered with rows from Pinot: {errors}")
+        rows = wait_for_charts(chrome)
         assert "store: pinot" in chrome.execute_script(
             "return document.getElementById('store').textContent")
-
-        def attrs(selector: str, attr: str) -> list[str]:
-            return chrome.execute_script(
-                "return Array.from(document.querySelectorAll(arguments[0])).map(e => "
-                "arguments[1] === 'text' ? e.textContent : e.getAttribute(arguments[1]))",
-                selector, attr)
-
         c = client(live)
         now = phases["corrections"].now_ms
-        expected = c.query(queries.render("riskiest_terminals", "pinot", now_ms=now))
-        sel = '[data-query="riskiest_terminals"] rect'
-        assert attrs(sel, "data-x") == list(expected["terminal_id"])
-        np.testing.assert_allclose([float(v) for v in attrs(sel, "data-y")],
-                                   expected["risk_7d_delay7d"], rtol=1e-9)
-        assert int(rows["riskiest_terminals"]) == len(expected)
-        assert expected["risk_7d_delay7d"].iloc[0] > 0
-        expected = c.query(queries.render("fraud_by_terminal_hour", "pinot", now_ms=now))
-        cells = attrs('[data-query="fraud_by_terminal_hour"] td[data-col="n_fraud"]', "text")
-        assert [float(v) for v in cells] == [float(v) for v in expected["n_fraud"]]
-        expected = c.query(queries.render("unusual_velocity", "pinot", now_ms=now))
-        assert attrs('[data-query="unusual_velocity"] rect', "data-x") == \
-            list(expected["customer_id"])
-        assert expected["customer_id"].iloc[0] == "99"  # the burst
-        hours = c.query(queries.render("fraud_rate_by_hour", "pinot", now_ms=now))
-        drawn = attrs('[data-query="fraud_rate_by_hour"] [data-series="n_tx"] circle', "data-y")
-        assert [float(v) for v in drawn] == [float(v) for v in hours["n_tx"]]
-        assert len(attrs('[data-query="feature_drift"] tr', "text")) == \
-            1 + 3 * len(queries.DRIFT_FEATURES)
-        ARTIFACTS.mkdir(exist_ok=True)
-        assert chrome.save_screenshot(str(ARTIFACTS / "dashboard_pinot.png"))
+        assert_page_shows(chrome, rows, lambda name: c.query(
+            queries.render(name, "pinot", now_ms=now)))
+        screenshot(chrome, "dashboard_pinot.png")
     finally:
         stop()
 
@@ -630,7 +566,7 @@ def test_dashboard_on_pinot_draws_the_brokers_numbers(live, phases, chrome):
 
 def test_a_row_older_than_the_stored_one_is_dropped(live, phases, events):
     """Pinot's upsert keeps the newest processed_at_ms: a stale copy of a row (a replay of an
-    older topic) changes nothing. (The DuckDB store applies messages in arrival order.)"""
+    older topic) changes nothing (the DuckDB store follows the same rule: test_olap_store)."""
     import zlib
 
     c = client(live)
