@@ -10,6 +10,7 @@ import argparse
 import threading
 
 from analytics.dashboard import start_dashboard
+from ffs.config import any_port
 from ffs.errors import InputError
 
 __all__ = ["add_parsers", "start_dashboard"]
@@ -103,7 +104,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "enriched topic, or Pinot (pinot.broker_url).")
     s.add_argument("--host", help="address to bind (default: analytics.dashboard_host, "
                    "127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (default: analytics.dashboard_port, 8502; "
+    s.add_argument("--port", type=any_port, help="port (default: analytics.dashboard_port, 8502; "
                    "0 picks a free one)")
     s.add_argument("--store", choices=["duckdb", "pinot"], help="default: analytics.store")
     s.add_argument("--bootstrap-servers", help="Kafka to read the enriched topic from "

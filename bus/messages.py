@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from transformations.timestamps import parse_iso
+
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_an_object"
@@ -133,11 +135,9 @@ def parse_time(obj: dict, name: str) -> int:
         raise Refused(BAD_TYPE, f"{name!r} must be ISO 8601 text or epoch number, "
                                 f"found {type(value).__name__}")
     try:
-        d = dt.datetime.fromisoformat(value)
+        d = parse_iso(value)
     except ValueError:
         raise Refused(BAD_TIMESTAMP, f"{name!r} = {value[:40]!r} is not ISO 8601") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
     return int(d.timestamp() // 1)
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from ffs.config import port
 from ffs.errors import FFSError, TransientError, ValidationFailed
 
 
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "serve.timeout_ms, serve.api_key (or FFS_SERVE_API_KEY: when set, "
                        "every endpoint but /health needs X-API-Key or Authorization: Bearer).")
     s.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (default: serve.port, 6566)")
+    s.add_argument("--port", type=port, help="port (default: serve.port, 6566)")
     s.add_argument("--workers", type=int, default=1,
                    help="worker processes (default 1; each has its own Redis connections)")
     s.set_defaults(fn=cmd_serve)
@@ -320,7 +321,7 @@ def cmd_consistency(args, cfg) -> int:
 def _add_stream_parsers(sub) -> None:
     s = sub.add_parser("broker", help="run a local Apache Kafka (KRaft, one node) for local "
                        "work, creating the project's topics")
-    s.add_argument("--port", type=int, help="default: a free port")
+    s.add_argument("--port", type=port, help="default: a free port")
     s.add_argument("--data-dir", type=Path, help="keep the broker's data here across runs "
                    "(default: a temporary folder, removed at exit)")
     s.set_defaults(fn=cmd_broker)

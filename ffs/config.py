@@ -186,18 +186,114 @@ def _apply(section: Any, values: dict[str, Any], prefix: str) -> None:
         setattr(section, key, value)
 
 
+# (setting, lowest, highest) checked once at load: a value out of range is a clear error then,
+# not a 500 on every request, a port bound other than the one logged, or a silent no-op
+_RANGES = [
+    ("serve.port", 1, 65535), ("analytics.dashboard_port", 1, 65535),
+    ("stream.metrics_port", -1, 65535),  # 0 picks a free port, -1 disables
+    ("redis.timeout_ms", 1, 3_600_000), ("redis.max_connections", 1, 100_000),
+    ("serve.timeout_ms", 1, 3_600_000), ("serve.max_batch", 1, 1_000_000),
+    ("pinot.timeout_ms", 1, 3_600_000), ("kafka.partitions", 1, 10_000),
+    ("spark.shuffle_partitions", 1, 100_000), ("spark.buckets", 1, 100_000),
+    ("stream.allowed_lateness_s", 0, 365 * 86400), ("stream.max_future_s", 0, 365 * 86400),
+    ("stream.max_events_per_batch", 0, 100_000_000), ("stream.trigger_ms", 0, 86_400_000),
+    ("analytics.refresh_s", 1, 86400),
+]
+_CHOICES = [
+    ("stream.starting_offsets", ("earliest", "latest")),
+    ("analytics.store", ("duckdb", "pinot")),
+    ("kafka.security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+    ("kafka.sasl_mechanism", (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+]
+
+
+def port(text: str, lowest: int = 1) -> int:
+    """argparse type for --port options: the same range as the config's ports."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port ({lowest}-65535)")
+    return value
+
+
+def any_port(text: str) -> int:
+    """--port where 0 means "pick a free one"."""
+    return port(text, lowest=0)
+
+
+def check(cfg: Config) -> Config:
+    """Every range and choice at once, so one run reports all that is wrong."""
+    problems = []
+    for name, lo, hi in _RANGES:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not lo <= value <= hi:
+            problems.append(f"{name} = {value}: must be between {lo} and {hi}")
+    for name, allowed in _CHOICES:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            problems.append(f"{name} = {value!r}: must be one of "
+                            f"{', '.join(str(a) for a in allowed if a is not None)}")
+    problems += _redis_url_problems(cfg.redis.url)
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+    return cfg
+
+
+def _redis_url_problems(url: str) -> list[str]:
+    from urllib.parse import urlparse
+
+    try:
+        u = urlparse(url)
+        _ = u.port  # parsing the port raises on a non-number or one out of range
+    except ValueError as exc:
+        return [f"redis.url = {url!r}: {exc}"]
+    if u.scheme not in ("redis", "rediss", "unix"):
+        return [f"redis.url = {url!r}: the scheme must be redis://, rediss:// (TLS) or unix://"]
+    if u.scheme != "unix" and not u.hostname:
+        return [f"redis.url = {url!r}: no host (e.g. redis://127.0.0.1:6379/0)"]
+    db = u.path.strip("/")
+    if u.scheme != "unix" and db and not (db.isdigit() and int(db) < 10_000):
+        return [f"redis.url = {url!r}: the database after the port must be a number "
+                f"(0-15 on a default Redis server; Redis Cluster has only 0)"]
+    return []
+
+
+def _read_yaml(p: Path) -> Any:
+    import yaml
+
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory; --config / FFS_CONFIG names a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not UTF-8 text: is it the YAML config?") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise ConfigError(f"{p} is not valid YAML{at}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     cfg = Config()
     path = path or env.get("FFS_CONFIG") or ("ffs.yaml" if Path("ffs.yaml").exists() else None)
     if path:
-        import yaml
-
         p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+        data = _read_yaml(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         _apply(cfg, data, "")
@@ -207,4 +303,4 @@ def load_config(path: str | os.PathLike[str] | None = None,
             key = f"FFS_{f.name}_{sf.name}".upper()
             if key in env:
                 _apply(section, {sf.name: env[key]}, f"{f.name}.")
-    return cfg
+    return check(cfg)

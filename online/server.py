@@ -44,7 +44,6 @@ import logging
 import math
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
 from fastapi import FastAPI, Request
@@ -64,6 +63,7 @@ from online.client import (
     _seconds,
     redis_client,
 )
+from transformations.timestamps import parse_iso
 
 log = logging.getLogger("ffs.server")
 
@@ -205,13 +205,9 @@ def _epoch(value: object, what: str) -> int:
     seconds = None
     if isinstance(value, str):
         try:  # fast path; pandas (in the client's _seconds) reads the other formats
-            ts = datetime.fromisoformat(value)
+            seconds = math.floor(parse_iso(value).timestamp())
         except ValueError:
             pass
-        else:
-            if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=timezone.utc)
-            seconds = math.floor(ts.timestamp())
     if seconds is None:
         try:
             seconds = _seconds(value, what)

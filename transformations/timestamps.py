@@ -47,3 +47,15 @@ def weekday(seconds: np.ndarray) -> np.ndarray:
 
 def hour(seconds: np.ndarray) -> np.ndarray:
     return (seconds % DAY) // HOUR
+
+
+def parse_iso(text: str):
+    """ISO 8601 text to a datetime, naive meaning UTC. Python before 3.11 refuses the 'Z'
+    suffix that this project itself writes (bus/messages.py), so it is read as +00:00 here,
+    the one place every path parses single timestamps. ValueError when not ISO 8601."""
+    import datetime as dt
+
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    d = dt.datetime.fromisoformat(text)
+    return d if d.tzinfo is not None else d.replace(tzinfo=dt.timezone.utc)

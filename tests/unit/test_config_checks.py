@@ -1,0 +1,85 @@
+"""Config is checked once, at load, with ranges and choices: a bad value is a clear error
+(exit 2) naming the setting, never a 500 per request, a port other than the one logged, or a
+traceback (issue 10, defects 8 and 9)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ffs.cli import main
+from ffs.config import load_config
+from ffs.errors import ConfigError
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("FFS_REDIS_TIMEOUT_MS", "-5", "redis.timeout_ms = -5"),
+    ("FFS_REDIS_TIMEOUT_MS", "0", "redis.timeout_ms = 0"),
+    ("FFS_SERVE_PORT", "99999", "serve.port = 99999"),
+    ("FFS_SERVE_PORT", "0", "serve.port = 0"),
+    ("FFS_ANALYTICS_DASHBOARD_PORT", "70000", "analytics.dashboard_port"),
+    ("FFS_STREAM_METRICS_PORT", "-2", "stream.metrics_port"),
+    ("FFS_SERVE_MAX_BATCH", "0", "serve.max_batch"),
+    ("FFS_KAFKA_PARTITIONS", "0", "kafka.partitions"),
+    ("FFS_STREAM_STARTING_OFFSETS", "yesterday", "stream.starting_offsets"),
+    ("FFS_ANALYTICS_STORE", "excel", "analytics.store"),
+    ("FFS_KAFKA_SECURITY_PROTOCOL", "TLS", "kafka.security_protocol"),
+    ("FFS_REDIS_URL", "http://127.0.0.1:6379/0", "scheme"),
+    ("FFS_REDIS_URL", "redis://127.0.0.1:notaport/0", "redis.url"),
+    ("FFS_REDIS_URL", "redis://127.0.0.1:6379/abc", "database"),
+    ("FFS_REDIS_URL", "redis:///0", "no host"),
+])
+def test_out_of_range_values_are_refused_at_load(key, value, words):
+    with pytest.raises(ConfigError, match="invalid configuration") as exc:
+        load_config(env={key: value})
+    assert words in str(exc.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={"FFS_REDIS_TIMEOUT_MS": "-1", "FFS_SERVE_PORT": "99999"})
+    assert "redis.timeout_ms" in str(exc.value) and "serve.port" in str(exc.value)
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    cfg = load_config(env={"FFS_SERVE_PORT": "65535", "FFS_STREAM_METRICS_PORT": "-1",
+                           "FFS_REDIS_TIMEOUT_MS": "1", "FFS_REDIS_URL": "rediss://h:1/15"})
+    assert (cfg.serve.port, cfg.stream.metrics_port, cfg.redis.timeout_ms) == (65535, -1, 1)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"redis: {url: [unclosed", "not valid YAML (line 1"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8"),
+    (b"- a\n- list\n", "expected a mapping"),
+])
+def test_a_bad_config_file_is_a_clear_error(tmp_path, content, words):
+    path = tmp_path / "ffs.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(path, env={})
+
+
+def test_a_directory_as_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, env={})
+
+
+def test_the_cli_exits_2_on_bad_config_not_3(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FFS_SERVE_PORT", "99999")
+    assert main(["features"]) == 2  # 3 is reserved for a refused validation gate
+    assert "serve.port = 99999" in capsys.readouterr().err
+    monkeypatch.delenv("FFS_SERVE_PORT")
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\x00\xff binary")
+    assert main(["--config", str(bad), "features"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "99999"], ["broker", "--port", "-3"],
+                                  ["dashboard", "--port", "70000"], ["serve", "--port", "x"]])
+def test_port_options_are_range_checked_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2  # argparse's usage error, before anything starts
+    assert "port" in capsys.readouterr().err
