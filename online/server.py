@@ -89,7 +89,8 @@ Scalar = Union[int, str]
 class GetOnlineFeaturesRequest(BaseModel):
     """Feast's request, plus the scored transaction and an optional read time."""
 
-    feature_service: str = Field(FEATURE_SERVICE, examples=[FEATURE_SERVICE])
+    # required, as the server checks it: a schema default would tell clients they may omit it
+    feature_service: str = Field(..., examples=[FEATURE_SERVICE])
     entities: dict[str, list[Scalar]] = Field(
         description="customer_id and terminal_id columns, one value per row (ids: integer "
                     "or string). transaction_id, event_timestamp and amount may also go here, "
@@ -515,7 +516,9 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
     async def http_error(request, exc: HTTPException):
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
         status, data = error(str(exc.detail), exc.status_code, reason)
-        return Response(data, status, media_type="application/json")
+        # keep the exception's headers: a 405 must say which methods are allowed (Allow)
+        return Response(data, status, media_type="application/json",
+                        headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):

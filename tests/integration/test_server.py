@@ -470,6 +470,25 @@ def test_openapi_documents_the_endpoints(http):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_the_contract_matches_what_the_server_does(http):
+    """The schema says feature_service is required, as the server enforces (a default in
+    the schema told generated clients they could leave it out: issue 10, defect 10); a 405
+    names the allowed methods."""
+    client = http()
+    spec = client.get("/openapi.json").json()
+    model = spec["paths"]["/get-online-features"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    if "$ref" in model:
+        model = spec["components"]["schemas"][model["$ref"].rsplit("/", 1)[1]]
+    assert "feature_service" in model["required"]
+    assert "default" not in model["properties"]["feature_service"]
+    r = client.features({"entities": {"customer_id": [1], "terminal_id": [1]}})
+    assert r.status_code == 400 and "feature_service" in r.json()["error"]
+    r = client.get("/get-online-features")
+    assert r.status_code == 405
+    assert r.headers.get("allow") == "POST"
+
+
 # --------------------------------------------------------------------------- `ffs serve`
 
 
