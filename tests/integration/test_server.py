@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,11 +30,7 @@ from online.redis_server import RedisServer, free_port
 from online.server import create_app
 from tests.unit.test_window_semantics import labels_frame, tx_frame
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.skipif(shutil.which("redis-server") is None,
-                       reason="redis-server not installed (`make setup` installs it on Debian)"),
-]
+pytestmark = [pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
 TX = tx_frame([
