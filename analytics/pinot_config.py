@@ -138,10 +138,11 @@ def stream_config(cfg: Config) -> dict[str, str]:
         # lowlevel = one consumer per partition, which upsert tables need
         "stream.kafka.consumer.type": "lowlevel",
         "stream.kafka.consumer.prop.auto.offset.reset": "smallest",
-        # segments close on time or size, whichever first; rows=0 lets size decide
-        "realtime.segment.flush.threshold.rows": "0",
+        # a consuming segment closes at 50,000 rows or 6 h, whichever first: closed segments
+        # are immutable, sorted and get the range and inverted indexes below, which one
+        # ever-growing consuming segment (the size-only threshold before) never gets
+        "realtime.segment.flush.threshold.rows": "50000",
         "realtime.segment.flush.threshold.time": "6h",
-        "realtime.segment.flush.threshold.segment.size": "200M",
     }
     if k.security_protocol != "PLAINTEXT":
         s["security.protocol"] = k.security_protocol
@@ -190,6 +191,9 @@ def _table(name: str, cfg: Config, null_handling: bool) -> dict:
 
 def enriched_table(cfg: Config) -> dict:
     t = _table(ENRICHED, cfg, null_handling=True)  # PARTIAL upsert requires it
+    # the analyst queries filter on time ranges and group by terminal or customer
+    t["tableIndexConfig"].update({"rangeIndexColumns": ["event_time_ms", "label_time_ms"],
+                                  "invertedIndexColumns": ["terminal_id", "customer_id"]})
     # Upsert needs every row of a key on one server: the topic is keyed by transaction_id,
     # so Kafka partitions already split by key; strictReplicaGroup keeps a query on the
     # replica holding all of a partition's segments.
