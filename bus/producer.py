@@ -12,11 +12,13 @@ so a bad event fails at the caller (InputError) instead of landing in dead lette
 from __future__ import annotations
 
 import json
+import math
+import time
 import zlib
 from collections.abc import Mapping
 
 from bus import kafka, messages
-from ffs.config import KafkaConfig
+from ffs.config import KafkaConfig, StreamConfig
 from ffs.errors import InputError, TransientError
 
 
@@ -26,9 +28,14 @@ class EventProducer:
     one partition: the stream relies on one customer's events staying in order, and Pinot's
     upsert on the enriched topic on one transaction's rows meeting on one partition."""
 
-    def __init__(self, cfg: KafkaConfig, validate: bool = True, **settings):
-        self.cfg, self.validate = cfg, validate
+    def __init__(self, cfg: KafkaConfig, validate: bool = True,
+                 max_future_s: int = StreamConfig.max_future_s, **settings):
+        """max_future_s: the stream's rule (stream.max_future_s) applied at the caller, so an
+        event the stream would dead-letter as future_timestamp is refused here instead."""
+        self.cfg, self.validate, self.max_future_s = cfg, validate, max_future_s
         self._producer = kafka.producer(cfg, **settings)
+        # librdkafka refuses larger messages only at delivery, reported on a later call
+        self.max_bytes = int(settings.get("message.max.bytes", 1_000_000))
         self.failures: list[str] = []
         self.sent = 0
         self._partitions: dict[str, int] = {}
@@ -63,30 +70,53 @@ class EventProducer:
         the message's CreateTime (default: now)."""
         if isinstance(key, str):
             key = key.encode()
+        size = len(value) + len(key or b"")
+        if size > self.max_bytes:
+            raise InputError(f"message for {topic} (key {(key or b'')[:40]!r}) is {size:,} "
+                             f"bytes, over the producer's limit of {self.max_bytes:,}")
         self._produce(topic, self._partition(topic, key), key, value, timestamp_ms or 0)
         self.sent += 1
         if self.sent % 10000 == 0:
             self._producer.poll(0)
 
+    def _encode(self, event: Mapping[str, object], what: str) -> bytes:
+        try:  # JSON has no NaN or infinity: say which field, not "not JSON" later
+            return json.dumps(dict(event), separators=(",", ":"), default=str,
+                              allow_nan=False).encode()
+        except ValueError:
+            bad = sorted(k for k, v in event.items()
+                         if isinstance(v, float) and not math.isfinite(v))
+            reason = messages.BAD_AMOUNT if "amount" in bad else messages.BAD_TYPE
+            raise InputError(f"{what} refused ({reason}): {bad} must be finite numbers, "
+                             f"found {[event[k] for k in bad]}") from None
+
     def send_transaction(self, tx: Mapping[str, object]) -> None:
-        value = json.dumps(dict(tx), separators=(",", ":"), default=str).encode()
+        value = self._encode(tx, "transaction")
         if self.validate:
             try:
                 parsed = messages.parse_transaction(value)
             except messages.Refused as exc:
                 raise InputError(f"transaction refused ({exc.reason}): {exc.detail}") from None
+            self._refuse_future(parsed.t, "transaction")
             key = parsed.customer_id
         else:
             key = str(tx.get("customer_id", ""))
         self.send_raw(self.cfg.transactions_topic, key.encode(), value)
 
+    def _refuse_future(self, t: int, what: str) -> None:
+        limit = time.time() + self.max_future_s
+        if t > limit:
+            raise InputError(f"{what} refused ({messages.FUTURE}): {messages.iso(t)} is more "
+                             f"than {self.max_future_s} s after now (stream.max_future_s)")
+
     def send_label(self, label: Mapping[str, object]) -> None:
-        value = json.dumps(dict(label), separators=(",", ":"), default=str).encode()
+        value = self._encode(label, "label")
         if self.validate:
             try:
                 parsed = messages.parse_label(value)
             except messages.Refused as exc:
                 raise InputError(f"label refused ({exc.reason}): {exc.detail}") from None
+            self._refuse_future(parsed.label_t, "label")
             key = parsed.transaction_id
         else:
             key = str(label.get("transaction_id", ""))

@@ -104,6 +104,39 @@ def test_send_transaction_refuses_bad_input(kcfg, change, reason):
 
 
 @pytest.mark.parametrize("change,reason", [
+    ({"amount": float("nan")}, M.BAD_AMOUNT),  # was reported as not_json
+    ({"amount": float("inf")}, M.BAD_AMOUNT),
+    ({"event_timestamp": "2999-01-01T00:00:00Z"}, M.FUTURE),  # was dead-lettered later
+])
+def test_the_producer_applies_the_streams_rules_with_their_reasons(kcfg, change, reason):
+    bus = EventProducer(kcfg)
+    with pytest.raises(InputError) as info:
+        bus.send_transaction({**GOOD_TX, **change})
+    assert f"({reason})" in str(info.value)
+    assert bus.sent == 0
+
+
+def test_a_future_label_is_refused_as_the_stream_would(kcfg):
+    bus = EventProducer(kcfg, max_future_s=60)
+    soon = M.iso(int(time.time()) + 30)
+    bus.send_label({**GOOD_LABEL, "label_timestamp": soon})  # within the allowance
+    with pytest.raises(InputError, match=f"\\({M.FUTURE}\\)"):
+        bus.send_label({**GOOD_LABEL, "label_timestamp": M.iso(int(time.time()) + 600)})
+    bus.flush()
+    assert _count(kcfg, kcfg.labels_topic) == 1
+
+
+def test_an_oversized_message_fails_at_once_and_spoils_nothing_after(kcfg):
+    """Before: librdkafka refused it at delivery and a later, unrelated flush raised."""
+    bus = EventProducer(kcfg, validate=False)
+    with pytest.raises(InputError, match="over the producer's limit"):
+        bus.send_raw(kcfg.transactions_topic, b"k", b"x" * 2_000_000)
+    bus.send_raw(kcfg.transactions_topic, b"k", b"fine")
+    bus.flush()  # no delivery failure from the refused one
+    assert _count(kcfg, kcfg.transactions_topic) == 1
+
+
+@pytest.mark.parametrize("change,reason", [
     ({"is_fraud": 2}, M.BAD_TYPE),
     ({"transaction_id": "a|b"}, M.BAD_ID),
     ({"label_timestamp": None}, M.MISSING_FIELD),
