@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import parse_iso
 
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
@@ -150,8 +151,8 @@ def parse_amount(obj: dict) -> float:
     amount = float(value)
     if not math.isfinite(amount) or amount < 0:
         raise Refused(BAD_AMOUNT, f"'amount' = {value!r}: must be finite and >= 0")
-    if amount > 1e12:
-        raise Refused(BAD_AMOUNT, f"'amount' = {value!r} is implausibly large")
+    if amount > MAX_AMOUNT:
+        raise Refused(BAD_AMOUNT, f"'amount' = {value!r} is above the limit of {MAX_AMOUNT:g}")
     return amount
 
 

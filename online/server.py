@@ -63,6 +63,7 @@ from online.client import (
     _seconds,
     redis_client,
 )
+from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import parse_iso
 
 log = logging.getLogger("ffs.server")
@@ -73,7 +74,6 @@ TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "featu
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z
-MAX_AMOUNT = 1e13  # cents stay exact in Redis' Lua doubles (< 2**53)
 FEATURES_PATH = "/get-online-features"
 ENDPOINTS = ("/get-online-features", "/health", "/ready", "/metrics", "/openapi.json", "/docs")
 OPEN_ENDPOINTS = ("/health",)

@@ -22,6 +22,10 @@ from transformations.timestamps import to_seconds, to_utc
 TX_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount")
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
 ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id")
+# The largest payment, on every path (batch, stream, producer, HTTP): a customer's amounts
+# are summed as integer cents, exact in the engine's int64 and in Redis' Lua doubles (below
+# 2**53) for every customer's retained history; 1e300 or 9e16 used to overflow to garbage.
+MAX_AMOUNT = 1e9
 
 # Handbook (Fraud-Detection-Handbook simulated data) column names, accepted as an input dialect.
 HANDBOOK_RENAMES = {
@@ -116,6 +120,7 @@ def normalize_transactions(raw: pd.DataFrame) -> Normalized:
         (df["amount"].isna(), "missing amount"),
         (~np.isfinite(amount.fillna(0.0)), "amount is not finite"),
         (amount < 0, "amount is negative"),
+        (amount > MAX_AMOUNT, f"amount above the limit of {MAX_AMOUNT:g}"),
     ]
     for mask, reason in checks:
         keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)

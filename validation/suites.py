@@ -21,7 +21,7 @@ from feature_repo.windows import (
     feature_dtypes,
     feature_names,
 )
-from transformations.schema import LABEL_COLUMNS, TX_COLUMNS
+from transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, TX_COLUMNS
 
 FAIL, WARN = "fail", "warn"
 
@@ -62,6 +62,8 @@ def transactions_suite() -> ExpectationSuite:
              "a payment is one row"),
         _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0), FAIL,
              "refunds are not payments"),
+        _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", max_value=MAX_AMOUNT), FAIL,
+             f"the limit on every path is {MAX_AMOUNT:g}"),
         _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", max_value=MAX_SANE_AMOUNT), WARN,
              "implausibly large amount"),
     ])

@@ -267,6 +267,8 @@ BAD = [
     ("as_of object", body([7], [70], as_of={"t": 1}), 400, "as_of"),
     ("negative amount", body([7], [70], request_data={"amount": [-1.0]}), 400, "amount[0]"),
     ("string amount", body([7], [70], request_data={"amount": ["12.5"]}), 400, "amount[0]"),
+    ("amount over the limit", body([7], [70], request_data={"amount": [9e16]}), 400,
+     "between 0 and 1e+09"),
     ("infinite amount", b'{"feature_service": "fraud_detection_v1", "entities": '
      b'{"customer_id": [7], "terminal_id": [70]}, "request_data": {"amount": [1e999]}}', 400,
      "amount[0]"),
