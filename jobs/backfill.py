@@ -14,6 +14,7 @@ aside with their reason in {offline}/rejects/ and counted in the summary.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path)
     summary.transactions, summary.labels = len(tx.rows), len(labels.rows)
     summary.rejected = {"transactions": tx.reject_summary(), "labels": labels.reject_summary()}
+    # sortable and unique: the audit trail lists runs in the order they happened
+    run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
     for name, norm in (("transactions", tx), ("labels", labels)):
-        where = store.write_rejects(name, norm.rejects)
+        where = store.write_rejects(run, name, norm.rejects)
         if where:
             log(f"  {norm.n_rejected:,} {name} row(s) rejected -> {where}: "
                 f"{norm.reject_summary()}")
@@ -112,6 +115,8 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
             staging.result()
         summary.partitions = step.run(
             "publish", lambda: sum(len(store.publish(n, p)) for n, p in staged.items()))
+        for name in ("transactions", "labels"):
+            store.publish_rejects(run, name)
     finally:
         for path in staged.values():
             store.discard(path)  # no-op for published batches (their folder is gone)

@@ -3,7 +3,8 @@
     {root}/transactions/event_date=YYYY-MM-DD/   validated transactions (source of truth)
     {root}/labels/label_date=YYYY-MM-DD/         validated fraud labels
     {root}/features/event_date=YYYY-MM-DD/       every feature at every transaction
-    {root}/rejects/{transactions,labels}.parquet rows refused by the last backfill, with reason
+    {root}/rejects/{transactions,labels}.parquet rows refused by the last published backfill
+    {root}/rejects/history/{run}-{name}.parquet  rows refused by every run, published or not
 
 Training sets are computed from transactions and labels, not from the feature table: the
 feature table holds values at each transaction's instant, and a label timestamp in between
@@ -114,11 +115,23 @@ class OfflineStore:
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
-    def write_rejects(self, name: str, rejects: pd.DataFrame) -> Path | None:
-        out = self.root / "rejects" / f"{name}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
+    def write_rejects(self, run: str, name: str, rejects: pd.DataFrame) -> Path | None:
+        """The audit trail: every run's refused rows, kept (a refused batch must not erase
+        what an earlier one refused). The latest file follows only published runs:
+        publish_rejects."""
         if rejects.empty:
-            out.unlink(missing_ok=True)
             return None
+        out = self.root / "rejects" / "history" / f"{run}-{name}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_parquet(rejects.astype("string"), out)
         return out
+
+    def publish_rejects(self, run: str, name: str) -> None:
+        """rejects/{name}.parquet := this (published) run's rejects, or none."""
+        latest = self.root / "rejects" / f"{name}.parquet"
+        mine = self.root / "rejects" / "history" / f"{run}-{name}.parquet"
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        if mine.exists():
+            shutil.copyfile(mine, latest)
+        else:
+            latest.unlink(missing_ok=True)

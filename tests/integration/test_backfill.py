@@ -96,3 +96,39 @@ def test_backfill_sets_bad_rows_aside_with_reasons(traffic, tmp_path):
     rejects = pd.read_parquet(tmp_path / "offline" / "rejects" / "transactions.parquet")
     assert len(rejects) == 3 and set(rejects["reason"]) == set(summary.rejected["transactions"])
     assert len(_published(cfg)) == len(raw)
+
+
+def test_a_refused_batch_keeps_the_audit_trail_of_what_was_refused(traffic, tmp_path,
+                                                                    monkeypatch):
+    """Issue 10, defect 7: a refused backfill used to delete the previous batch's rejects."""
+    cfg = _cfg(tmp_path)
+    raw = schema.read_table(traffic.transactions_path)
+    bad = raw.head(2).copy()
+    bad["amount"] = [-1.0, -2.0]
+    bad["transaction_id"] = [10**9, 10**9 + 1]
+    first = tmp_path / "first.csv"
+    pd.concat([raw, bad]).to_csv(first, index=False)
+    backfill(cfg, first, traffic.labels_path, "local", log=lambda _: None)
+    latest = tmp_path / "offline" / "rejects" / "transactions.parquet"
+    kept = pd.read_parquet(latest)
+    assert len(kept) == 2
+
+    real = engine.compute_features
+
+    def broken(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.loc[out.index[:5], "terminal_risk_7d_delay7d"] = 1.5
+        return out
+
+    monkeypatch.setattr(engine, "compute_features", broken)
+    with pytest.raises(ValidationFailed):  # clean input this time, refused by the gate
+        backfill(cfg, traffic.transactions_path, traffic.labels_path, "local",
+                 log=lambda _: None)
+    pd.testing.assert_frame_equal(pd.read_parquet(latest), kept)  # still the published run's
+    history = sorted((tmp_path / "offline" / "rejects" / "history").glob("*-transactions.*"))
+    assert len(history) == 1  # the refused run had no rejects of its own
+
+    monkeypatch.setattr(engine, "compute_features", real)
+    backfill(cfg, traffic.transactions_path, traffic.labels_path, "local", log=lambda _: None)
+    assert not latest.exists()  # the newest published run refused nothing
+    assert len(sorted((tmp_path / "offline" / "rejects" / "history").glob("*"))) == 1
