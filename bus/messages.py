@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import orjson
 
 from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import parse_iso
+from transformations.timestamps import EPOCH_UNIT_LIMITS, parse_iso
 
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
 NOT_JSON = "not_json"
@@ -60,7 +60,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # ids become parts of Redis keys and of '|'/tab separated values: no separators, no spaces,
 # no braces (Redis Cluster hash tags)
 _ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
-_EPOCH_UNITS = ((1e11, 1), (1e14, 1_000), (1e17, 1_000_000))
+_EPOCH_UNITS = tuple(zip(EPOCH_UNIT_LIMITS, (1, 1_000, 1_000_000), strict=True))  # batch's rule
 
 
 class Refused(Exception):

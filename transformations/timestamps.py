@@ -17,14 +17,32 @@ HOUR = 3600
 DAY = 86400
 
 
+EPOCH_UNIT_LIMITS = (1e11, 1e14, 1e17)  # below: seconds, ms, us; above: ns
+
+
+def epoch_seconds(values: pd.Series) -> pd.Series:
+    """Whole epoch seconds (float, NaN where missing) of numbers in any epoch unit, each
+    value's unit read from its own magnitude; integers are divided exactly."""
+    if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+        v = values.to_numpy(dtype=np.int64)
+        a = np.abs(v)
+        per = np.select([a < lim for lim in EPOCH_UNIT_LIMITS], [1, 1000, 10**6],
+                        default=10**9)
+        return pd.Series((v // per).astype("float64"), index=values.index)
+    v = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    a = np.abs(v)
+    per = np.select([a < lim for lim in EPOCH_UNIT_LIMITS], [1.0, 1e3, 1e6], default=1e9)
+    return pd.Series(np.floor(v / per), index=values.index)
+
+
 def to_utc(values: pd.Series) -> pd.Series:
     """Parse to datetime64[ns, UTC] floored to the second; unparseable values become NaT."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        # Epoch numbers: seconds if they look like seconds, else milliseconds/micro/nanos.
-        v = pd.to_numeric(values, errors="coerce").astype("float64")
-        mag = np.nanmax(np.abs(v.to_numpy())) if len(v) and v.notna().any() else 0.0
-        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
-        out = pd.to_datetime(v, unit=unit, utc=True, errors="coerce")
+        # Epoch numbers, each by its own magnitude (the rule the stream's messages follow):
+        # seconds below 1e11, then milliseconds, microseconds, nanoseconds. Each value, not
+        # the column's largest: one millisecond value used to turn every other row's seconds
+        # into milliseconds, i.e. 1970, silently. Unambiguous for 1973-5138.
+        out = pd.to_datetime(epoch_seconds(values), unit="s", utc=True, errors="coerce")
     else:
         out = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
     return out.dt.floor("s").astype("datetime64[ns, UTC]")

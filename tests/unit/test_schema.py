@@ -109,3 +109,23 @@ def test_string_ids_are_supported():
     norm = schema.normalize_transactions(raw)
     assert list(norm.rows["customer_id"]) == ["c-1", "c-2"]
     assert np.issubdtype(norm.rows["transaction_id"].dtype, np.integer)
+
+
+def test_epoch_numbers_are_read_by_each_values_own_magnitude():
+    """Issue 10, defect 6: the unit came from the column's largest value, so one millisecond
+    value put 199 rows given in seconds into 1970, silently."""
+    from transformations.timestamps import to_utc
+
+    secs = 1_704_067_200  # 2024-01-01T00:00:00Z
+    values = pd.Series([secs + i for i in range(199)] + [(secs + 500) * 1000])
+    out = to_utc(values)
+    assert (out.dt.year == 2024).all()
+    assert out.iloc[-1] == pd.Timestamp(secs + 500, unit="s", tz="UTC")
+    # every unit, integers divided exactly (no float rounding across a second)
+    mixed = pd.Series([secs, secs * 10**3 + 999, secs * 10**6 + 999_999,
+                       secs * 10**9 + 999_999_999])
+    assert (to_utc(mixed) == pd.Timestamp(secs, unit="s", tz="UTC")).all()
+    floats = pd.Series([float(secs), secs * 1e3 + 999.0, None])
+    got = to_utc(floats)
+    assert got.iloc[0] == got.iloc[1] == pd.Timestamp(secs, unit="s", tz="UTC")
+    assert pd.isna(got.iloc[2])
