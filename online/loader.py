@@ -90,8 +90,9 @@ def _groups(entity: np.ndarray, *columns: np.ndarray):
     cols = [c[order] for c in columns]
     bounds = np.flatnonzero(entity[1:] != entity[:-1]) + 1
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(entity)]
-    for lo, hi in zip(starts.tolist(), ends.tolist()):
-        yield entity[lo].item(), [c[lo:hi] for c in cols]
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        first = entity[lo]  # a NumPy scalar for integer ids, a str for string ids
+        yield (first.item() if isinstance(first, np.generic) else first), [c[lo:hi] for c in cols]
 
 
 def _interleave(scores: np.ndarray, members: list) -> list:

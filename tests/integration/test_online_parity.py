@@ -132,3 +132,46 @@ def test_state_is_bounded_by_retention_and_expires(world):
     assert 0 < conn.ttl(ev_key) <= keep
     tx_keys = list(conn.scan_iter(match="ffs:x:*", count=1000))
     assert tx_keys and 0 < conn.ttl(tx_keys[0]) <= layout.retention_s(Entity.TERMINAL)
+
+
+def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
+    """Issue 10, defect 1: an offline store with string ids crashed `ffs materialize`
+    (AttributeError in the loader) and left Redis empty."""
+    import redis
+
+    from online.redis_server import RedisServer
+
+    gen = generate_to(tmp_path / "in", GenerateSpec(customers=40, terminals=80, days=20, seed=9))
+    tx = pd.read_parquet(gen.transactions_path)
+    labels = pd.read_parquet(gen.labels_path)
+    for frame, cols in ((tx, ("transaction_id", "customer_id", "terminal_id")),
+                        (labels, ("transaction_id",))):
+        for c in cols:
+            frame[c] = c[0] + "-" + frame[c].astype(str)  # never an integer again
+    tx.to_parquet(tmp_path / "tx.parquet")
+    labels.to_parquet(tmp_path / "labels.parquet")
+    cfg = Config()
+    cfg.offline.path = str(tmp_path / "offline")
+    cfg.validation.enabled = False
+    backfill(cfg, tmp_path / "tx.parquet", tmp_path / "labels.parquet", "local",
+             log=lambda _: None)
+    store = OfflineStore(cfg.offline.path)
+    stored_tx, stored_labels = store.read("transactions"), store.read("labels")
+    assert stored_tx["customer_id"].iloc[0].startswith("c-")
+    with RedisServer() as server:
+        conn = redis.Redis.from_url(server.url)
+        summary = load_state(conn, stored_tx, stored_labels)
+        assert summary.customers == stored_tx["customer_id"].nunique() > 0
+        t = pd.Timestamp(summary.as_of, unit="s", tz="UTC") + pd.Timedelta("2h")
+        customers = stored_tx["customer_id"].drop_duplicates().head(30).tolist()
+        terminals = stored_tx["terminal_id"].drop_duplicates().head(30).tolist()
+        rows = [{"customer_id": c, "terminal_id": k}
+                for c, k in zip(customers, terminals, strict=True)]
+        result = OnlineClient(conn).get_features(rows, as_of=t)
+        entities = pd.DataFrame({"customer_id": customers, "terminal_id": terminals,
+                                 "event_timestamp": [t] * len(rows)})
+        expected = training_set(entities, cfg, engine="local")[result.feature_names]
+        _compare(result, expected, skip=("amount", "amount_over_customer_avg_30d"))
+        assert set(result.statuses["customer_nb_tx_30d"]) == {PRESENT}
+        assert expected["customer_nb_tx_30d"].min() > 0  # real windows, not empty ones
+        conn.close()
