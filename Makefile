@@ -4,7 +4,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup:
 	@bash infra/bootstrap.sh
@@ -12,8 +12,11 @@ setup:
 demo: setup
 	$(VENV)/bin/ffs demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
 
 test-fast: setup
 	$(PY) -m pytest -m "not spark and not handbook"

@@ -213,9 +213,9 @@ def main() -> int:
     import psutil
     import redis
 
+    from ffs.config import Config
     from online.loader import load_state
     from online.redis_server import RedisServer, free_port
-    from ffs.config import Config
 
     results = []
     with RedisServer() as rs:

@@ -449,8 +449,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     def id_rows(n: int, count: int) -> list[list[dict]]:
         cs = rng.choice(customers, (count, n)).tolist()
         ts = rng.choice(terminals, (count, n)).tolist()
-        return [[{"customer_id": c, "terminal_id": t} for c, t in zip(cr, tr)]
-                for cr, tr in zip(cs, ts)]
+        return [[{"customer_id": c, "terminal_id": t} for c, t in zip(cr, tr, strict=False)]
+                for cr, tr in zip(cs, ts, strict=False)]
 
     ours_errors = [0]
 
@@ -569,7 +569,7 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     n_pairs = s["pairs"]
     pc = rng.choice(customers, n_pairs).tolist()
     pt = rng.choice(terminals, n_pairs).tolist()
-    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(pc, pt)]
+    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(pc, pt, strict=False)]
     compared = [n for n in feature_names() if n not in NEEDS_REQUEST]
     ents = pd.concat([pd.DataFrame({"customer_id": pc, "terminal_id": pt,
                                     "event_timestamp": T0 + delta, "at": label})

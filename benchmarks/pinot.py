@@ -10,7 +10,8 @@
    it (time from the first publish to all rows queryable = Pinot's ingestion rate); DuckDB
    loads the same rows in bulk (OlapStore.load_frame);
 3. queries: after --settle seconds (Pinot finishes building the segments that filled),
-   every analyst query on both stores at the same `now`, 3 warm-up then --runs timed runs, p50/p95 (target: Pinot p95 <= 100 ms), and whether the two answers are the
+   every analyst query on both stores at the same `now`, 3 warm-up then --runs timed runs,
+   p50/p95 (target: Pinot p95 <= 100 ms), and whether the two answers are the
    same rows (analytics.compare);
 4. event -> queryable at each rate: new enriched rows published at a fixed rate while both
    stores consume the topic (DuckDB's ingestion loop in a thread). Every 100 ms a sampler asks

@@ -114,7 +114,8 @@ for _d in (1, 7, 30):
     _windows.append(
         WindowFeature(f"terminal_nb_tx_{_d}d_delay7d", Entity.TERMINAL, Agg.COUNT, _d * DAY,
                       delay=LABEL_DELAY,
-                      description=f"terminal's transactions in the {_d} day(s) before the label delay")
+                      description=f"terminal's transactions in the {_d} day(s) "
+                                  f"before the label delay")
     )
     _windows.append(
         WindowFeature(f"terminal_risk_{_d}d_delay7d", Entity.TERMINAL, Agg.FRAUD_RATE, _d * DAY,

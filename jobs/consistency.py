@@ -153,7 +153,7 @@ def sample_points(tx: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def _compare(offline: pd.DataFrame, online_rows: list[dict], online_status: list[bool],
              offline_known: np.ndarray, ids: list, rates: Rates) -> None:
-    for i, (row, present) in enumerate(zip(online_rows, online_status)):
+    for i, (row, present) in enumerate(zip(online_rows, online_status, strict=False)):
         rates.rows += 1
         rates.compared += 1
         if offline_known[i] and not present:

@@ -1,6 +1,7 @@
 """The live part of `ffs demo`: the stream running for real on embedded defaults.
 
-Apache Kafka (KRaft, local) and a private Redis are started; `ffs stream` runs in this process (Spark
+Apache Kafka (KRaft, local) and a private Redis are started; `ffs stream` runs in this
+process (Spark
 local); the last days of the demo's traffic are replayed as fast as possible; then a stolen
 card makes a burst of payments, one every half second, and the demo prints its velocity
 features as each payment becomes visible online (publish -> visible), labels the burst as

@@ -85,7 +85,7 @@ class OfflineStore:
         arrow = pa.Table.from_pandas(df, preserve_index=False).take(order)
         sorted_days = days[order]
         bounds = np.flatnonzero(np.diff(sorted_days)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(sorted_days)]):
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(sorted_days)], strict=False):
             if hi <= lo:
                 continue
             day = str(np.datetime64(int(sorted_days[lo]), "D"))

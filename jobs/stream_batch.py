@@ -208,7 +208,7 @@ class BatchProcessor:
         ret_t = self.retention[Entity.TERMINAL]
         for topic, part, off, key, value, ts in zip(rows["topic"], rows["partition"],
                                                     rows["offset"], rows["key"], rows["value"],
-                                                    rows["timestamp_ms"]):
+                                                    rows["timestamp_ms"], strict=False):
             try:
                 if topic == self.k.transactions_topic:
                     tx = M.parse_transaction(value)
@@ -254,7 +254,8 @@ class BatchProcessor:
         rep.written, rep.duplicates = total.written, total.duplicate
         ok: set[M.Transaction] = set()
         done_ms = time.time_ns() // 1_000_000
-        for (tx, (topic, part, off, key, ts)), status, is_late in zip(txs, statuses, late):
+        for (tx, (topic, part, off, key, ts)), status, is_late in zip(txs, statuses, late,
+                                                                     strict=False):
             if status == "conflict":
                 self._dead(rep, M.CONFLICT, f"transaction_id {tx.transaction_id!r} was already "
                            f"stored with another customer, terminal, time or amount; the "
@@ -284,7 +285,7 @@ class BatchProcessor:
                                for lab, _, _ in todo])
         safe, risky = [], []
         delay = self.writer._label_delay
-        for item, value in zip(todo, raw):
+        for item, value in zip(todo, raw, strict=False):
             if value is not None and item[0].label_t > layout.decode_tx(value)["t"] + delay:
                 risky.append(item)
             else:
@@ -303,7 +304,7 @@ class BatchProcessor:
         applied: list[M.Label] = []
         park, unpark = {}, []
         limit = None if wm_after is None else wm_after - self.cfg.stream.allowed_lateness_s
-        for (lab, src, member), status, anchor in zip(todo, statuses, anchors):
+        for (lab, src, member), status, anchor in zip(todo, statuses, anchors, strict=False):
             if status == "unknown_transaction":
                 if limit is not None and lab.label_t < limit:
                     topic, part, off, ts = src
@@ -391,7 +392,7 @@ class BatchProcessor:
             pipe.zrangebyscore(layout.terminal_keys(p, tid)[0], t, "+inf", withscores=True)
         replies = pipe.execute()
         found: dict[str, M.Transaction] = {}
-        for cid, members in zip(anchors_c, replies[:len(anchors_c)]):
+        for cid, members in zip(anchors_c, replies[:len(anchors_c)], strict=False):
             for member, score in members:
                 _n, _s, cents, term, txid = layout.decode_record(member)
                 found[txid] = M.Transaction(txid, cid, term, int(score), cents / layout.CENTS)
@@ -399,7 +400,7 @@ class BatchProcessor:
         term_ids = [txid for txid in term_ids if txid not in found]
         if term_ids:
             raw = self.redis.mget([layout.tx_key(p, txid) for txid in term_ids])
-            for txid, value in zip(term_ids, raw):
+            for txid, value in zip(term_ids, raw, strict=False):
                 if value is not None:
                     x = layout.decode_tx(value)
                     found[txid] = M.Transaction(txid, str(x["customer_id"]),

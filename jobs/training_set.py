@@ -62,7 +62,8 @@ def _events(cfg: Config, transactions, labels) -> tuple[pd.DataFrame, pd.DataFra
     if transactions is None:
         tx = store.read("transactions", list(schema.TX_COLUMNS))
     else:
-        raw = transactions if isinstance(transactions, pd.DataFrame) else schema.read_table(transactions)
+        raw = (transactions if isinstance(transactions, pd.DataFrame)
+               else schema.read_table(transactions))
         tx = schema.normalize_transactions(raw).rows
     if labels is None:
         lab = store.read("labels", list(schema.LABEL_COLUMNS)) if store.exists("labels") \

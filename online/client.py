@@ -160,7 +160,7 @@ class OnlineClient:
         argv: list[object] = list(self._argv)
         p = self.prefix
         for cid, tid, t, txid, carries in zip(req.customer, req.terminal, req.t.tolist(),
-                                              req.txid, req.carries_tx.tolist()):
+                                              req.txid, req.carries_tx.tolist(), strict=False):
             keys += [f"{p}:c:{cid}:ev", f"{p}:t:{tid}:ev", f"{p}:t:{tid}:fraud"]
             argv += [t, "" if txid is None else str(txid), str(tid) if carries else ""]
         try:
@@ -199,7 +199,6 @@ class OnlineClient:
 
     def _assemble(self, req: _Requests, raw: np.ndarray) -> OnlineResult:
         c = self._columns
-        n = len(req.t)
         c_exists, t_exists, seen, term_in = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
         # The scored transaction joins windows that end at t, unless already ingested.
         add = req.carries_tx & (seen == 0)
@@ -221,19 +220,19 @@ class OnlineClient:
                             frauds / np.maximum(t_counts[:, c.risk_count], 1), 0.0)
 
         values: dict[str, list] = {}
-        for name, col in zip(c.count_names, counts[:, c.count_cols].T.tolist()):
+        for name, col in zip(c.count_names, counts[:, c.count_cols].T.tolist(), strict=False):
             values[name] = col
-        for name, col in zip(c.sum_names, totals[:, c.sum_cols].T.tolist()):
+        for name, col in zip(c.sum_names, totals[:, c.sum_cols].T.tolist(), strict=False):
             values[name] = col
-        for name, col in zip(c.mean_names, means[:, c.mean_cols].T):
+        for name, col in zip(c.mean_names, means[:, c.mean_cols].T, strict=False):
             values[name] = _plain(col)
         for name in c.distinct_names:
             values[name] = distinct.tolist()
         for name in c.recency_names:
             values[name] = _plain(recency)
-        for name, col in zip(c.t_count_names, t_counts[:, c.t_count_cols].T.tolist()):
+        for name, col in zip(c.t_count_names, t_counts[:, c.t_count_cols].T.tolist(), strict=False):
             values[name] = col
-        for name, col in zip(c.risk_names, risk.T.tolist()):
+        for name, col in zip(c.risk_names, risk.T.tolist(), strict=False):
             values[name] = col
 
         c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()

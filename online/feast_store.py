@@ -158,7 +158,7 @@ def _pairs(entity_rows: Any) -> Optional[list[tuple[int, int]]]:
         return None
     if not all(_is_id(v) for v in cs) or not all(_is_id(v) for v in ts):
         return None
-    return list(dict.fromkeys(zip(map(int, cs), map(int, ts)))) or None
+    return list(dict.fromkeys(zip(map(int, cs), map(int, ts), strict=False))) or None
 
 
 def _split(result, names: list[str], rows) -> list[tuple[str, dict[str, Any]]]:
@@ -255,7 +255,7 @@ def _setter(value_type: ValueType, view: str, feature: str) -> Callable[[Any], V
 
 def _key_values(key: EntityKeyProto) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, value in zip(key.join_keys, key.entity_values):
+    for name, value in zip(key.join_keys, key.entity_values, strict=False):
         kind = value.WhichOneof("val")
         out[name] = None if kind in (None, "null_val") else getattr(value, kind)
     return out
@@ -391,7 +391,7 @@ class FFSOnlineStore(OnlineStore):
             if not asked:
                 continue
             found = self._entity_rows(config, entity, [ids[i] for i in asked], t)
-            for i, (status, values) in zip(asked, found):
+            for i, (status, values) in zip(asked, found, strict=False):
                 if status == MISSING_ENTITY and not empty_ok:
                     missing[i] = True
                     continue
@@ -447,7 +447,8 @@ class FFSOnlineStore(OnlineStore):
             if result.error is not None:
                 raise _unavailable(redis_cfg, result.error)
             for e, pos in ((Entity.CUSTOMER, 0), (Entity.TERMINAL, 1)):
-                for pair, found in zip(chunk, _split(result, names[e], range(len(chunk)))):
+                found_all = _split(result, names[e], range(len(chunk)))
+                for pair, found in zip(chunk, found_all, strict=False):
                     cache[e][pair[pos]] = found
         return cache
 

@@ -81,7 +81,8 @@ def encode_records(cum_count: np.ndarray, cum_cents: np.ndarray, cents: np.ndarr
     raw = fixed.tobytes()
     size = RECORD.size
     return [raw[i * size:(i + 1) * size] + f"{k}\t{t}".encode()
-            for i, (k, t) in enumerate(zip(terminal_ids.tolist(), transaction_ids.tolist()))]
+            for i, (k, t) in enumerate(zip(terminal_ids.tolist(), transaction_ids.tolist(),
+                                           strict=False))]
 
 
 def to_cents(amount: float | np.ndarray):

@@ -212,7 +212,7 @@ def _epoch(value: object, what: str) -> int:
     if seconds is None:
         try:
             seconds = _seconds(value, what)
-        except InputError as exc:
+        except InputError:
             raise BadRequest(f"{what}: cannot read {_show(value)} as a timestamp; send ISO "
                              f"8601 (e.g. 2026-03-01T12:00:00Z) or epoch seconds") from None
         except (OverflowError, ValueError):
@@ -305,17 +305,18 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
     customers, terminals = columns["customer_id"], columns["terminal_id"]
     _check_ids(customers, "customer_id")
     _check_ids(terminals, "terminal_id")
-    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(customers, terminals)]
+    rows = [{"customer_id": c, "terminal_id": t}
+            for c, t in zip(customers, terminals, strict=False)]
     if "transaction_id" in columns:
         txids = columns["transaction_id"]
         _check_ids(txids, "transaction_id", nullable=True)
-        for row, txid in zip(rows, txids):
+        for row, txid in zip(rows, txids, strict=False):
             row["transaction_id"] = txid
     if "event_timestamp" in columns:
-        for i, (row, ts) in enumerate(zip(rows, columns["event_timestamp"])):
+        for i, (row, ts) in enumerate(zip(rows, columns["event_timestamp"], strict=False)):
             row["event_timestamp"] = None if ts is None else _epoch(ts, f"event_timestamp[{i}]")
     if "amount" in columns:
-        for i, (row, a) in enumerate(zip(rows, columns["amount"])):
+        for i, (row, a) in enumerate(zip(rows, columns["amount"], strict=False)):
             if a is not None and (type(a) not in (int, float) or not 0 <= a <= MAX_AMOUNT):
                 raise BadRequest(f"amount[{i}]: expected a number between 0 and "
                                  f"{MAX_AMOUNT:g}, found {_show(a)}")

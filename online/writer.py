@@ -94,7 +94,8 @@ WRITE_LABEL = r"""
 -- (computed without this label) need recomputing; otherwise terminal is ''
 local x = redis.call('GET', KEYS[1])
 if not x then return {'unknown_transaction', '', 0} end
-local c, term, t, cents, lt, f = string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+local c, term, t, cents, lt, f =
+  string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
 local fraud, label_t = ARGV[2], tonumber(ARGV[3])
 if lt ~= '' and tonumber(lt) > label_t then return {'stale', '', 0} end
 local txid = string.sub(KEYS[1], #ARGV[1] + 4)

@@ -18,7 +18,8 @@ def _sec(ts) -> int:
     return int(pd.Timestamp(ts).timestamp())
 
 
-def reference_features(tx: pd.DataFrame, labels: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+def reference_features(tx: pd.DataFrame, labels: pd.DataFrame,
+                       points: pd.DataFrame) -> pd.DataFrame:
     events = [
         dict(id=r.transaction_id, t=_sec(r.event_timestamp), customer=r.customer_id,
              terminal=r.terminal_id, amount=float(r.amount))
@@ -42,7 +43,8 @@ def reference_features(tx: pd.DataFrame, labels: pd.DataFrame, points: pd.DataFr
             elif f.agg == Agg.SUM:
                 row[f.name] = sum(e["amount"] for e in inside)
             elif f.agg == Agg.MEAN:
-                row[f.name] = (sum(e["amount"] for e in inside) / len(inside)) if inside else math.nan
+                row[f.name] = (sum(e["amount"] for e in inside) / len(inside)
+                               if inside else math.nan)
             elif f.agg == Agg.COUNT_DISTINCT:
                 row[f.name] = len({e["terminal"] for e in inside})
             elif f.agg == Agg.FRAUD_RATE:

@@ -176,7 +176,8 @@ def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None
         unknown = pd.Series(pos < 0, index=df.index)
         keep &= _reject(df, unknown & keep, "label for unknown transaction_id", rejects)
         label_secs = np.where(lts.notna(), to_seconds(lts.fillna(pd.Timestamp(0, tz="UTC"))), 0)
-        tx_at = tx_secs.to_numpy()[np.maximum(pos, 0)] if len(tx_secs) else np.zeros(len(pos), np.int64)
+        tx_at = (tx_secs.to_numpy()[np.maximum(pos, 0)] if len(tx_secs)
+                 else np.zeros(len(pos), np.int64))
         early = pd.Series((label_secs < tx_at) & (pos >= 0), index=df.index) & keep
         keep &= _reject(df, early, "label_timestamp before the transaction", rejects)
 
@@ -191,7 +192,7 @@ def _concat(parts: list[pd.DataFrame], columns: pd.Index) -> pd.DataFrame:
 
 
 def labels_from_flags(transactions: pd.DataFrame, flag: str = "TX_FRAUD",
-                      delay: pd.Timedelta = pd.Timedelta(0)) -> pd.DataFrame:
+                      delay: pd.Timedelta = pd.Timedelta(0)) -> pd.DataFrame:  # noqa: B008 (immutable)
     """Labels for data that carries the fraud flag on the transaction (the handbook's shape)."""
     if flag not in transactions.columns:
         raise InputError(f"column {flag!r} not found; cannot derive labels from it")

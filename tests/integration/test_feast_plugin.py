@@ -122,12 +122,14 @@ def _statuses(resp) -> dict[str, list[str]]:
     from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
     return {name: [FieldStatus.Name(s) for s in result.statuses]
-            for name, result in zip(resp.proto.metadata.feature_names.val, resp.proto.results)}
+            for name, result in zip(resp.proto.metadata.feature_names.val, resp.proto.results,
+                                    strict=False)}
 
 
 def _event_seconds(resp) -> dict[str, set[int]]:
     return {name: {ts.seconds for ts in result.event_timestamps}
-            for name, result in zip(resp.proto.metadata.feature_names.val, resp.proto.results)}
+            for name, result in zip(resp.proto.metadata.feature_names.val, resp.proto.results,
+                                    strict=False)}
 
 
 @pytest.mark.redis
@@ -208,10 +210,10 @@ def test_other_request_shapes_and_feature_lists(repo, client, shape):
                                      entity_rows=entity_rows)
     got, statuses = resp.to_dict(), _statuses(resp)
     ours = client.get_features([{"customer_id": c, "terminal_id": t}
-                                for c, t in zip([1, 2, 999], [10, 11, 12])], as_of=T)
+                                for c, t in zip([1, 2, 999], [10, 11, 12], strict=False)], as_of=T)
     for name in names:
         want = [v if s == PRESENT else None for v, s in zip(ours.values[name],
-                                                            ours.statuses[name])]
+                                                            ours.statuses[name], strict=False)]
         assert got[name] == want, name
     assert statuses["customer_nb_tx_1d"] == ["PRESENT", "PRESENT", "NOT_FOUND"]
     assert got["customer_nb_tx_1d"] == [3, 0, None]

@@ -76,4 +76,5 @@ def test_all_handbook_features_match_on_every_row(handbook_path):
         a, b = ours[col].to_numpy(float), expected[col].to_numpy(float)
         rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
         bad = ~((a == b) | (rel <= 1e-9))
-        assert not bad.any(), f"{col}: {bad.sum()} rows differ, e.g. ours {a[bad][:3]} vs {b[bad][:3]}"
+        assert not bad.any(), \
+            f"{col}: {bad.sum()} rows differ, e.g. ours {a[bad][:3]} vs {b[bad][:3]}"

@@ -84,7 +84,8 @@ def timed(client: OnlineClient, rows=ROWS, **kwargs):
 _WORKER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="online")
 
 
-def assert_present(result, n=len(ROWS)):
+def assert_present(result, n: int | None = None):
+    n = len(ROWS) if n is None else n
     assert result.error is None, result.error
     assert all(result.statuses[name] == [PRESENT] * n
                for name in FROM_REDIS if name != "amount_over_customer_avg_30d"), result.statuses

@@ -60,7 +60,8 @@ def test_online_read_equals_training_set_at_any_later_time(world, later):
     rng = np.random.default_rng(len(later))
     customers = rng.choice(tx["customer_id"].unique(), 60).tolist() + [10**9]
     terminals = rng.choice(tx["terminal_id"].unique(), 60).tolist() + [10**9]
-    rows = [{"customer_id": c, "terminal_id": k} for c, k in zip(customers, terminals)]
+    rows = [{"customer_id": c, "terminal_id": k}
+            for c, k in zip(customers, terminals, strict=False)]
     result = OnlineClient(conn).get_features(rows, as_of=t)
     entities = pd.DataFrame({"customer_id": customers, "terminal_id": terminals,
                              "event_timestamp": [t] * len(rows)})

@@ -37,7 +37,8 @@ def events():
     labels = schema.normalize_labels(raw_labels, tx).rows
     # a few revisions: genuine after fraud, two days later
     fraud = labels[labels["is_fraud"] == 1].head(5)
-    revised = fraud.assign(is_fraud=0, label_timestamp=fraud["label_timestamp"] + pd.Timedelta(days=2))
+    revised = fraud.assign(is_fraud=0,
+                           label_timestamp=fraud["label_timestamp"] + pd.Timedelta(days=2))
     labels = pd.concat([labels, revised], ignore_index=True)
     return tx, labels
 

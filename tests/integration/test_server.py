@@ -151,7 +151,8 @@ def test_response_has_feasts_shape_and_the_clients_values(http, loaded):
     assert column(doc, "terminal_id")["values"] == terminals
 
     # The client's answer, to the byte, and a few values checked by hand.
-    rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(customers, terminals)]
+    rows = [{"customer_id": c, "terminal_id": t}
+            for c, t in zip(customers, terminals, strict=False)]
     expected = reference(loaded.url, rows, AS_OF).to_feast_response(
         {"customer_id": customers, "terminal_id": terminals})
     assert doc == json.loads(json.dumps(expected))
@@ -177,7 +178,7 @@ def test_request_data_transaction_is_scored_and_counted_once(http, loaded):
     assert column(doc, "customer_nb_tx_1d")["event_timestamps"] == ["2024-03-02T09:00:00Z"] * 2
     rows = [{"customer_id": 7, "terminal_id": t, "transaction_id": x,
              "event_timestamp": ts, "amount": a}
-            for t, x, ts, a in zip([70, 72], *request_data.values())]
+            for t, x, ts, a in zip([70, 72], *request_data.values(), strict=False)]
     expected = reference(loaded.url, rows).to_feast_response(
         {"customer_id": [7, 7], "terminal_id": [70, 72]})
     assert doc == json.loads(json.dumps(expected))

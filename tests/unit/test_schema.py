@@ -27,7 +27,7 @@ def test_bad_transactions_are_rejected_with_reasons_not_dropped():
     norm = schema.normalize_transactions(raw_tx())
     # the second delivery of id 2 is valid, so it is kept even though the first was not
     assert list(norm.rows["transaction_id"]) == [1, 6, 2]
-    reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"]))
+    reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"], strict=False))
     assert reasons["2"] == "amount is negative"
     assert reasons["3"] == "event_timestamp missing or unparseable"
     assert reasons["4"] == "missing customer_id"
