@@ -4,7 +4,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint lock bench clean
 
 setup:
 	@bash infra/bootstrap.sh
@@ -28,6 +28,14 @@ bench: setup
 	$(PY) -m benchmarks.analytics
 	$(PY) -m benchmarks.pinot
 	$(PY) -m benchmarks.realtime_mode
+
+# requirements.lock from a fresh resolution of pyproject.toml (in a scratch venv)
+lock:
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q -e '.[test]'
+	{ sed -n '1,4p' requirements.lock; .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 clean:
 	rm -rf data/demo data/offline data/validation data/stream data/analytics spark-warehouse .pytest_cache

@@ -4,7 +4,8 @@
 #   - redis-server for the online store's tests (same),
 #   - the JVM parts (Apache Kafka, Spark's Kafka connector, Apache Pinot) from Maven Central
 #     into a Maven cache, pinned in infra/jvm/pom.xml (infra/jvm.sh),
-#   - a virtualenv in .venv with the project and its test dependencies.
+#   - a virtualenv in .venv with the project and its test dependencies, at the versions
+#     pinned in requirements.lock.
 # Re-running is cheap: the venv is rebuilt only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +39,16 @@ done
 [ -n "$PY" ] || { say "need Python 3.10-3.12"; exit 1; }
 
 stamp=.venv/.ffs-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "creating .venv with $($PY --version) and installing the project (2-3 minutes the first time)"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   log=.venv/install.log
   # pip's notes about this machine's optional local indexes are noise; a failure is not
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  # the lock first (the same versions on every machine), then the project without resolving
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q -r requirements.lock \
+         && .venv/bin/python -m pip install -q --no-deps -e '.[test]'; } >"$log" 2>&1; then
     grep -v "is ignored" "$log" | tail -30; say "pip install failed (full log: $log)"; exit 1
   fi
   .venv/bin/python -m ffs.cli --help >/dev/null || { say "the installed project does not import"; exit 1; }
