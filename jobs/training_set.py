@@ -45,30 +45,43 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
                  labels: str | Path | pd.DataFrame | None = None,
                  engine: str = "local", log: Callable[[str], None] = lambda _: None,
                  spark=None) -> pd.DataFrame:
-    """Entity rows with every feature as of their own timestamp (pandas in, pandas out)."""
+    """Entity rows with every feature as of their own timestamp (pandas in, pandas out).
+
+    Event rows refused while reading files or frames given here (bad amount, duplicate id,
+    label before its transaction, ...) are counted by reason in `result.attrs["rejected"]`
+    and logged, never dropped silently."""
     cfg = cfg or load_config()
     points = prepare_entities(entities)
-    tx, lab = _events(cfg, transactions, labels)
+    tx, lab, rejected = _events(cfg, transactions, labels)
+    for kind, reasons in rejected.items():
+        if reasons:
+            log(f"  {sum(reasons.values()):,} {kind} row(s) set aside: {reasons}")
     feats = compute(cfg, tx, lab, points, engine, log, spark)
     clash = [c for c in feats.columns if c in points.columns and c != "amount"]
     carried = points.drop(columns=clash)
     if "amount" in carried.columns:
         carried = carried.drop(columns="amount")
-    return pd.concat([carried, feats], axis=1)
+    out = pd.concat([carried, feats], axis=1)
+    out.attrs["rejected"] = rejected
+    return out
 
 
-def _events(cfg: Config, transactions, labels) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _events(cfg: Config, transactions, labels):
+    """(transactions, labels, {kind: {reason: rows}} set aside from the inputs given)."""
     store = OfflineStore(cfg.offline.path)
+    rejected: dict[str, dict[str, int]] = {"transactions": {}, "labels": {}}
     if transactions is None:
         tx = store.read("transactions", list(schema.TX_COLUMNS))
     else:
         raw = (transactions if isinstance(transactions, pd.DataFrame)
                else schema.read_table(transactions))
-        tx = schema.normalize_transactions(raw).rows
+        norm = schema.normalize_transactions(raw)
+        tx, rejected["transactions"] = norm.rows, norm.reject_summary()
     if labels is None:
         lab = store.read("labels", list(schema.LABEL_COLUMNS)) if store.exists("labels") \
             else schema.normalize_labels(pd.DataFrame(columns=list(schema.LABEL_COLUMNS))).rows
     else:
         raw = labels if isinstance(labels, pd.DataFrame) else schema.read_table(labels)
-        lab = schema.normalize_labels(raw, tx).rows
-    return tx, lab
+        norm = schema.normalize_labels(raw, tx)
+        lab, rejected["labels"] = norm.rows, norm.reject_summary()
+    return tx, lab, rejected

@@ -76,3 +76,24 @@ def test_training_set_without_a_store_says_to_backfill(tmp_path):
                              "event_timestamp": ["2024-01-05"]})
     with pytest.raises(InputError, match="ffs backfill"):
         training_set(entities, cfg, engine="local")
+
+
+def test_event_rows_set_aside_are_counted_by_reason_and_logged(tmp_path):
+    """Issue 10, defect 7: explicit event inputs lost their bad rows without a word."""
+    tx, labels, points = random_events(seed=7, n=120)
+    bad = tx.head(3).copy()
+    bad["transaction_id"] = [10**6, 10**6 + 1, tx["transaction_id"].iloc[5]]  # last: duplicate
+    bad["amount"] = [-1.0, 5.0, 5.0]
+    bad.loc[bad.index[1], "customer_id"] = None
+    early = labels.head(1).assign(label_timestamp=tx["event_timestamp"].min()
+                                  - pd.Timedelta(days=1),
+                                  transaction_id=tx["transaction_id"].iloc[-1])
+    lines: list[str] = []
+    out = training_set(points.head(20), Config(), transactions=pd.concat([tx, bad]),
+                       labels=pd.concat([labels, early]), log=lines.append)
+    assert out.attrs["rejected"]["transactions"] == {
+        "amount is negative": 1, "missing customer_id": 1, "duplicate transaction_id": 1}
+    assert sum(out.attrs["rejected"]["labels"].values()) == 1
+    assert any("3 transactions row(s) set aside" in line for line in lines)
+    assert any("1 labels row(s) set aside" in line for line in lines)
+    assert len(out) == 20
