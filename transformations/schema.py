@@ -100,6 +100,30 @@ def _reject(df: pd.DataFrame, mask: pd.Series, reason: str, out: list[pd.DataFra
     return ~mask
 
 
+def _time_checks(raw: pd.Series, parsed: pd.Series, name: str) -> list[tuple[pd.Series, str]]:
+    """Why a timestamp was refused, said by rule: missing, out of the supported range (a
+    valid date the engines cannot hold: before 1677 or after 2262), or not a timestamp."""
+    failed = parsed.isna() & raw.notna()
+    out_of_range = pd.Series(False, index=raw.index)
+    for i in raw.index[failed]:
+        out_of_range[i] = _is_valid_date(raw[i])
+    return [(raw.isna(), f"{name} missing"),
+            (out_of_range, f"{name} out of range (supported: 1677-09-22 to 2262-04-11)"),
+            (failed & ~out_of_range, f"{name} unparseable")]
+
+
+def _is_valid_date(value) -> bool:
+    from transformations.timestamps import parse_iso
+
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return bool(np.isfinite(value))  # an epoch number pandas could not hold
+    try:
+        parse_iso(str(value).strip())
+        return True
+    except ValueError:
+        return False
+
+
 def normalize_transactions(raw: pd.DataFrame) -> Normalized:
     df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
     _require(df, TX_COLUMNS, "transactions")
@@ -113,7 +137,7 @@ def normalize_transactions(raw: pd.DataFrame) -> Normalized:
 
     checks = [
         (ids["transaction_id"].isna(), "missing transaction_id"),
-        (ts.isna(), "event_timestamp missing or unparseable"),
+        *_time_checks(df["event_timestamp"], ts, "event_timestamp"),
         (ids["customer_id"].isna(), "missing customer_id"),
         (ids["terminal_id"].isna(), "missing terminal_id"),
         (amount.isna() & df["amount"].notna(), "amount is not a number"),
@@ -151,7 +175,7 @@ def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None
     fraud = pd.to_numeric(df["is_fraud"], errors="coerce")
     checks = [
         (tid.isna(), "missing transaction_id"),
-        (lts.isna(), "label_timestamp missing or unparseable"),
+        *_time_checks(df["label_timestamp"], lts, "label_timestamp"),
         (~fraud.isin([0, 1]), "is_fraud must be 0 or 1"),
     ]
     for mask, reason in checks:

@@ -29,10 +29,10 @@ def test_bad_transactions_are_rejected_with_reasons_not_dropped():
     assert list(norm.rows["transaction_id"]) == [1, 6, 2]
     reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"], strict=False))
     assert reasons["2"] == "amount is negative"
-    assert reasons["3"] == "event_timestamp missing or unparseable"
+    assert reasons["3"] == "event_timestamp unparseable"
     assert reasons["4"] == "missing customer_id"
     assert reasons["5"] == "missing amount"
-    assert reasons["7"] == "event_timestamp missing or unparseable"
+    assert reasons["7"] == "event_timestamp missing"
     assert len(norm.rows) + len(norm.rejects) == len(raw_tx())
 
 
@@ -129,3 +129,16 @@ def test_epoch_numbers_are_read_by_each_values_own_magnitude():
     got = to_utc(floats)
     assert got.iloc[0] == got.iloc[1] == pd.Timestamp(secs, unit="s", tz="UTC")
     assert pd.isna(got.iloc[2])
+
+
+def test_a_valid_date_out_of_the_supported_range_is_said_so_not_unparseable():
+    """Issue 10, defect 11: a far-future timestamp was reported as unparseable."""
+    raw = pd.DataFrame({"transaction_id": [1, 2, 3], "customer_id": 1, "terminal_id": 2,
+                        "amount": 1.0,
+                        "event_timestamp": ["2999-01-01T00:00:00Z", "yesterday",
+                                            "2024-01-01T00:00:00Z"]})
+    norm = schema.normalize_transactions(raw)
+    reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"], strict=True))
+    assert reasons == {"1": "event_timestamp out of range (supported: 1677-09-22 to 2262-04-11)",
+                       "2": "event_timestamp unparseable"}
+    assert list(norm.rows["transaction_id"]) == [3]
