@@ -388,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     except FFSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ConnectionError, TimeoutError) as exc:  # a service, not a file
+        print(f"error (retry may help): {exc}", file=sys.stderr)
+        return 4
+    except OSError as exc:  # a path that cannot be read or written: say which, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

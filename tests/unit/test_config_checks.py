@@ -83,3 +83,12 @@ def test_port_options_are_range_checked_by_the_parser(argv, capsys):
         main(argv)
     assert exc.value.code == 2  # argparse's usage error, before anything starts
     assert "port" in capsys.readouterr().err
+
+
+def test_an_unusable_output_path_is_an_error_not_a_traceback(capsys):
+    """Issue 10, defect 8 (an unwritable output path gave a traceback)."""
+    code = main(["generate", "--out", "/proc/ffs-cannot-write-here", "--customers", "3",
+                 "--terminals", "3", "--days", "1", "-q"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot use /proc/ffs-cannot-write-here" in err and "Traceback" not in err
