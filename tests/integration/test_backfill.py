@@ -62,9 +62,9 @@ def test_spark_backfill_publishes_exact_features_and_is_idempotent(spark, traffi
     assert len(partitions) == 20 and all(p.name.startswith("event_date=") for p in partitions)
 
 
-def test_backfill_refuses_to_publish_a_batch_that_fails_validation(traffic, tmp_path,
-                                                                   monkeypatch):
-    cfg = _cfg(tmp_path)
+def _break_features(monkeypatch):
+    """Make the engine emit a risk above 1 on a few rows, which the gate must refuse;
+    returns the real function, to put back."""
     real = engine.compute_features
 
     def broken(*args, **kwargs):
@@ -73,6 +73,13 @@ def test_backfill_refuses_to_publish_a_batch_that_fails_validation(traffic, tmp_
         return out
 
     monkeypatch.setattr(engine, "compute_features", broken)
+    return real
+
+
+def test_backfill_refuses_to_publish_a_batch_that_fails_validation(traffic, tmp_path,
+                                                                   monkeypatch):
+    cfg = _cfg(tmp_path)
+    _break_features(monkeypatch)
     with pytest.raises(ValidationFailed) as err:
         backfill(cfg, traffic.transactions_path, traffic.labels_path, "local",
                  log=lambda _: None)
@@ -113,14 +120,7 @@ def test_a_refused_batch_keeps_the_audit_trail_of_what_was_refused(traffic, tmp_
     kept = pd.read_parquet(latest)
     assert len(kept) == 2
 
-    real = engine.compute_features
-
-    def broken(*args, **kwargs):
-        out = real(*args, **kwargs)
-        out.loc[out.index[:5], "terminal_risk_7d_delay7d"] = 1.5
-        return out
-
-    monkeypatch.setattr(engine, "compute_features", broken)
+    real = _break_features(monkeypatch)
     with pytest.raises(ValidationFailed):  # clean input this time, refused by the gate
         backfill(cfg, traffic.transactions_path, traffic.labels_path, "local",
                  log=lambda _: None)

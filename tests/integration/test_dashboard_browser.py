@@ -9,13 +9,12 @@ import time
 import urllib.request
 import uuid
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
 from tests.browser import assert_page_shows, screenshot, wait_for_charts
+from tests.traffic import small_traffic
 
 pytestmark = pytest.mark.slow
 
@@ -25,29 +24,8 @@ def enriched_messages(seed: int = 3) -> list[tuple[str, bytes]]:
     """(key, message) for 1,200 transactions over 12 days (so the 7-day-delayed terminal
     risk is defined at the end) with features from the engine, a velocity burst on the last
     day, and labels for half of them with delays of 0-3 days."""
-    from transformations import schema
-    from transformations.engine import compute_features
-
-    rng = np.random.default_rng(seed)
-    n, t0 = 1200, pd.Timestamp("2024-05-01", tz="UTC")
-    secs = np.sort(rng.integers(0, 12 * 86400, n))
-    raw = pd.DataFrame({"transaction_id": np.arange(n), "customer_id": rng.integers(0, 12, n),
-                        "terminal_id": rng.integers(0, 15, n),
-                        "event_timestamp": t0 + pd.to_timedelta(secs, unit="s"),
-                        "amount": np.round(rng.gamma(2.0, 30.0, n), 2)})
-    burst = pd.DataFrame({"transaction_id": np.arange(n, n + 8), "customer_id": 99,
-                          "terminal_id": rng.integers(0, 15, 8),
-                          "event_timestamp": t0 + pd.Timedelta(days=11, hours=20)
-                          + pd.to_timedelta(np.arange(8) * 200, unit="s"), "amount": 75.0})
-    tx = schema.normalize_transactions(pd.concat([raw, burst], ignore_index=True)).rows
-    picked = tx.sample(frac=0.5, random_state=seed)
-    labels = pd.DataFrame({"transaction_id": picked["transaction_id"].to_numpy(),
-                           "is_fraud": (rng.random(len(picked)) < 0.3).astype(int),
-                           "label_timestamp": picked["event_timestamp"].reset_index(drop=True)
-                           + pd.to_timedelta(rng.integers(0, 3 * 86400, len(picked)), unit="s")})
-    labels = schema.normalize_labels(labels, tx).rows
-    feats = compute_features(tx, labels, tx[["customer_id", "terminal_id", "event_timestamp",
-                                             "amount"]])
+    tx, labels, feats = small_traffic(seed, n=1200, customers=12, terminals=15, days=12,
+                                      burst=8, burst_gap_s=200)
     out = []
     for rec, f in zip(tx.itertuples(), feats.to_dict("records"), strict=True):
         t = int(rec.event_timestamp.timestamp())

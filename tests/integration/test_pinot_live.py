@@ -36,6 +36,7 @@ from analytics.pinot_client import PinotClient, PinotQueryRejected, PinotQueryTi
 from bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
 from tests.browser import assert_page_shows, screenshot, wait_for_charts
+from tests.traffic import small_traffic
 
 pytestmark = [pytest.mark.pinot, pytest.mark.slow]
 
@@ -64,29 +65,8 @@ def build_events(seed: int = 11) -> Events:
     defined at the end) plus a velocity burst of customer 99 on the last day; labels for
     half of them, 0-3 days late. processed_at_ms grows with publication order, as the
     stream job stamps it."""
-    from transformations import schema
-    from transformations.engine import compute_features
-
-    rng = np.random.default_rng(seed)
-    n, t0 = 240, pd.Timestamp("2024-05-01", tz="UTC")
-    raw = pd.DataFrame({"transaction_id": np.arange(n), "customer_id": rng.integers(0, 10, n),
-                        "terminal_id": rng.integers(0, 12, n),
-                        "event_timestamp": t0 + pd.to_timedelta(
-                            np.sort(rng.integers(0, 10 * 86400, n)), unit="s"),
-                        "amount": np.round(rng.gamma(2.0, 30.0, n), 2)})
-    burst = pd.DataFrame({"transaction_id": np.arange(n, n + 6), "customer_id": 99,
-                          "terminal_id": rng.integers(0, 12, 6),
-                          "event_timestamp": t0 + pd.Timedelta(days=9, hours=20)
-                          + pd.to_timedelta(np.arange(6) * 300, unit="s"), "amount": 80.0})
-    tx = schema.normalize_transactions(pd.concat([raw, burst], ignore_index=True)).rows
-    picked = tx.sample(frac=0.5, random_state=seed)
-    labels = pd.DataFrame({"transaction_id": picked["transaction_id"].to_numpy(),
-                           "is_fraud": (rng.random(len(picked)) < 0.3).astype(int),
-                           "label_timestamp": picked["event_timestamp"].reset_index(drop=True)
-                           + pd.to_timedelta(rng.integers(0, 3 * 86400, len(picked)), unit="s")})
-    labels = schema.normalize_labels(labels, tx).rows
-    feats = compute_features(tx, labels, tx[["customer_id", "terminal_id", "event_timestamp",
-                                             "amount"]])
+    tx, labels, feats = small_traffic(seed, n=240, customers=10, terminals=12, days=10,
+                                      burst=6, burst_gap_s=300)
     ev = Events()
     seq = iter(range(10**6))
 
