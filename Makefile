@@ -17,6 +17,7 @@ test: setup lint
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-fast: setup
 	$(PY) -m pytest -m "not spark and not handbook"

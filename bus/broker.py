@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ffs import jvm
 from ffs.errors import TransientError
@@ -134,8 +135,9 @@ class LocalKafka:
         atexit.register(self.stop)
         from confluent_kafka.admin import AdminClient
 
-        probe = [AdminClient({"bootstrap.servers": self.bootstrap_servers,
-                              "log.connection.close": False, "logger": _quiet})]
+        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                    "log.connection.close": False, "logger": _quiet}
+        probe = [AdminClient(settings)]
         self.process.wait_until(lambda: bool(probe[0].list_topics(timeout=1.0).brokers),
                                 timeout_s, f"answering on {self.port}")
         probe.clear()  # librdkafka clients close when collected; this one must not outlive us

@@ -8,17 +8,18 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ffs.config import KafkaConfig
 from ffs.errors import ConfigError, TransientError
 
 
-def client_settings(cfg: KafkaConfig) -> dict[str, object]:
+def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings. The only place the SASL password is revealed; never log this."""
     if not cfg.bootstrap_servers:
         raise ConfigError("kafka.bootstrap_servers is empty: start the embedded broker "
                           "(bus.broker.LocalKafka) or set FFS_KAFKA_BOOTSTRAP_SERVERS")
-    s: dict[str, object] = {"bootstrap.servers": cfg.bootstrap_servers,
+    s: dict[str, Any] = {"bootstrap.servers": cfg.bootstrap_servers,
                             "security.protocol": cfg.security_protocol,
                             # idle connections closed by the broker are normal, not news
                             "log.connection.close": False}

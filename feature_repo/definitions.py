@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from feast import Entity as FeastEntity
 from feast import FeatureService, FeatureView, Field, FileSource, ValueType
@@ -101,7 +102,7 @@ def view_feature_names() -> dict[str, list[str]]:
     return {view: names for view, names in out.items() if names}
 
 
-def build(source_path: str | Path) -> dict[str, object]:
+def build(source_path: str | Path) -> dict[str, Any]:
     """All Feast objects over a features table at `source_path` (file or directory)."""
     entities = {
         e: FeastEntity(name=e.value, join_keys=[e.key], value_type=ValueType.INT64,
@@ -129,7 +130,7 @@ def build(source_path: str | Path) -> dict[str, object]:
     ]
     service = FeatureService(
         name=FEATURE_SERVICE,
-        features=views,
+        features=list(views),  # type: ignore[arg-type]  # FeatureView is one of its kinds
         description="every feature of feature_repo.windows.feature_names()",
     )
     return {
@@ -141,7 +142,7 @@ def build(source_path: str | Path) -> dict[str, object]:
     }
 
 
-def objects(built: dict[str, object]) -> list[object]:
+def objects(built: dict[str, Any]) -> list[object]:
     """The list to pass to FeatureStore.apply()."""
     return [built["customer"], built["terminal"], built["source"], *built["views"],
             built["service"]]

@@ -100,6 +100,8 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     k = cfg.kafka
     refused = set()
     for rec in kafka.read_all(k, k.dead_letter_topic):
+        if rec.value is None:
+            continue
         d = json.loads(rec.value)
         refused.add((d["source_topic"], d["partition"], d["offset"]))
     tx_rows, seen = [], set()
@@ -215,6 +217,8 @@ def _check_enriched(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, n: int,
                     log: Callable[[str], None]) -> Rates:
     last: dict[str, dict] = {}
     for rec in kafka.read_all(cfg.kafka, cfg.kafka.enriched_topic):
+        if rec.value is None:  # a tombstone: nothing to compare
+            continue
         row = json.loads(rec.value)
         if row.get("kind") == "transaction":
             prev = last.get(row["transaction_id"])

@@ -110,7 +110,7 @@ def score_online(cfg: Config, store, log: Callable[[str], None], n: int = 400) -
         conn = redis.Redis.from_url(server.url)
         loaded = load_state(conn, tx, labels)
         log(f"  loaded {loaded.customers:,} customers and {loaded.terminals:,} terminals in "
-            f"{loaded.seconds:.1f} s ({conn.info('memory')['used_memory_human']} in Redis)")
+            f"{loaded.seconds:.1f} s ({_used_memory(conn)} in Redis)")
         client = OnlineClient(conn)
         rng = np.random.default_rng(3)
         t0 = pd.Timestamp(loaded.as_of, unit="s", tz="UTC")
@@ -148,3 +148,8 @@ def score_online(cfg: Config, store, log: Callable[[str], None], n: int = 400) -
             break
     log(f"  correctness: {equal:,} of {total:,} served values equal the training set's at the "
         f"same instant ({equal / total:.1%}); checked on the first 100 requests")
+
+
+def _used_memory(conn) -> str:
+    info: dict = conn.info("memory")  # redis-py's sync client: a dict, not an awaitable
+    return str(info["used_memory_human"])

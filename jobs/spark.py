@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,8 @@ def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None]
     started = time.perf_counter()
     # Python workers must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no LAN lookups, quiet start
-    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", os.sys.executable)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app)
         .master(cfg.master)

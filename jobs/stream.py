@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bus import kafka as bus
 from ffs.config import Config
@@ -146,7 +147,7 @@ class StreamJob:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.last_data = time.monotonic()
-        self.query = None
+        self.query: Any = None  # pyspark's StreamingQuery once started
         self.first_batch_at: float | None = None  # wall clock, for throughput figures
         self.last_batch_end: float | None = None
         self.freshness: list[float] = []  # publish -> written, seconds, every transaction

@@ -98,9 +98,9 @@ def redis_client(cfg: RedisConfig, max_connections: int | None = None):
     timeout = cfg.timeout_ms / 1000.0
     # No retries (redis-py's default for a pool built this way): one attempt, each socket
     # operation bounded by the timeout; the next call reconnects by itself.
-    kwargs = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
-                  max_connections=max_connections or cfg.max_connections,
-                  retry_on_timeout=False)
+    kwargs: dict[str, object] = dict(
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+        max_connections=max_connections or cfg.max_connections, retry_on_timeout=False)
     if cfg.password is not None:
         # Through a credential provider, not `password=`: redis-py prints a pool's
         # connection kwargs in its repr, so repr(client.redis) would show the password.
@@ -321,9 +321,11 @@ class _Requests:
     carries_tx: np.ndarray
 
 
-def _requests(rows: list[Mapping[str, object]], default_t: int) -> _Requests:
+def _requests(rows: Sequence[Mapping[str, object]], default_t: int) -> _Requests:
     n = len(rows)
-    customer, terminal, txid = [], [], []
+    customer: list[object] = []
+    terminal: list[object] = []
+    txid: list[object] = []
     t = np.full(n, default_t, dtype=np.int64)
     amount = np.full(n, np.nan)
     for i, row in enumerate(rows):
@@ -340,7 +342,7 @@ def _requests(rows: list[Mapping[str, object]], default_t: int) -> _Requests:
         a = row.get("amount")
         if a is not None:
             try:
-                amount[i] = float(a)
+                amount[i] = float(a)  # type: ignore[arg-type]  # bad values: except below
             except (TypeError, ValueError):
                 raise InputError(f"row {i}: amount must be a number, got {a!r}") from None
             if not np.isfinite(amount[i]) or amount[i] < 0:

@@ -107,9 +107,9 @@ from online.client import (
     time_features,
 )
 
-TYPE = "online.feast_store.FFSOnlineStore"
-NOT_FOUND = "not_found"
-EMPTY_WINDOWS = "empty_windows"
+TYPE: Literal["online.feast_store.FFSOnlineStore"] = "online.feast_store.FFSOnlineStore"
+NOT_FOUND: Literal["not_found"] = "not_found"
+EMPTY_WINDOWS: Literal["empty_windows"] = "empty_windows"
 
 _ENTITY_OF = {name: e for e in Entity for name in entity_feature_names(e)}
 _TIME_FEATURES = set(time_features([0]))

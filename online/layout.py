@@ -25,6 +25,7 @@ as fast as a quiet one), and values are exact to the second and to the cent.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def encode_tx(customer_id: object, terminal_id: object, t: int, cents: int,
     return f"{customer_id}|{terminal_id}|{t}|{cents}|{lab}|{fr}"
 
 
-def decode_tx(value: bytes | str) -> dict[str, object]:
+def decode_tx(value: bytes | str) -> dict[str, Any]:
     text = value.decode() if isinstance(value, bytes) else value
     c, t_id, t, cents, lab, fr = text.split("|")
     return {"customer_id": c, "terminal_id": t_id, "t": int(t), "cents": int(cents),

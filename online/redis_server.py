@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from ffs.errors import TerminalError, TransientError
 
@@ -49,7 +50,7 @@ class RedisServer:
         self.tls_cert_file, self.tls_key_file = tls_cert_file, tls_key_file
         self.tls_ca_file = tls_ca_file
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     @property
     def tls(self) -> bool:

@@ -166,8 +166,9 @@ class OnlineWriter:
             cid, tid, txid = e["customer_id"], e["terminal_id"], e["transaction_id"]
             self._tx(keys=[layout.customer_key(p, cid), layout.terminal_keys(p, tid)[0],
                            layout.tx_key(p, txid)],
-                     args=[int(e["t"]), str(txid), str(tid), str(cid),
-                           int(layout.to_cents(float(e["amount"]))), self._ret_c, self._ret_t,
+                     args=[int(e["t"]), str(txid), str(tid), str(cid),  # type: ignore[call-overload]
+                           int(layout.to_cents(float(e["amount"]))),  # type: ignore[arg-type]
+                           self._ret_c, self._ret_t,
                            keep_c, keep_t],
                      client=pipe)
         replies = pipe.execute()
@@ -182,7 +183,8 @@ class OnlineWriter:
         pipe = self.redis.pipeline(transaction=False)
         for lab in labels:
             self._label(keys=[layout.tx_key(self.prefix, lab["transaction_id"])],
-                        args=[self.prefix, int(lab["is_fraud"]), int(lab["label_t"]),
+                        args=[self.prefix, int(lab["is_fraud"]),  # type: ignore[call-overload]
+                              int(lab["label_t"]),  # type: ignore[call-overload]
                               self._ret_t, self._label_delay], client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)

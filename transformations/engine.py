@@ -74,7 +74,7 @@ class _Timeline:
         memo = (id(p), back, side)
         if memo not in self._ranks:
             q = p.code.astype(np.int64) * self.span + (p.t - back - self.base)
-            self._ranks[memo] = np.searchsorted(self.key, q, side=side)
+            self._ranks[memo] = np.searchsorted(self.key, q, side=side)  # type: ignore[call-overload]
         return self._ranks[memo]
 
     def window(self, p: Points, back_lo: int, back_hi: int, weight: str | None = None):

@@ -154,12 +154,12 @@ def features_suite() -> ExpectationSuite:
     exps += _not_null(FEATURE_KEYS)
     exps.append(_sev(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"), FAIL,
                      "one feature row per transaction"))
-    for f in REQUEST_FEATURES:
-        exps += _request_checks(f)
-    for f in WINDOW_FEATURES:
-        exps += _window_checks(f)
-    for f in RECENCY_FEATURES:
-        exps += _recency_checks(f)
+    for rf in REQUEST_FEATURES:
+        exps += _request_checks(rf)
+    for wf in WINDOW_FEATURES:
+        exps += _window_checks(wf)
+    for cf in RECENCY_FEATURES:
+        exps += _recency_checks(cf)
     return _suite("features", exps)
 
 
