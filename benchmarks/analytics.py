@@ -151,10 +151,39 @@ def messages_for_lag(frame: pd.DataFrame, n: int, seed: int = 1):
             yield lid, None, int(rng.random() < 0.1)
 
 
+def publish_at_rate(bus, topic: str, frame: pd.DataFrame, rate: int, seconds: float,
+                    prefix: str = "", tick_s: float = 0.05) -> tuple[int, float, list[int]]:
+    """messages_for_lag at `rate`/s for `seconds`, each stamped processed_at_ms = when sent:
+    (messages sent, seconds it took, the send time in ms of every transaction row)."""
+    from bus.messages import Label, enriched_label
+
+    total = int(rate * seconds)
+    msgs = messages_for_lag(frame, total)  # more than enough: labels are extra
+    published: list[int] = []
+    sent, started = 0, time.monotonic()
+    while sent < total:
+        due = int((time.monotonic() - started) * rate)
+        while sent < min(due, total):
+            key, row, fraud = next(msgs)
+            key = prefix + key
+            now_ms = int(time.time() * 1000)
+            if row is not None:
+                row["transaction_id"] = key
+                row["processed_at_ms"] = now_ms
+                value = json.dumps(row, separators=(",", ":")).encode()
+                published.append(now_ms)
+            else:
+                value = enriched_label(Label(key, fraud, now_ms // 1000), now_ms)
+            bus.send_raw(topic, key.encode(), value)
+            sent += 1
+        bus._producer.poll(0)  # serve delivery callbacks without blocking
+        time.sleep(tick_s)
+    return sent, time.monotonic() - started, published
+
+
 def measure_lag(store, frame: pd.DataFrame, rate: int, seconds: float) -> dict:
     from bus import kafka
     from bus.broker import LocalKafka
-    from bus.messages import Label, enriched_label
     from bus.producer import EventProducer
     from ffs.config import KafkaConfig
 
@@ -178,26 +207,9 @@ def measure_lag(store, frame: pd.DataFrame, rate: int, seconds: float) -> dict:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        total = int(rate * seconds)
-        msgs = messages_for_lag(frame, total)  # more than enough: labels are extra
         bus = EventProducer(cfg, validate=False)
-        sent, started, tick = 0, time.monotonic(), 0.05
         try:
-            while sent < total:
-                due = int((time.monotonic() - started) * rate)
-                while sent < min(due, total):
-                    key, row, fraud = next(msgs)
-                    now_ms = int(time.time() * 1000)
-                    if row is not None:
-                        row["processed_at_ms"] = now_ms
-                        value = json.dumps(row, separators=(",", ":")).encode()
-                    else:
-                        value = enriched_label(Label(key, fraud, now_ms // 1000), now_ms)
-                    bus.send_raw(cfg.enriched_topic, key.encode(), value)
-                    sent += 1
-                bus._producer.poll(0)  # serve delivery callbacks without blocking
-                time.sleep(tick)
-            publish_s = time.monotonic() - started
+            sent, publish_s, _ = publish_at_rate(bus, cfg.enriched_topic, frame, rate, seconds)
             bus.flush()
             deadline = time.monotonic() + 30
             while store.rows_ingested < sent and time.monotonic() < deadline:

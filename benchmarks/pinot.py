@@ -115,8 +115,7 @@ def time_both(duck, pinot_client, runs: int) -> dict:
 def lag_run(cfg, duck, pinot_client, frame: pd.DataFrame, rate: int, seconds: float) -> dict:
     """Publish new rows at `rate`/s for `seconds` while both stores consume; per message,
     publish -> first sample in which each store sees it."""
-    from benchmarks.analytics import messages_for_lag
-    from bus.messages import Label, enriched_label
+    from benchmarks.analytics import publish_at_rate
     from bus.producer import EventProducer
 
     prefix = f"lag{rate}-"
@@ -142,30 +141,11 @@ def lag_run(cfg, duck, pinot_client, frame: pd.DataFrame, rate: int, seconds: fl
     samplers = [threading.Thread(target=sample, args=(s,), daemon=True) for s in samples]
     for t in samplers:
         t.start()
-    total = int(rate * seconds)
-    msgs = messages_for_lag(frame, total)
-    published: list[float] = []
     bus = EventProducer(cfg.kafka, validate=False)
-    sent, started = 0, time.monotonic()
     try:
-        while sent < total:
-            due = int((time.monotonic() - started) * rate)
-            while sent < min(due, total):
-                key, row, fraud = next(msgs)
-                now_ms = int(time.time() * 1000)
-                key = prefix + key
-                if row is not None:
-                    row["transaction_id"] = key
-                    row["processed_at_ms"] = now_ms
-                    value = json.dumps(row, separators=(",", ":")).encode()
-                    published.append(now_ms)
-                else:
-                    value = enriched_label(Label(key, fraud, now_ms // 1000), now_ms)
-                bus.send_raw(cfg.kafka.enriched_topic, key.encode(), value)
-                sent += 1
-            bus._producer.poll(0)
-            time.sleep(0.02)
-        achieved = sent / (time.monotonic() - started)
+        sent, took, published = publish_at_rate(bus, cfg.kafka.enriched_topic, frame, rate,
+                                                seconds, prefix=prefix, tick_s=0.02)
+        achieved = sent / took
         bus.close()
         deadline = time.time() + 30
         newest = max(published)
