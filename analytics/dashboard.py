@@ -218,7 +218,7 @@ def start_dashboard(cfg: Config, host: str | None = None, port: int | None = Non
     With kafka.bootstrap_servers empty, an embedded broker is started (and stopped by stop)."""
     import uvicorn
 
-    from online.redis_server import free_port
+    from ffs.net import free_port
 
     stop_broker = None
     if backend is None and cfg.analytics.store == "duckdb" and not cfg.kafka.bootstrap_servers:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ffs import jvm
 from ffs.errors import TransientError
-from online.redis_server import free_port
+from ffs.net import free_port
 
 ADMIN_MAIN = "org.apache.pinot.tools.admin.PinotAdministrator"
 CLUSTER = "ffs"

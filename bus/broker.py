@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 from ffs import jvm
 from ffs.errors import TransientError
-from online.redis_server import free_port
+from ffs.net import free_port
 
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -136,7 +137,7 @@ class LocalKafka:
         from confluent_kafka.admin import AdminClient
 
         settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
-                                    "log.connection.close": False, "logger": _quiet}
+                                    "log.connection.close": False, "logger": _boot_log}
         probe = [AdminClient(settings)]
         self.process.wait_until(lambda: bool(probe[0].list_topics(timeout=1.0).brokers),
                                 timeout_s, f"answering on {self.port}")
@@ -167,14 +168,7 @@ class LocalKafka:
         self.stop()
 
 
-class _QuietLogger:
-    """librdkafka logs 'connection refused' while the broker boots: expected, not news."""
-
-    def log(self, *args, **kwargs) -> None:  # logging.Logger's interface, as librdkafka uses
-        pass
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None
-
-
-_quiet = _QuietLogger()
+# librdkafka logs 'connection refused' while the broker boots: expected, not news
+_boot_log = logging.getLogger("ffs.kafka.boot")
+_boot_log.addHandler(logging.NullHandler())
+_boot_log.propagate = False

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ffs.errors import TerminalError, TransientError
+from ffs.net import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["RedisServer", "free_port"]  # free_port: tests and benchmarks import it here
 
 
 def _resp(*args: str) -> bytes:
