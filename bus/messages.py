@@ -2,7 +2,9 @@
 dead-letter reason. Every topic carries JSON objects (UTF-8), one per message.
 
 transactions topic (key: customer_id, so one customer's payments keep their order)
-    transaction_id   string or integer, [A-Za-z0-9_.:@/+=-], 1..128 characters
+    transaction_id   string or integer, read by its declared type (config `ids`; the id model
+                     of transformations/ids.py: 1-128 characters of [A-Za-z0-9_.:@/+=-]);
+                     outgoing messages carry the canonical id as text
     customer_id      same rules
     terminal_id      same rules
     event_timestamp  ISO 8601 (naive means UTC) or epoch seconds / milliseconds / microseconds
@@ -31,11 +33,11 @@ import base64
 import datetime as dt
 import json
 import math
-import re
 from dataclasses import dataclass
 
 import orjson
 
+from transformations import ids
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import EPOCH_UNIT_LIMITS, parse_iso
 
@@ -57,9 +59,7 @@ REASONS = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_TYPE, BAD_ID, BAD_AMOUNT, BA
            FUTURE, TOO_LATE, BEYOND_RETENTION, UNKNOWN_TRANSACTION, CONFLICT, TOO_LARGE)
 
 MAX_MESSAGE_BYTES = 64 * 1024
-# ids become parts of Redis keys and of '|'/tab separated values: no separators, no spaces,
-# no braces (Redis Cluster hash tags)
-_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
+DEFAULT_IDS = ids.IdTypes()
 _EPOCH_UNITS = tuple(zip(EPOCH_UNIT_LIMITS, (1, 1_000, 1_000_000), strict=True))  # batch's rule
 
 
@@ -108,16 +108,16 @@ def _field(obj: dict, name: str):
     return value
 
 
-def parse_id(obj: dict, name: str) -> str:
+def parse_id(obj: dict, name: str, kind: str = ids.INT) -> str:
+    """The id's canonical text under its declared type (transformations/ids.py)."""
     value = _field(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Refused(BAD_TYPE, f"{name!r} must be a string or an integer, "
                                 f"found {type(value).__name__}")
-    text = str(value)
-    if not _ID.fullmatch(text):
-        raise Refused(BAD_ID, f"{name!r} = {text[:40]!r}: ids are 1-128 characters of "
-                              f"A-Z a-z 0-9 _ . : @ / + = -")
-    return text
+    try:
+        return ids.key_text(ids.canonical(value, kind))
+    except ids.BadId as exc:
+        raise Refused(BAD_ID, f"{name!r} = {exc}") from None
 
 
 def parse_time(obj: dict, name: str) -> int:
@@ -156,16 +156,17 @@ def parse_amount(obj: dict) -> float:
     return amount
 
 
-def parse_transaction(raw: bytes | str | None) -> Transaction:
+def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Transaction:
     obj = _object(raw)
-    return Transaction(parse_id(obj, "transaction_id"), parse_id(obj, "customer_id"),
-                       parse_id(obj, "terminal_id"), parse_time(obj, "event_timestamp"),
-                       parse_amount(obj))
+    return Transaction(parse_id(obj, "transaction_id", id_types.transaction_id),
+                       parse_id(obj, "customer_id", id_types.customer_id),
+                       parse_id(obj, "terminal_id", id_types.terminal_id),
+                       parse_time(obj, "event_timestamp"), parse_amount(obj))
 
 
-def parse_label(raw: bytes | str | None) -> Label:
+def parse_label(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Label:
     obj = _object(raw)
-    txid = parse_id(obj, "transaction_id")
+    txid = parse_id(obj, "transaction_id", id_types.transaction_id)
     flag = _field(obj, "is_fraud")
     if flag not in (0, 1) or isinstance(flag, float):  # True/False compare equal to 1/0
         raise Refused(BAD_TYPE, f"'is_fraud' must be 0, 1, true or false, found {flag!r}")

@@ -2,10 +2,10 @@
 fraud label when it becomes known. Messages are checked with the same rules as the stream,
 so a bad event fails at the caller (InputError) instead of landing in dead letters later.
 
-    with EventProducer(cfg.kafka) as bus:
-        bus.send_transaction({"transaction_id": "t1", "customer_id": "c1", "terminal_id": "m9",
+    with EventProducer(cfg.kafka, id_types=cfg.ids.types()) as bus:
+        bus.send_transaction({"transaction_id": 991, "customer_id": 42, "terminal_id": 7,
                               "event_timestamp": "2026-11-22T10:00:00Z", "amount": 12.5})
-        bus.send_label({"transaction_id": "t1", "is_fraud": 1,
+        bus.send_label({"transaction_id": 991, "is_fraud": 1,
                         "label_timestamp": "2026-11-29T08:00:00Z"})
 """
 
@@ -20,6 +20,9 @@ from collections.abc import Mapping
 from bus import kafka, messages
 from ffs.config import KafkaConfig, StreamConfig
 from ffs.errors import InputError, TransientError
+from transformations.ids import IdTypes
+
+DEFAULT_IDS = IdTypes()
 
 
 class EventProducer:
@@ -29,10 +32,12 @@ class EventProducer:
     upsert on the enriched topic on one transaction's rows meeting on one partition."""
 
     def __init__(self, cfg: KafkaConfig, validate: bool = True,
-                 max_future_s: int = StreamConfig.max_future_s, **settings):
+                 max_future_s: int = StreamConfig.max_future_s,
+                 id_types: IdTypes = DEFAULT_IDS, **settings):
         """max_future_s: the stream's rule (stream.max_future_s) applied at the caller, so an
         event the stream would dead-letter as future_timestamp is refused here instead."""
         self.cfg, self.validate, self.max_future_s = cfg, validate, max_future_s
+        self.id_types = id_types  # the config's `ids`: the stream reads ids by the same types
         self._producer = kafka.producer(cfg, **settings)
         # librdkafka refuses larger messages only at delivery, reported on a later call
         self.max_bytes = int(settings.get("message.max.bytes", 1_000_000))
@@ -94,7 +99,7 @@ class EventProducer:
         value = self._encode(tx, "transaction")
         if self.validate:
             try:
-                parsed = messages.parse_transaction(value)
+                parsed = messages.parse_transaction(value, self.id_types)
             except messages.Refused as exc:
                 raise InputError(f"transaction refused ({exc.reason}): {exc.detail}") from None
             self._refuse_future(parsed.t, "transaction")
@@ -113,7 +118,7 @@ class EventProducer:
         value = self._encode(label, "label")
         if self.validate:
             try:
-                parsed = messages.parse_label(value)
+                parsed = messages.parse_label(value, self.id_types)
             except messages.Refused as exc:
                 raise InputError(f"label refused ({exc.reason}): {exc.detail}") from None
             self._refuse_future(parsed.label_t, "label")

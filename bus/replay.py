@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bus.messages import _ID
 from bus.producer import EventProducer
 from ffs.config import KafkaConfig
 from transformations import schema
+from transformations.ids import TEXT, IdTypes
 from transformations.timestamps import to_seconds
 
 
@@ -36,7 +36,7 @@ class ReplaySummary:
 def _text(values: pd.Series) -> pd.Series:
     """JSON string literals; a fast path when every id is plain (the common case)."""
     s = values.astype(str)
-    if s.str.fullmatch(_ID.pattern).all():
+    if s.str.fullmatch(TEXT.pattern).all():
         return '"' + s + '"'
     return s.map(json.dumps)
 
@@ -63,14 +63,15 @@ def label_values(labels: pd.DataFrame) -> np.ndarray:
 
 
 def load_events(transactions: str | Path, labels: str | Path | None = None,
-                label_delay_s: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+                label_delay_s: int | None = None, id_types: IdTypes = schema.DEFAULT_IDS,
+                ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Normalized transactions and labels. Without a labels file, labels come from the
     transactions' TX_FRAUD flag (the handbook's shape) `label_delay_s` after each payment."""
     raw = schema.read_table(transactions)
-    norm = schema.normalize_transactions(raw)
+    norm = schema.normalize_transactions(raw, id_types)
     rejected = norm.n_rejected
     if labels is not None:
-        nl = schema.normalize_labels(schema.read_table(labels), norm.rows)
+        nl = schema.normalize_labels(schema.read_table(labels), norm.rows, id_types)
         lab, rejected = nl.rows, rejected + nl.n_rejected
     elif label_delay_s is not None and "TX_FRAUD" in norm.rows.columns:
         lab = schema.labels_from_flags(norm.rows, delay=pd.Timedelta(seconds=label_delay_s))

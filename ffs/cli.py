@@ -65,11 +65,12 @@ def cmd_validate(args, cfg) -> int:
     failed = 0
     tx_rows = None
     if args.transactions:
-        norm = schema.normalize_transactions(schema.read_table(args.transactions))
+        norm = schema.normalize_transactions(schema.read_table(args.transactions),
+                                             cfg.ids.types())
         tx_rows = norm.rows
         failed += _report(validate("transactions", norm.rows, docs), norm.reject_summary())
     if args.labels:
-        norm = schema.normalize_labels(schema.read_table(args.labels), tx_rows)
+        norm = schema.normalize_labels(schema.read_table(args.labels), tx_rows, cfg.ids.types())
         failed += _report(validate("labels", norm.rows, docs), norm.reject_summary())
     if args.features:
         failed += _report(validate("features", schema.read_table(args.features), docs), {})
@@ -281,7 +282,8 @@ def cmd_replay(args, cfg) -> int:
 
     _kafka_override(args, cfg)
     delay = None if args.label_delay is None else int(args.label_delay * 86400)
-    tx, labels, rejected = load_events(args.transactions, args.labels, delay)
+    tx, labels, rejected = load_events(args.transactions, args.labels, delay,
+                                         cfg.ids.types())
     if rejected:
         _log(f"  {rejected:,} input rows rejected by normalization (not published)")
     kafka.ensure_topics(cfg.kafka)

@@ -137,7 +137,23 @@ class AnalyticsConfig:
 
 
 @dataclass
+class IdsConfig:
+    """The declared type of each id column, `int` or `string` (transformations/ids.py): one
+    canonical form on every path, so "007" is the id 7 when int, its own id when string."""
+
+    transaction_id: str = "int"
+    customer_id: str = "int"
+    terminal_id: str = "int"
+
+    def types(self):
+        from transformations.ids import IdTypes
+
+        return IdTypes(self.transaction_id, self.customer_id, self.terminal_id)
+
+
+@dataclass
 class Config:
+    ids: IdsConfig = field(default_factory=IdsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -202,6 +218,8 @@ _RANGES = [
 _CHOICES = [
     ("stream.starting_offsets", ("earliest", "latest")),
     ("analytics.store", ("duckdb", "pinot")),
+    ("ids.transaction_id", ("int", "string")), ("ids.customer_id", ("int", "string")),
+    ("ids.terminal_id", ("int", "string")),
     ("kafka.security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
     ("kafka.sasl_mechanism", (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
 ]

@@ -26,6 +26,7 @@ from ffs.config import Config
 from jobs.features_job import check_engine, compute
 from jobs.offline_store import OfflineStore
 from transformations import schema
+from transformations.ids import IdTypes
 
 
 @dataclass
@@ -54,12 +55,13 @@ class _Steps:
         return result
 
 
-def load_inputs(transactions_path: str | Path, labels_path: str | Path | None):
+def load_inputs(transactions_path: str | Path, labels_path: str | Path | None,
+                id_types: IdTypes = schema.DEFAULT_IDS):
     """Read and normalize both inputs; labels are checked against the transactions."""
-    tx = schema.normalize_transactions(schema.read_table(transactions_path))
+    tx = schema.normalize_transactions(schema.read_table(transactions_path), id_types)
     raw_labels = (pd.DataFrame(columns=list(schema.LABEL_COLUMNS)) if labels_path is None
                   else schema.read_table(labels_path))
-    return tx, schema.normalize_labels(raw_labels, tx.rows)
+    return tx, schema.normalize_labels(raw_labels, tx.rows, id_types)
 
 
 def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path | None,
@@ -77,7 +79,8 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     docs = Path(cfg.validation.data_docs_dir) if cfg.validation.enabled else None
     staged: dict[str, Path] = {}
 
-    tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path)
+    tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path,
+                          cfg.ids.types())
     summary.transactions, summary.labels = len(tx.rows), len(labels.rows)
     summary.rejected = {"transactions": tx.reject_summary(), "labels": labels.reject_summary()}
     # sortable and unique: the audit trail lists runs in the order they happened

@@ -109,7 +109,7 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         if (rec.topic, rec.partition, rec.offset) in refused:
             continue
         try:
-            tx = M.parse_transaction(rec.value)
+            tx = M.parse_transaction(rec.value, cfg.ids.types())
         except M.Refused:
             continue
         if tx.transaction_id not in seen:  # a duplicate counts once
@@ -120,7 +120,7 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         if (rec.topic, rec.partition, rec.offset) in refused:
             continue
         try:
-            lab = M.parse_label(rec.value)
+            lab = M.parse_label(rec.value, cfg.ids.types())
         except M.Refused:
             continue
         lab_rows.append((lab.transaction_id, lab.is_fraud, lab.label_t))
@@ -188,7 +188,7 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
     customers_seen = set(tx["customer_id"])
     known = points["customer_id"].isin(customers_seen).to_numpy()
     client = OnlineClient(redis_client(dataclasses.replace(cfg.redis, timeout_ms=30_000)),
-                          prefix=cfg.redis.prefix, max_batch=1000)
+                          prefix=cfg.redis.prefix, max_batch=1000, id_types=cfg.ids.types())
     rows = points.to_dict("records")
     for r in rows:
         if r["transaction_id"] is None or (isinstance(r["amount"], float)

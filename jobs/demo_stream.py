@@ -82,7 +82,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
         f"({job.summary.batches} micro-batches; the first one starts Spark's Python workers)")
 
     conn = redis.Redis.from_url(server.url)
-    client = OnlineClient(conn, prefix=cfg.redis.prefix)
+    client = OnlineClient(conn, prefix=cfg.redis.prefix, id_types=cfg.ids.types())
     victim = str(hist_tx["customer_id"].value_counts().index[-1])  # a quiet card
     terminals = hist_tx["terminal_id"].astype(str).unique()[:3]
     base = int(end.timestamp()) + 60
@@ -90,7 +90,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
         f"terminals {', '.join(terminals)}")
     log("    #   publish->visible   nb_tx_10m  sum_10m   nb_tx_1h  nb_terminals_1d  "
         "amount/avg30d")
-    with EventProducer(cfg.kafka) as bus:
+    with EventProducer(cfg.kafka, id_types=cfg.ids.types()) as bus:
         for k in range(BURST):
             txid, t = f"burst-{k}", base + k * BURST_GAP_S
             row = {"transaction_id": txid, "customer_id": victim,

@@ -98,11 +98,13 @@ class BatchProcessor:
         p = cfg.redis.prefix
         self.prefix = p
         self.writer = OnlineWriter(redis_conn, p)
-        self.client = OnlineClient(redis_conn, prefix=p, max_batch=READ_CHUNK)
+        self.client = OnlineClient(redis_conn, prefix=p, max_batch=READ_CHUNK,
+                                   id_types=cfg.ids.types())
         self.state_key, self.pending_key = f"{p}:stream:state", f"{p}:stream:pending_labels"
         self.retention = {Entity.CUSTOMER: layout.retention_s(Entity.CUSTOMER),
                           Entity.TERMINAL: layout.retention_s(Entity.TERMINAL)}
         self.k = cfg.kafka
+        self.id_types = cfg.ids.types()
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -211,13 +213,13 @@ class BatchProcessor:
                                                     rows["timestamp_ms"], strict=False):
             try:
                 if topic == self.k.transactions_topic:
-                    tx = M.parse_transaction(value)
+                    tx = M.parse_transaction(value, self.id_types)
                     bad = self._time_check(tx.t, now_s, wm, ret_c)
                     if bad is None:
                         txs.append((tx, (topic, part, off, key, ts)))
                         continue
                 elif topic == self.k.labels_topic:
-                    lab = M.parse_label(value)
+                    lab = M.parse_label(value, self.id_types)
                     bad = self._time_check(lab.label_t, now_s, wm, ret_t)
                     if bad is None:
                         labels.append((lab, (topic, part, off, ts)))

@@ -19,12 +19,16 @@ from ffs.errors import InputError
 from jobs.features_job import compute
 from jobs.offline_store import OfflineStore
 from transformations import schema
+from transformations.ids import IdTypes
 from transformations.timestamps import to_utc
 
 REQUIRED = ("customer_id", "terminal_id", "event_timestamp")
 
 
-def prepare_entities(entities: pd.DataFrame) -> pd.DataFrame:
+def prepare_entities(entities: pd.DataFrame,
+                     id_types: IdTypes = schema.DEFAULT_IDS) -> pd.DataFrame:
+    """Entity rows with parsed times and canonical ids (the same id model as every other path:
+    "124", 124 and 124.0 are one int id)."""
     missing = [c for c in REQUIRED if c not in entities.columns]
     if missing:
         raise InputError(f"entity table is missing column(s) {missing}; expected at least "
@@ -37,7 +41,7 @@ def prepare_entities(entities: pd.DataFrame) -> pd.DataFrame:
         raise InputError(f"{int(bad.sum())} entity row(s) have a missing or unparseable "
                          f"customer_id, terminal_id or event_timestamp, e.g. {sample}")
     out["event_timestamp"] = ts
-    return out
+    return schema.canonical_ids(out, schema.ID_COLUMNS, id_types, "entity table")
 
 
 def training_set(entities: pd.DataFrame, cfg: Config | None = None,
@@ -51,7 +55,7 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
     label before its transaction, ...) are counted by reason in `result.attrs["rejected"]`
     and logged, never dropped silently."""
     cfg = cfg or load_config()
-    points = prepare_entities(entities)
+    points = prepare_entities(entities, cfg.ids.types())
     tx, lab, rejected = _events(cfg, transactions, labels)
     for kind, reasons in rejected.items():
         if reasons:
@@ -69,19 +73,22 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
 def _events(cfg: Config, transactions, labels):
     """(transactions, labels, {kind: {reason: rows}} set aside from the inputs given)."""
     store = OfflineStore(cfg.offline.path)
+    ids = cfg.ids.types()
     rejected: dict[str, dict[str, int]] = {"transactions": {}, "labels": {}}
     if transactions is None:
-        tx = store.read("transactions", list(schema.TX_COLUMNS))
+        tx = schema.stored_ids(store.read("transactions", list(schema.TX_COLUMNS)), ids,
+                               "the offline store's transactions")
     else:
         raw = (transactions if isinstance(transactions, pd.DataFrame)
                else schema.read_table(transactions))
-        norm = schema.normalize_transactions(raw)
+        norm = schema.normalize_transactions(raw, ids)
         tx, rejected["transactions"] = norm.rows, norm.reject_summary()
     if labels is None:
-        lab = store.read("labels", list(schema.LABEL_COLUMNS)) if store.exists("labels") \
+        lab = schema.stored_ids(store.read("labels", list(schema.LABEL_COLUMNS)), ids,
+                                "the offline store's labels") if store.exists("labels") \
             else schema.normalize_labels(pd.DataFrame(columns=list(schema.LABEL_COLUMNS))).rows
     else:
         raw = labels if isinstance(labels, pd.DataFrame) else schema.read_table(labels)
-        norm = schema.normalize_labels(raw, tx)
+        norm = schema.normalize_labels(raw, tx, ids)
         lab, rejected["labels"] = norm.rows, norm.reject_summary()
     return tx, lab, rejected

@@ -38,7 +38,9 @@ from ffs.errors import InputError
 from online import layout
 from online.plan import ReadPlan, compile_plan
 from online.scripts import READ
+from transformations import ids
 from transformations import timestamps as T
+from transformations.ids import IdTypes
 
 PRESENT = "PRESENT"
 MISSING_ENTITY = "MISSING_ENTITY"
@@ -46,7 +48,9 @@ MISSING_REQUEST_DATA = "MISSING_REQUEST_DATA"
 UNAVAILABLE = "UNAVAILABLE"
 
 _REQUEST = {f.name for f in REQUEST_FEATURES}
-_NO_ID = ""  # stands for the other entity in get_entity_features: matches no key
+# stands for the other entity in get_entity_features: keyed as "", which matches no key
+_NO_ID = object()
+DEFAULT_IDS = IdTypes()
 
 
 def entity_feature_names(entity: Entity | str) -> list[str]:
@@ -132,8 +136,11 @@ class _SecretCredentials:
 
 class OnlineClient:
     def __init__(self, redis_conn, prefix: str = "ffs", plan: ReadPlan | None = None,
-                 max_batch: int = 1000):
+                 max_batch: int = 1000, id_types: IdTypes = DEFAULT_IDS):
+        """id_types: the config's `ids`, so a request's "007" is the id the stream and the
+        backfill stored (transformations/ids.py)."""
         self.redis = redis_conn
+        self.id_types = id_types
         self.prefix = prefix
         self.plan = plan or compile_plan()
         self.max_batch = max_batch
@@ -144,7 +151,8 @@ class OnlineClient:
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs) -> OnlineClient:
-        return cls(redis_client(cfg.redis), prefix=cfg.redis.prefix, **kwargs)
+        return cls(redis_client(cfg.redis), prefix=cfg.redis.prefix,
+                   id_types=cfg.ids.types(), **kwargs)
 
     def get_features(self, rows: Iterable[Mapping[str, object]], as_of: object = None,
                      feature_service: str = FEATURE_SERVICE) -> OnlineResult:
@@ -155,7 +163,7 @@ class OnlineClient:
         if len(rows) > self.max_batch:
             raise InputError(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         default_t = _seconds(as_of) if as_of is not None else int(time.time())
-        req = _requests(rows, default_t)
+        req = _requests(rows, default_t, self.id_types)
         keys: list[str] = []
         argv: list[object] = list(self._argv)
         p = self.prefix
@@ -321,7 +329,8 @@ class _Requests:
     carries_tx: np.ndarray
 
 
-def _requests(rows: Sequence[Mapping[str, object]], default_t: int) -> _Requests:
+def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
+              id_types: IdTypes) -> _Requests:
     n = len(rows)
     customer: list[object] = []
     terminal: list[object] = []
@@ -329,13 +338,14 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int) -> _Requests
     t = np.full(n, default_t, dtype=np.int64)
     amount = np.full(n, np.nan)
     for i, row in enumerate(rows):
-        for name, ids in (("customer_id", customer), ("terminal_id", terminal)):
-            value = _id(row.get(name))
+        for name, column in (("customer_id", customer), ("terminal_id", terminal)):
+            value = _id(row.get(name), id_types.of(name), f"row {i}: {name}")
             if value is None:
                 raise InputError(f"row {i}: missing {name!r}; every row needs customer_id "
                                  f"and terminal_id")
-            ids.append(value)
-        txid.append(_id(row.get("transaction_id")))
+            column.append(value)
+        txid.append(_id(row.get("transaction_id"), id_types.transaction_id,
+                        f"row {i}: transaction_id"))
         ts = row.get("event_timestamp")
         if ts is not None:
             t[i] = _seconds(ts, f"row {i}: event_timestamp")
@@ -373,19 +383,16 @@ def _plain(values: np.ndarray) -> list:
     return values.tolist()
 
 
-def _id(value: object) -> object:
-    """An entity or transaction id keyed as the offline store keys it (schema._ids): a whole
-    float (7.0, from a pandas row with NaNs elsewhere) is the integer 7; None or NaN is missing."""
-    if value is None:
-        return None
-    if isinstance(value, (float, np.floating)):
-        if value != value:
+def _id(value: object, kind: str, what: str) -> object:
+    """The id's canonical form (transformations/ids.py); None or NaN is missing (None)."""
+    if value is _NO_ID:
+        return ""
+    try:
+        return ids.canonical(value, kind)
+    except ids.BadId as exc:
+        if exc.rule == "missing":
             return None
-        if float(value).is_integer():
-            return int(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+        raise InputError(f"{what} = {exc}") from None
 
 
 # Epoch numbers are read as offline reads them (timestamps.to_utc): seconds below 1e11,

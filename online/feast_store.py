@@ -301,8 +301,9 @@ class FFSOnlineStore(OnlineStore):
         with self._lock:
             if ident not in self._clients:
                 redis_cfg = self._redis_settings(cfg)
-                client = OnlineClient(redis_client(redis_cfg),
-                                      prefix=redis_cfg.prefix)
+                # ids are read by the types of the ffs config, as `ffs materialize` wrote them
+                client = OnlineClient(redis_client(redis_cfg), prefix=redis_cfg.prefix,
+                                      id_types=load_config().ids.types())
                 self._clients[ident] = (client, redis_cfg)
             return self._clients[ident]
 

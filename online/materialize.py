@@ -23,15 +23,18 @@ def materialize(cfg: Config, transactions: str | Path | None = None,
     from online.client import redis_client
 
     store = OfflineStore(cfg.offline.path)
+    ids = cfg.ids.types()
     if transactions is None:
-        tx = store.read("transactions", list(schema.TX_COLUMNS))
+        tx = schema.stored_ids(store.read("transactions", list(schema.TX_COLUMNS)), ids,
+                               "the offline store's transactions")
         lab = (store.read("labels", list(schema.LABEL_COLUMNS)) if store.exists("labels")
                else pd.DataFrame(columns=list(schema.LABEL_COLUMNS)))
+        lab = schema.stored_ids(lab, ids, "the offline store's labels")
     else:
-        tx = schema.normalize_transactions(schema.read_table(transactions)).rows
+        tx = schema.normalize_transactions(schema.read_table(transactions), ids).rows
         raw = (schema.read_table(labels) if labels is not None
                else pd.DataFrame(columns=list(schema.LABEL_COLUMNS)))
-        lab = schema.normalize_labels(raw, tx).rows
+        lab = schema.normalize_labels(raw, tx, ids).rows
     if redis_conn is None:
         # bulk loading: give each command more time than a low-latency read gets (on a copy:
         # the caller's config keeps its read timeout)

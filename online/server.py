@@ -63,6 +63,7 @@ from online.client import (
     _seconds,
     redis_client,
 )
+from transformations import ids
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import parse_iso
 
@@ -74,6 +75,7 @@ TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "featu
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z
+DEFAULT_IDS = ids.IdTypes()
 FEATURES_PATH = "/get-online-features"
 ENDPOINTS = ("/get-online-features", "/health", "/ready", "/metrics", "/openapi.json", "/docs")
 OPEN_ENDPOINTS = ("/health",)
@@ -229,16 +231,20 @@ def _column(value: object, what: str) -> list:
     return value
 
 
-def _check_ids(values: list, what: str, nullable: bool = False) -> None:
+def _check_ids(values: list, what: str, kind: str, nullable: bool = False) -> None:
+    """Every id valid under its declared type (transformations/ids.py), or a 400 naming it;
+    the client keys them by the same rule."""
     for i, v in enumerate(values):
-        kind = type(v)
-        if kind is int or kind is str or (nullable and v is None) or (
-                kind is float and v.is_integer()):  # 7.0 is the id 7, as offline keys it
+        if nullable and v is None:
             continue
-        raise BadRequest(f"{what}[{i}]: expected an integer or string id, found {_show(v)}")
+        try:
+            ids.canonical(v, kind)
+        except ids.BadId as exc:
+            raise BadRequest(f"{what}[{i}]: {exc}") from None
 
 
-def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, dict]:
+def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_IDS,
+                  ) -> tuple[list[dict], int | None, dict]:
     """Body -> (rows for OnlineClient.get_features, as_of, entity columns for the response)."""
     try:
         req = json.loads(body, parse_constant=_reject_constant)
@@ -303,13 +309,13 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list[dict], int | None, 
                          status=413, reason="batch_too_large")
 
     customers, terminals = columns["customer_id"], columns["terminal_id"]
-    _check_ids(customers, "customer_id")
-    _check_ids(terminals, "terminal_id")
+    _check_ids(customers, "customer_id", id_types.customer_id)
+    _check_ids(terminals, "terminal_id", id_types.terminal_id)
     rows = [{"customer_id": c, "terminal_id": t}
             for c, t in zip(customers, terminals, strict=False)]
     if "transaction_id" in columns:
         txids = columns["transaction_id"]
-        _check_ids(txids, "transaction_id", nullable=True)
+        _check_ids(txids, "transaction_id", id_types.transaction_id, nullable=True)
         for row, txid in zip(rows, txids, strict=False):
             row["transaction_id"] = txid
     if "event_timestamp" in columns:
@@ -484,7 +490,8 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         rcfg = dataclasses.replace(cfg.redis, timeout_ms=min(cfg.redis.timeout_ms,
                                                              scfg.timeout_ms))
         client = OnlineClient(redis_client(rcfg), prefix=cfg.redis.prefix,
-                              max_batch=scfg.max_batch)
+                              max_batch=scfg.max_batch, id_types=cfg.ids.types())
+    id_types = cfg.ids.types()
     metrics = Metrics()
     breaker = _Breaker(client, scfg.timeout_ms)
     names = feature_names()
@@ -547,7 +554,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         started = time.perf_counter()
         if breaker.error is not None:
             default_t = as_of if as_of is not None else int(time.time())
-            result = client._unavailable(_requests(rows, default_t),
+            result = client._unavailable(_requests(rows, default_t, id_types),
                                          f"CircuitOpen: {breaker.error}")
         else:
             result = client.get_features(rows, as_of)
@@ -580,7 +587,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
             body = await _read_body(receive, MAX_BODY_BYTES)
             if body is None:
                 return error(f"body is over {MAX_BODY_BYTES} bytes", 413, "too_large")
-            rows, as_of, entity_columns = parse_request(body, scfg.max_batch)
+            rows, as_of, entity_columns = parse_request(body, scfg.max_batch, id_types)
             result = read(rows, as_of)
             data = _dumps(result.to_feast_response(entity_columns))
         except BadRequest as exc:

@@ -16,6 +16,16 @@ HANDBOOK = Path(os.environ.get("FFS_HANDBOOK", Path(__file__).resolve().parents[
                                / "data" / "handbook" / "transactions.parquet"))
 
 
+def text_ids(cfg=None):
+    """A config (default: Config()) with every id column declared string, for tests whose
+    events carry text ids such as "c1" or "t-1"."""
+    from ffs.config import Config, IdsConfig
+
+    cfg = cfg or Config()
+    cfg.ids = IdsConfig("string", "string", "string")
+    return cfg
+
+
 def utc(s: str) -> pd.Timestamp:
     return pd.Timestamp(s, tz="UTC")
 

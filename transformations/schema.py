@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from ffs.errors import InputError
+from transformations.ids import IdTypes, canonical_series
 from transformations.timestamps import to_seconds, to_utc
 
 TX_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount")
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
 ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id")
+DEFAULT_IDS = IdTypes()
 # The largest payment, on every path (batch, stream, producer, HTTP): a customer's amounts
 # are summed as integer cents, exact in the engine's int64 and in Redis' Lua doubles (below
 # 2**53) for every customer's retained history; 1e300 or 9e16 used to overflow to garbage.
@@ -77,25 +79,47 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
         )
 
 
-def _ids(values: pd.Series) -> pd.Series:
-    """Ids stay integers when they are integers; anything else becomes a string id."""
-    if pd.api.types.is_integer_dtype(values):
-        return values.astype("int64")
-    if pd.api.types.is_float_dtype(values):
-        whole = values.dropna()
-        if (whole == np.floor(whole)).all():
-            return values.astype("Int64")
-    num = pd.to_numeric(values, errors="coerce")
-    if num.notna().sum() == values.notna().sum() and (num.dropna() == np.floor(num.dropna())).all():
-        return num.astype("Int64")
-    return values.astype("string")
+def _id_checks(raw: pd.DataFrame, column: str, ids: IdTypes,
+               out: dict[str, pd.Series]) -> list[tuple[pd.Series, str | pd.Series]]:
+    """Canonical ids of `column` into out[column]; the checks that refuse the rest."""
+    canon, why = canonical_series(raw[column], ids.of(column))
+    out[column] = canon
+    return [(raw[column].isna() | (canon.isna() & why.isna()), f"missing {column}"),
+            (why.notna(), f"bad {column}: " + why.fillna(""))]
 
 
-def _reject(df: pd.DataFrame, mask: pd.Series, reason: str, out: list[pd.DataFrame]) -> pd.Series:
-    """Move rows under `mask` (and not already rejected) to `out` with a reason."""
+def canonical_ids(df: pd.DataFrame, columns: tuple[str, ...], id_types: IdTypes,
+                  what: str) -> pd.DataFrame:
+    """`df` with its id columns in canonical form, or one InputError naming the refused ids
+    (no row is set aside: entity rows and stored events are all or nothing)."""
+    out = df.copy()
+    for c in columns:
+        if c not in df.columns:
+            continue
+        canon, why = canonical_series(df[c], id_types.of(c))
+        bad = why.notna()
+        if bad.any():
+            sample = df.loc[bad, c].head(3).tolist()
+            raise InputError(f"{what}: {int(bad.sum())} {c} value(s) refused, e.g. {sample}: "
+                             f"{why[bad].iloc[0]} (ids.{c} is {id_types.of(c)})")
+        out[c] = canon.astype("int64") if str(canon.dtype) == "Int64" and not canon.hasnans \
+            else canon
+    return out
+
+
+def stored_ids(df: pd.DataFrame, id_types: IdTypes, what: str) -> pd.DataFrame:
+    """Events read back from the offline store, their ids under today's declared types (the
+    store keeps the types of its backfill; changing `ids` after it is an error here)."""
+    return canonical_ids(df, ID_COLUMNS, id_types, what)
+
+
+def _reject(df: pd.DataFrame, mask: pd.Series, reason: str | pd.Series,
+            out: list[pd.DataFrame]) -> pd.Series:
+    """Move rows under `mask` (and not already rejected) to `out` with a reason (one text, or
+    one per row)."""
     if mask.any():
         bad = df.loc[mask].astype("string")
-        bad["reason"] = reason
+        bad["reason"] = reason if isinstance(reason, str) else reason[mask].to_numpy()
         out.append(bad)
     return ~mask
 
@@ -124,7 +148,8 @@ def _is_valid_date(value) -> bool:
         return False
 
 
-def normalize_transactions(raw: pd.DataFrame) -> Normalized:
+def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS) -> Normalized:
+    """Typed, checked transactions; ids in their canonical form (transformations/ids.py)."""
     df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
     _require(df, TX_COLUMNS, "transactions")
     df = df.reset_index(drop=True)
@@ -133,13 +158,13 @@ def normalize_transactions(raw: pd.DataFrame) -> Normalized:
 
     ts = to_utc(df["event_timestamp"])
     amount = pd.to_numeric(df["amount"], errors="coerce")
-    ids = {c: _ids(df[c]) for c in ID_COLUMNS}
+    ids: dict[str, pd.Series] = {}
 
     checks = [
-        (ids["transaction_id"].isna(), "missing transaction_id"),
+        *_id_checks(df, "transaction_id", id_types, ids),
         *_time_checks(df["event_timestamp"], ts, "event_timestamp"),
-        (ids["customer_id"].isna(), "missing customer_id"),
-        (ids["terminal_id"].isna(), "missing terminal_id"),
+        *_id_checks(df, "customer_id", id_types, ids),
+        *_id_checks(df, "terminal_id", id_types, ids),
         (amount.isna() & df["amount"].notna(), "amount is not a number"),
         (df["amount"].isna(), "missing amount"),
         (~np.isfinite(amount.fillna(0.0)), "amount is not finite"),
@@ -163,18 +188,21 @@ def normalize_transactions(raw: pd.DataFrame) -> Normalized:
     return Normalized(rows[ordered].reset_index(drop=True), _concat(rejects, df.columns))
 
 
-def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None) -> Normalized:
+def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None,
+                     id_types: IdTypes = DEFAULT_IDS) -> Normalized:
     """Check labels; with `transactions` (normalized), also reject orphans and time travel."""
     df = raw.rename(columns={"TX_FRAUD": "is_fraud"}).reset_index(drop=True)
     _require(df, LABEL_COLUMNS, "labels")
     rejects: list[pd.DataFrame] = []
     keep = pd.Series(True, index=df.index)
 
-    tid = _ids(df["transaction_id"])
+    ids: dict[str, pd.Series] = {}
+    id_checks = _id_checks(df, "transaction_id", id_types, ids)
+    tid = ids["transaction_id"]
     lts = to_utc(df["label_timestamp"])
     fraud = pd.to_numeric(df["is_fraud"], errors="coerce")
     checks = [
-        (tid.isna(), "missing transaction_id"),
+        *id_checks,
         *_time_checks(df["label_timestamp"], lts, "label_timestamp"),
         (~fraud.isin([0, 1]), "is_fraud must be 0 or 1"),
     ]
@@ -182,7 +210,7 @@ def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None
         keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)
 
     rows = pd.DataFrame({
-        "transaction_id": tid.astype("int64") if str(tid.dtype) == "Int64" else tid,
+        "transaction_id": tid,
         "is_fraud": fraud.fillna(0).astype("int64"),
         "label_timestamp": lts,
     })
@@ -205,7 +233,10 @@ def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None
         early = pd.Series((label_secs < tx_at) & (pos >= 0), index=df.index) & keep
         keep &= _reject(df, early, "label_timestamp before the transaction", rejects)
 
-    return Normalized(rows.loc[keep].reset_index(drop=True), _concat(rejects, df.columns))
+    rows = rows.loc[keep].reset_index(drop=True)
+    if str(rows["transaction_id"].dtype) == "Int64":
+        rows["transaction_id"] = rows["transaction_id"].astype("int64")
+    return Normalized(rows, _concat(rejects, df.columns))
 
 
 def _concat(parts: list[pd.DataFrame], columns: pd.Index) -> pd.DataFrame:

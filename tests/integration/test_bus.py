@@ -4,6 +4,7 @@ publishes a timeline in event-time order, optionally paced."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import zlib
@@ -18,6 +19,11 @@ from bus.producer import EventProducer
 from bus.replay import replay
 from ffs.config import KafkaConfig
 from ffs.errors import InputError
+from transformations.ids import ALL_STRING
+
+# the events carry text ids ("c1", "t-1"): every id column is declared string
+parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
+parse_label = functools.partial(M.parse_label, id_types=ALL_STRING)
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -44,7 +50,7 @@ def _count(cfg: KafkaConfig, topic: str) -> int:
 
 def test_every_message_is_visible_after_flush(kcfg):
     topic, n, keys = kcfg.transactions_topic, 20_000, 97
-    with EventProducer(kcfg) as bus:
+    with EventProducer(kcfg, id_types=ALL_STRING) as bus:
         for i in range(n):
             key = f"k{i % keys}"
             bus.send_raw(topic, key, f"{key}:{i}".encode())
@@ -70,7 +76,7 @@ def test_every_message_is_visible_after_flush(kcfg):
 
 def test_flush_without_new_messages_and_a_second_round(kcfg):
     topic = kcfg.labels_topic
-    bus = EventProducer(kcfg)
+    bus = EventProducer(kcfg, id_types=ALL_STRING)
     bus.flush()  # nothing sent yet: a no-op
     for i in range(10):
         bus.send_raw(topic, b"same-key", b"%d" % i)
@@ -94,7 +100,7 @@ GOOD_LABEL = {"transaction_id": "t1", "is_fraud": 1, "label_timestamp": "2024-03
     ({"terminal_id": None}, M.MISSING_FIELD),
 ])
 def test_send_transaction_refuses_bad_input(kcfg, change, reason):
-    bus = EventProducer(kcfg)
+    bus = EventProducer(kcfg, id_types=ALL_STRING)
     with pytest.raises(InputError) as info:
         bus.send_transaction({**GOOD_TX, **change})
     assert f"({reason})" in str(info.value)
@@ -109,7 +115,7 @@ def test_send_transaction_refuses_bad_input(kcfg, change, reason):
     ({"event_timestamp": "2999-01-01T00:00:00Z"}, M.FUTURE),  # was dead-lettered later
 ])
 def test_the_producer_applies_the_streams_rules_with_their_reasons(kcfg, change, reason):
-    bus = EventProducer(kcfg)
+    bus = EventProducer(kcfg, id_types=ALL_STRING)
     with pytest.raises(InputError) as info:
         bus.send_transaction({**GOOD_TX, **change})
     assert f"({reason})" in str(info.value)
@@ -117,7 +123,7 @@ def test_the_producer_applies_the_streams_rules_with_their_reasons(kcfg, change,
 
 
 def test_a_future_label_is_refused_as_the_stream_would(kcfg):
-    bus = EventProducer(kcfg, max_future_s=60)
+    bus = EventProducer(kcfg, max_future_s=60, id_types=ALL_STRING)
     soon = M.iso(int(time.time()) + 30)
     bus.send_label({**GOOD_LABEL, "label_timestamp": soon})  # within the allowance
     with pytest.raises(InputError, match=f"\\({M.FUTURE}\\)"):
@@ -142,7 +148,7 @@ def test_an_oversized_message_fails_at_once_and_spoils_nothing_after(kcfg):
     ({"label_timestamp": None}, M.MISSING_FIELD),
 ])
 def test_send_label_refuses_bad_input(kcfg, change, reason):
-    bus = EventProducer(kcfg)
+    bus = EventProducer(kcfg, id_types=ALL_STRING)
     with pytest.raises(InputError) as info:
         bus.send_label({**GOOD_LABEL, **change})
     assert f"({reason})" in str(info.value)
@@ -150,14 +156,14 @@ def test_send_label_refuses_bad_input(kcfg, change, reason):
 
 
 def test_send_transaction_and_label_keys(kcfg):
-    with EventProducer(kcfg) as bus:
+    with EventProducer(kcfg, id_types=ALL_STRING) as bus:
         bus.send_transaction(GOOD_TX)
         bus.send_label(GOOD_LABEL)
     [tx] = list(kafka.read_all(kcfg, kcfg.transactions_topic))
     [lab] = list(kafka.read_all(kcfg, kcfg.labels_topic))
-    assert tx.key == b"c1" and M.parse_transaction(tx.value).amount == 12.5
+    assert tx.key == b"c1" and parse_transaction(tx.value).amount == 12.5
     assert tx.partition == zlib.crc32(b"c1") % 4
-    assert lab.key == b"t1" and M.parse_label(lab.value).is_fraud == 1
+    assert lab.key == b"t1" and parse_label(lab.value).is_fraud == 1
 
 
 # ---- replay ----------------------------------------------------------------------------------
@@ -195,13 +201,13 @@ def test_replay_publishes_in_event_time_order(kcfg, monkeypatch):
     times, seen_tx = [], {}
     for i, (topic, key, value) in enumerate(calls):
         if topic == kcfg.transactions_topic:
-            ev = M.parse_transaction(value)
+            ev = parse_transaction(value)
             assert key.decode() == ev.customer_id
             seen_tx[ev.transaction_id] = i
             times.append(ev.t)
         else:
             assert topic == kcfg.labels_topic
-            lab = M.parse_label(value)
+            lab = parse_label(value)
             assert key.decode() == lab.transaction_id
             assert seen_tx.get(lab.transaction_id, len(calls)) < i  # after its transaction
             times.append(lab.label_t)
@@ -212,16 +218,16 @@ def test_replay_publishes_in_event_time_order(kcfg, monkeypatch):
 
     # and the broker holds all of it, with each key's events in event-time order
     got = list(kafka.read_all(kcfg, kcfg.transactions_topic))
-    assert sorted(M.parse_transaction(r.value).transaction_id for r in got) == \
+    assert sorted(parse_transaction(r.value).transaction_id for r in got) == \
         sorted(tx["transaction_id"])
     per_customer = defaultdict(list)
     for r in got:
-        per_customer[r.key].append(M.parse_transaction(r.value).t)
+        per_customer[r.key].append(parse_transaction(r.value).t)
     assert all(ts == sorted(ts) for ts in per_customer.values())
     want = {(r.transaction_id, int(r.is_fraud), int(r.label_timestamp.timestamp()))
             for r in labels.itertuples(index=False)}
     got_labels = {(lab.transaction_id, lab.is_fraud, lab.label_t) for lab in
-                  (M.parse_label(r.value) for r in kafka.read_all(kcfg, kcfg.labels_topic))}
+                  (parse_label(r.value) for r in kafka.read_all(kcfg, kcfg.labels_topic))}
     assert got_labels == want
 
 

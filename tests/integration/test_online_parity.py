@@ -19,6 +19,7 @@ from jobs.training_set import training_set
 from online import layout
 from online.client import MISSING_ENTITY, PRESENT, OnlineClient
 from online.loader import load_state
+from tests.conftest import text_ids
 
 pytestmark = pytest.mark.redis
 
@@ -151,7 +152,7 @@ def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
             frame[c] = c[0] + "-" + frame[c].astype(str)  # never an integer again
     tx.to_parquet(tmp_path / "tx.parquet")
     labels.to_parquet(tmp_path / "labels.parquet")
-    cfg = Config()
+    cfg = text_ids()
     cfg.offline.path = str(tmp_path / "offline")
     cfg.validation.enabled = False
     backfill(cfg, tmp_path / "tx.parquet", tmp_path / "labels.parquet", "local",
@@ -168,7 +169,7 @@ def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
         terminals = stored_tx["terminal_id"].drop_duplicates().head(30).tolist()
         rows = [{"customer_id": c, "terminal_id": k}
                 for c, k in zip(customers, terminals, strict=True)]
-        result = OnlineClient(conn).get_features(rows, as_of=t)
+        result = OnlineClient(conn, id_types=cfg.ids.types()).get_features(rows, as_of=t)
         entities = pd.DataFrame({"customer_id": customers, "terminal_id": terminals,
                                  "event_timestamp": [t] * len(rows)})
         expected = training_set(entities, cfg, engine="local")[result.feature_names]

@@ -254,7 +254,7 @@ BAD = [
                        "entities": {"customer_id": [7], "terminal_id": [70]}}, 400,
      "instead of \"features\""),
     ("full feature names", body([7], [70], full_feature_names=True), 400, "full_feature_names"),
-    ("bool id", body([True], [70]), 400, "customer_id[0]: expected an integer or string id"),
+    ("bool id", body([True], [70]), 400, "customer_id[0]: True: a boolean is not an id"),
     ("null id", body([7], [None]), 400, "terminal_id[0]"),
     ("fractional id", body([7.5], [70]), 400, "customer_id[0]"),
     ("object id", body([{"id": 7}], [70]), 400, "customer_id[0]"),

@@ -5,6 +5,7 @@ order within the allowed lateness; late, conflicting and orphan events go to dea
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -18,6 +19,12 @@ from ffs.config import Config
 from jobs.consistency import _same
 from jobs.stream_batch import BatchProcessor
 from online import layout
+from tests.conftest import text_ids
+from transformations.ids import ALL_STRING
+
+# the events carry text ids ("c1", "t-1"): every id column is declared string
+parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
+parse_label = functools.partial(M.parse_label, id_types=ALL_STRING)
 
 pytestmark = pytest.mark.redis
 
@@ -233,7 +240,7 @@ def snapshot(conn, skip_stream: bool = True) -> dict:
 
 @pytest.fixture(scope="module")
 def data():
-    cfg = Config()
+    cfg = text_ids()
     tx, labels = make_events()
     assert (labels.groupby("transaction_id").size() > 1).any()  # revisions
     first_label = labels.merge(tx, on="transaction_id")
@@ -294,7 +301,7 @@ def test_without_corrections_late_events_leave_wrong_rows(conn, data, monkeypatc
 
 def test_enrichment_can_be_turned_off(conn, data):
     cfg, tx, _labels, _expected, events = data
-    cfg = Config()
+    cfg = text_ids()
     cfg.stream.enrich = False
     bus, reports = run(cfg, conn, events)
     assert bus.enriched(cfg, "transaction") == []
@@ -329,7 +336,7 @@ def _state(conn, cfg):
 
 @pytest.mark.parametrize("crash", [True, False], ids=["crash-before-commit", "after-commit"])
 def test_rerun_of_a_batch_changes_nothing_and_keeps_its_watermark(conn, crash):
-    cfg = Config()
+    cfg = text_ids()
     lateness = cfg.stream.allowed_lateness_s
     proc, bus = processor(cfg, conn)
     t = T0 + 10 * DAY
@@ -378,7 +385,7 @@ def test_rerun_of_a_batch_changes_nothing_and_keeps_its_watermark(conn, crash):
 # ---- refused events ----------------------------------------------------------------------
 
 def test_late_old_and_future_events_go_to_dead_letters(conn):
-    cfg = Config()
+    cfg = text_ids()
     lateness = cfg.stream.allowed_lateness_s
     proc, bus = processor(cfg, conn)
     t = T0 + 40 * DAY
@@ -408,7 +415,7 @@ def test_late_old_and_future_events_go_to_dead_letters(conn):
     assert b"ffs.transactions/0/101" in keys and b"ffs.labels/0/102" in keys
     late = dead[("ffs.transactions", 101)]
     assert late["partition"] == 0 and late["key"] == "c1"
-    assert M.parse_transaction(late["value"].encode()).transaction_id == "late"
+    assert parse_transaction(late["value"].encode()).transaction_id == "late"
     assert dead[("ffs.transactions", 104)]["value"] == "{not json"
     for txid in ("late", "ancient", "future"):
         assert conn.exists(layout.tx_key("ffs", txid)) == 0
@@ -419,7 +426,7 @@ def test_late_old_and_future_events_go_to_dead_letters(conn):
 
 
 def test_a_label_waits_for_its_transaction(conn):
-    cfg = Config()
+    cfg = text_ids()
     proc, bus = processor(cfg, conn)
     t = T0 + 20 * DAY
     proc.process(0, _rows([_tx("x0", t)]))
@@ -437,7 +444,7 @@ def test_a_label_waits_for_its_transaction(conn):
 
 
 def test_a_label_without_transaction_is_dead_lettered_after_the_lateness(conn):
-    cfg = Config()
+    cfg = text_ids()
     lateness = cfg.stream.allowed_lateness_s
     proc, bus = processor(cfg, conn)
     t = T0 + 20 * DAY
@@ -454,7 +461,7 @@ def test_a_label_without_transaction_is_dead_lettered_after_the_lateness(conn):
     [dead] = bus.dead(cfg)
     assert dead["reason"] == M.UNKNOWN_TRANSACTION
     assert (dead["source_topic"], dead["partition"], dead["offset"]) == ("ffs.labels", 0, 7)
-    assert M.parse_label(dead["value"].encode()) == M.Label("ghost", 1, t + 10)
+    assert parse_label(dead["value"].encode()) == M.Label("ghost", 1, t + 10)
     assert "ghost" not in {r["transaction_id"] for r in bus.enriched(cfg, "label")}
     r4 = proc.process(4, _rows([_tx("x4", t + 12 + lateness), _label("x4", t + 12 + lateness)],
                                first_offset=40))
@@ -462,7 +469,7 @@ def test_a_label_without_transaction_is_dead_lettered_after_the_lateness(conn):
 
 
 def test_conflicting_and_exact_duplicates(conn):
-    cfg = Config()
+    cfg = text_ids()
     proc, bus = processor(cfg, conn)
     t = T0 + 20 * DAY
     r0 = proc.process(0, _rows([_tx("d1", t, amount=10.0), _tx("d1", t, amount=10.0)]))
@@ -480,7 +487,7 @@ def test_conflicting_and_exact_duplicates(conn):
     assert conn.exists(layout.customer_key("ffs", "c9")) == 0
     dead = bus.dead(cfg)
     assert sorted(d["offset"] for d in dead) == [2, 3, 4]
-    assert {M.parse_transaction(d["value"].encode()).amount for d in dead} == {99.0, 10.0}
+    assert {parse_transaction(d["value"].encode()).amount for d in dead} == {99.0, 10.0}
     assert all(r["amount"] == 10.0 and r["customer_nb_tx_1d"] == 1
                for r in bus.enriched(cfg, "transaction"))
 
@@ -488,7 +495,7 @@ def test_conflicting_and_exact_duplicates(conn):
 def test_a_conflicting_copy_in_the_same_batch_gets_no_enriched_row(conn):
     """The enriched topic is upserted by transaction_id: a refused copy published after the
     accepted one would replace its row."""
-    cfg = Config()
+    cfg = text_ids()
     proc, bus = processor(cfg, conn)
     t = T0 + 20 * DAY
     rep = proc.process(0, _rows([_tx("q1", t, amount=5.0), _tx("q1", t + 5, amount=6.0,
@@ -517,7 +524,7 @@ def _backlog(days: int = 45):
 def test_a_backlog_batch_longer_than_the_retention_enriches_exactly(conn, batches):
     """A replayed backlog puts weeks of events in one batch: the reads at the early events'
     times need records that trimming relative to the newest event would already drop."""
-    cfg = Config()
+    cfg = text_ids()
     tx, labels = _backlog()
     events = [_tx(r.transaction_id, r.t, r.customer_id, r.terminal_id, r.amount)
               for r in tx.itertuples()] + [_label(r.transaction_id, r.label_t)

@@ -97,3 +97,19 @@ def test_event_rows_set_aside_are_counted_by_reason_and_logged(tmp_path):
     assert any("3 transactions row(s) set aside" in line for line in lines)
     assert any("1 labels row(s) set aside" in line for line in lines)
     assert len(out) == 20
+
+
+def test_entity_ids_as_text_or_floats_find_the_stored_integer_ids(store):
+    """Issue 10, defect 2: "124" for the stored customer 124 used to find no events (every
+    window 0) while HTTP answered the real counts; one id model reads it as 124 everywhere."""
+    cfg, tx, labels, entities = store
+    as_int = training_set(entities, cfg, engine="local")
+    spelled = entities.assign(customer_id=entities["customer_id"].map(lambda c: f"00{c}"),
+                              terminal_id=entities["terminal_id"].astype(float))
+    as_text = training_set(spelled, cfg, engine="local")
+    assert as_int["customer_nb_tx_30d"].sum() > 0
+    pd.testing.assert_frame_equal(as_text.drop(columns=["customer_id", "terminal_id"]),
+                                  as_int.drop(columns=["customer_id", "terminal_id"]))
+    assert as_text["customer_id"].tolist() == entities["customer_id"].tolist()
+    with pytest.raises(InputError, match=r"entity table: 1 customer_id value\(s\) refused"):
+        training_set(entities.assign(customer_id=["c|1"] + [1] * (len(entities) - 1)), cfg)

@@ -5,13 +5,19 @@ validation gate fails on them, and HTTP answers 400 (tests/integration/test_serv
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pandas as pd
 import pytest
 
 from bus import messages as M
+from transformations.ids import ALL_STRING
 from transformations.schema import MAX_AMOUNT, normalize_transactions
+
+# these messages carry text ids ("t-1", "c1"): read with every id column declared string
+parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
+parse_label = functools.partial(M.parse_label, id_types=ALL_STRING)
 
 
 def _tx(amounts):
@@ -33,7 +39,7 @@ def test_the_stream_refuses_the_same_amounts_as_bad_amount(amount):
     raw = json.dumps({"transaction_id": "t", "customer_id": "c", "terminal_id": "m",
                       "event_timestamp": "2024-01-01T00:00:00Z", "amount": amount})
     with pytest.raises(M.Refused) as exc:
-        M.parse_transaction(raw)
+        parse_transaction(raw)
     assert exc.value.reason == M.BAD_AMOUNT and f"{MAX_AMOUNT:g}" in exc.value.detail
 
 

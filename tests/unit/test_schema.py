@@ -104,9 +104,11 @@ def test_unreadable_input_is_a_clear_error(tmp_path):
         schema.read_table(tmp_path / "x.json")
 
 
-def test_string_ids_are_supported():
+def test_string_ids_are_supported_when_declared():
+    from transformations.ids import INT, STRING, IdTypes
+
     raw = raw_tx().iloc[[0, 5]].assign(customer_id=["c-1", "c-2"], terminal_id=["t-1", "t-1"])
-    norm = schema.normalize_transactions(raw)
+    norm = schema.normalize_transactions(raw, IdTypes(INT, STRING, STRING))
     assert list(norm.rows["customer_id"]) == ["c-1", "c-2"]
     assert np.issubdtype(norm.rows["transaction_id"].dtype, np.integer)
 
