@@ -1,7 +1,8 @@
 """`ffs consistency`: do online reads equal the offline computation over the same events?
 
-In the manner of Chronon's consistency job: take the events the stream consumed (the
-transactions and labels topics, minus what it dead-lettered), compute features offline with
+In the manner of Chronon's consistency job: take the events the stream should have counted
+(the transactions and labels topics, judged by the event-only rules of jobs/stream_rules.py,
+and each message's fate compared with the stream's dead letters), compute features offline with
 the batch engine at sampled (entity, time) points, read the same points online, and report
 per feature the share of rows that mismatch, are missing online, or are extra online.
 It also checks the enriched topic: the last row per transaction (upsert semantics) against the
@@ -25,8 +26,10 @@ import pandas as pd
 
 from bus import kafka
 from bus import messages as M
-from feature_repo.windows import feature_names
+from feature_repo.windows import Entity, feature_names
 from ffs.config import Config
+from jobs import stream_rules as rules
+from online import layout
 from online.client import MISSING_ENTITY, OnlineClient, redis_client
 from transformations.engine import compute_features
 
@@ -57,22 +60,54 @@ class Rates:
 
 
 @dataclass
+class Decisions:
+    """Each input message's fate by the event-only rules (jobs/stream_rules.py) against the
+    stream's (dead-lettered with a reason, or accepted). A disagreement means the stream's
+    results depended on something other than the events, such as batch boundaries."""
+
+    messages: int = 0
+    disagree: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)  # "rules -> stream": count
+    examples: list[dict] = field(default_factory=list)
+
+    def add(self, rec, rule: str | None, stream: str | None) -> None:
+        self.messages += 1
+        if rule == stream:
+            return
+        self.disagree += 1
+        kind = f"{rule or 'accepted'} -> {stream or 'accepted'}"
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if len(self.examples) < 5:
+            self.examples.append({"message": f"{rec.topic}/{rec.partition}/{rec.offset}",
+                                  "rules": rule or "accepted", "stream": stream or "accepted"})
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.by_kind.items()))
+        return (f"stream decisions: {self.messages:,} messages, {self.disagree} differ from "
+                f"the event-only rules" + (f" ({kinds})" if kinds else ""))
+
+
+@dataclass
 class ConsistencyReport:
     online: Rates
     enriched: Rates | None
     transactions: int
     labels: int
-    excluded: int  # dead-lettered input messages left out of the offline side
+    excluded: int  # input messages the rules refuse, left out of the offline side
     seconds: float
+    decisions: Decisions = field(default_factory=Decisions)
 
     @property
     def ok(self) -> bool:
         parts = [self.online] + ([self.enriched] if self.enriched else [])
-        return all(r.mismatch == 0 and r.missing == 0 and r.extra == 0 for r in parts)
+        return self.decisions.disagree == 0 and \
+            all(r.mismatch == 0 and r.missing == 0 and r.extra == 0 for r in parts)
 
     def lines(self) -> list[str]:
         out = [f"events: {self.transactions:,} transactions, {self.labels:,} labels "
-               f"({self.excluded:,} dead-lettered messages left out)",
+               f"({self.excluded:,} refused messages left out)",
+               self.decisions.line(),
+               *[f"  e.g. {ex}" for ex in self.decisions.examples[:3]],
                self.online.line("online reads at sampled points")]
         if self.enriched is not None:
             out.append(self.enriched.line("enriched topic (last row per transaction)"))
@@ -94,44 +129,84 @@ def _same(a, b) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
 
 
-def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """The transactions and labels the stream accepted: every valid message of the two topics
-    that the dead-letter topic does not name (too late, conflicting, ...)."""
-    k = cfg.kafka
-    refused = set()
+def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decisions]:
+    """The transactions and labels the rules accept, read from the two topics in log order
+    (not what the stream says it accepted), and each message's fate compared with the
+    stream's dead letters. Only the wall-clock rule (future_timestamp) is taken from the
+    dead letters: it depended on when the stream ran."""
+    k, s = cfg.kafka, cfg.stream
+    id_types = cfg.ids.types()
+    refused: dict[tuple[str, int, int], str] = {}
     for rec in kafka.read_all(k, k.dead_letter_topic):
-        if rec.value is None:
-            continue
-        d = json.loads(rec.value)
-        refused.add((d["source_topic"], d["partition"], d["offset"]))
-    tx_rows, seen = [], set()
-    for rec in kafka.read_all(k, k.transactions_topic):
-        if (rec.topic, rec.partition, rec.offset) in refused:
-            continue
+        if rec.value is not None:
+            d = json.loads(rec.value)
+            refused[(d["source_topic"], d["partition"], d["offset"])] = d["reason"]
+    ret_c, ret_t = layout.retention_s(Entity.CUSTOMER), layout.retention_s(Entity.TERMINAL)
+    verdict: dict[tuple[str, int, int], str | None] = {}
+    newest: dict[tuple[str, int], int] = {}
+
+    def timed(rec, parse, when, retention):
+        where = (rec.topic, rec.partition, rec.offset)
         try:
-            tx = M.parse_transaction(rec.value, cfg.ids.types())
-        except M.Refused:
-            continue
-        if tx.transaction_id not in seen:  # a duplicate counts once
-            seen.add(tx.transaction_id)
-            tx_rows.append((tx.transaction_id, tx.customer_id, tx.terminal_id, tx.t, tx.amount))
+            event = parse(rec.value, id_types)
+        except M.Refused as exc:
+            verdict[where] = exc.reason
+            return None
+        if refused.get(where) == M.FUTURE:
+            verdict[where] = M.FUTURE
+            return None
+        bad = rules.judge_time(when(event), newest.get(where[:2]), s.allowed_lateness_s,
+                               retention)
+        verdict[where] = bad and bad[0]
+        if bad is None:
+            newest[where[:2]] = max(when(event), newest.get(where[:2], when(event)))
+            return event
+        return None
+
+    copies: dict[str, list] = {}
+    tx_recs = sorted(kafka.read_all(k, k.transactions_topic), key=lambda r: (r.partition,
+                                                                              r.offset))
+    for rec in tx_recs:
+        tx = timed(rec, M.parse_transaction, lambda e: e.t, ret_c)
+        if tx is not None:
+            copies.setdefault(tx.transaction_id, []).append((rec, tx))
+    winners: dict[str, M.Transaction] = {}
+    for txid, group in copies.items():
+        win = group[rules.first_copy([(r.partition, r.offset, r.timestamp_ms)
+                                      for r, _ in group])][1]
+        winners[txid] = win
+        for rec, tx in group:
+            if tx != win:
+                verdict[(rec.topic, rec.partition, rec.offset)] = M.CONFLICT
     lab_rows = []
-    for rec in kafka.read_all(k, k.labels_topic):
-        if (rec.topic, rec.partition, rec.offset) in refused:
+    lab_recs = sorted(kafka.read_all(k, k.labels_topic), key=lambda r: (r.partition, r.offset))
+    for rec in lab_recs:
+        lab = timed(rec, M.parse_label, lambda e: e.label_t, ret_t)
+        if lab is None:
             continue
-        try:
-            lab = M.parse_label(rec.value, cfg.ids.types())
-        except M.Refused:
-            continue
-        lab_rows.append((lab.transaction_id, lab.is_fraud, lab.label_t))
+        where = (rec.topic, rec.partition, rec.offset)
+        paid = winners.get(lab.transaction_id)
+        if paid is None:
+            verdict[where] = M.UNKNOWN_TRANSACTION
+        elif lab.label_t < paid.t:
+            verdict[where] = M.LABEL_BEFORE_TRANSACTION
+        else:
+            lab_rows.append((lab.transaction_id, lab.is_fraud, lab.label_t))
+    decisions = Decisions()
+    for rec in tx_recs + lab_recs:
+        where = (rec.topic, rec.partition, rec.offset)
+        decisions.add(rec, verdict.get(where), refused.get(where))
+    tx_rows = [(t.transaction_id, t.customer_id, t.terminal_id, t.t, t.amount)
+               for t in winners.values()]
     tx = pd.DataFrame(tx_rows, columns=["transaction_id", "customer_id", "terminal_id", "t",
                                         "amount"])
     tx["event_timestamp"] = pd.to_datetime(tx.pop("t"), unit="s", utc=True)
     labels = pd.DataFrame(lab_rows, columns=["transaction_id", "is_fraud", "label_t"])
     labels["label_timestamp"] = pd.to_datetime(labels.pop("label_t"), unit="s", utc=True)
     labels["is_fraud"] = labels["is_fraud"].astype("int64")
+    excluded = sum(1 for v in verdict.values() if v is not None)
     return tx.sort_values("event_timestamp", kind="stable").reset_index(drop=True), labels, \
-        len(refused)
+        excluded, decisions
 
 
 def sample_points(tx: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -179,10 +254,11 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
           enriched_samples: int = 20_000,
           log: Callable[[str], None] = print) -> ConsistencyReport:
     started = time.perf_counter()
-    tx, labels, excluded = events_from_bus(cfg)
+    tx, labels, excluded, decisions = events_from_bus(cfg)
     log(f"read {len(tx):,} transactions and {len(labels):,} labels from the bus")
+    log(decisions.line())
     if tx.empty:
-        return ConsistencyReport(Rates(), None, 0, len(labels), excluded, 0.0)
+        return ConsistencyReport(Rates(), None, 0, len(labels), excluded, 0.0, decisions)
     points = sample_points(tx, samples, seed)
     offline = compute_features(tx, labels, points)
     customers_seen = set(tx["customer_id"])
@@ -210,7 +286,7 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
     rep_enriched = _check_enriched(cfg, tx, labels, enriched_samples, seed, log) \
         if enriched else None
     return ConsistencyReport(online, rep_enriched, len(tx), len(labels), excluded,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, decisions)
 
 
 def _check_enriched(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, n: int, seed: int,

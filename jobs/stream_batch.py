@@ -8,15 +8,16 @@ a label only if it is at least as new as the one stored). Outputs (enriched rows
 letters) are flushed before the batch returns, so they are at least once, keyed so that
 consumers upsert them (enriched: transaction_id; dead letters: source topic/partition/offset).
 
-Event time: each topic partition has its own progress (the newest event time accepted from
-it), and the watermark is the least of them, as in Flink: a partition that is behind (labels
-trail payments by days; a backlog is read a slice per partition) does not make its own events
-late. It is computed from the batches before this one and stored in Redis with the batch id,
-so a re-run batch judges lateness exactly as its first run did. Events older than
-watermark - allowed lateness, or than the retention, go to dead letters; within the lateness
-they are inserted at their place in time (online/writer.py). A partition that stops
-receiving data holds the watermark back: nothing is refused as late then, which costs
-rewrite work but never correctness.
+Event time: which events count is decided by the events alone (jobs/stream_rules.py), so one
+batch or many, with restarts, keep the same ones: messages are taken in log order and each is
+judged against the newest event time accepted before it on its own partition (too late past
+the allowed lateness, beyond the retention); the first copy of a transaction_id in the log
+wins; a label stamped before its payment is refused. Each partition's progress is stored in
+Redis with the batch id, so a re-run batch judges exactly as its first run did. Accepted
+events within the lateness are inserted at their place in time (online/writer.py). The
+watermark, the least progress of all partitions as in Flink, only bounds what the state keeps
+and how long a label waits for its transaction: a partition that stops receiving data holds
+it back, which costs memory but never correctness.
 
 Enriched rows are read after the whole batch is written. A read at t counts only events at or
 before t, so every transaction of the batch gets exactly its training-set features, whatever
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from bus import messages as M
 from feature_repo.windows import Entity
 from ffs.config import Config
+from jobs import stream_rules as rules
 from online import layout
 from online.client import OnlineClient
 from online.writer import OnlineWriter
@@ -115,13 +117,7 @@ class BatchProcessor:
         rep = BatchReport(batch_id)
         progress = self._progress_before(batch_id)
         wm_before = min(progress.values()) if progress else None
-        txs, labels = self._parse(rows, now_ms, wm_before, rep)
-        after = dict(progress)
-        for t, (topic, part, *_rest) in [(tx.t, src) for tx, src in txs] + \
-                [(lab.label_t, src) for lab, src in labels]:
-            tp = f"{topic}:{part}"
-            if t > after.get(tp, -1):
-                after[tp] = t
+        txs, labels, after = self._parse(rows, now_ms, progress, rep)
         wm_after = min(after.values()) if after else None
 
         ok_txs = self._write_transactions(txs, now_ms, rep, wm_before)
@@ -186,43 +182,43 @@ class BatchProcessor:
         self.publish(self.k.dead_letter_topic, k, v)
         rep.dead_letters[reason] = rep.dead_letters.get(reason, 0) + 1
 
-    def _time_check(self, t: int, now_s: int, wm: int | None,
+    def _time_check(self, t: int, now_s: int, newest: int | None,
                     retention: int) -> tuple[str, str] | None:
         if t > now_s + self.cfg.stream.max_future_s:
             return M.FUTURE, f"{M.iso(t)} is more than {self.cfg.stream.max_future_s} s " \
                              f"after the wall clock ({M.iso(now_s)})"
-        if wm is not None:
-            if t <= wm - retention:
-                return M.BEYOND_RETENTION, f"{M.iso(t)} is older than the online retention " \
-                                           f"({retention // 86400} d) behind the " \
-                                           f"watermark {M.iso(wm)}"
-            if t < wm - self.cfg.stream.allowed_lateness_s:
-                return M.TOO_LATE, f"{M.iso(t)} is {wm - t} s behind the watermark " \
-                                   f"{M.iso(wm)}; allowed lateness is " \
-                                   f"{self.cfg.stream.allowed_lateness_s} s"
-        return None
+        return rules.judge_time(t, newest, self.cfg.stream.allowed_lateness_s, retention)
 
-    def _parse(self, rows: dict[str, list], now_ms: int, wm: int | None, rep: BatchReport):
+    def _parse(self, rows: dict[str, list], now_ms: int, progress: dict[str, int],
+               rep: BatchReport):
+        """Messages in log order, each judged against its partition's newest accepted event
+        before it (jobs/stream_rules.py). Returns (transactions, labels, progress after)."""
         now_s = now_ms // 1000
         txs: list[tuple[M.Transaction, tuple]] = []
         labels: list[tuple[M.Label, tuple]] = []
         ret_c = self.retention[Entity.CUSTOMER]
         ret_t = self.retention[Entity.TERMINAL]
-        for topic, part, off, key, value, ts in zip(rows["topic"], rows["partition"],
-                                                    rows["offset"], rows["key"], rows["value"],
-                                                    rows["timestamp_ms"], strict=False):
+        newest = dict(progress)
+        topics, parts, offs = rows["topic"], rows["partition"], rows["offset"]
+        keys, values, stamps = rows["key"], rows["value"], rows["timestamp_ms"]
+        for i in rules.log_order(topics, parts, offs):
+            topic, part, off, key, value, ts = topics[i], parts[i], offs[i], keys[i], \
+                values[i], stamps[i]
+            tp = f"{topic}:{part}"
             try:
                 if topic == self.k.transactions_topic:
                     tx = M.parse_transaction(value, self.id_types)
-                    bad = self._time_check(tx.t, now_s, wm, ret_c)
+                    bad = self._time_check(tx.t, now_s, newest.get(tp), ret_c)
                     if bad is None:
                         txs.append((tx, (topic, part, off, key, ts)))
+                        newest[tp] = max(tx.t, newest.get(tp, tx.t))
                         continue
                 elif topic == self.k.labels_topic:
                     lab = M.parse_label(value, self.id_types)
-                    bad = self._time_check(lab.label_t, now_s, wm, ret_t)
+                    bad = self._time_check(lab.label_t, now_s, newest.get(tp), ret_t)
                     if bad is None:
                         labels.append((lab, (topic, part, off, ts)))
+                        newest[tp] = max(lab.label_t, newest.get(tp, lab.label_t))
                         continue
                 else:
                     bad = (M.BAD_TYPE, f"message from unexpected topic {topic!r}")
@@ -230,7 +226,7 @@ class BatchProcessor:
                 bad = (exc.reason, exc.detail)
             self._dead(rep, bad[0], bad[1], topic, part, off, key, value, ts, now_ms)
         rep.transactions, rep.labels = len(txs), len(labels)
-        return txs, labels
+        return txs, labels, newest
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -239,7 +235,7 @@ class BatchProcessor:
         """Writes in event-time order (fewest late inserts). Returns the transactions written
         or already present with the same content (both get enriched rows); not a conflicting
         copy, even when another copy of its id in the batch is fine."""
-        txs.sort(key=lambda pair: pair[0].t)
+        self._write_order(txs)
         events = [{"transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
                    "terminal_id": tx.terminal_id, "t": tx.t, "amount": tx.amount}
                   for tx, _ in txs]
@@ -251,8 +247,11 @@ class BatchProcessor:
         if wm_before is None:
             total, statuses, late = self.writer.write_transactions(events, trim=False)
         else:
+            # a partition seen for the first time has nothing to be late against: its events
+            # may be older than the watermark's lateness, and are read at their own times
+            oldest = min(e["t"] for e in events)
             total, statuses, late = self.writer.write_transactions(
-                events, reads_from=wm_before - self.cfg.stream.allowed_lateness_s)
+                events, reads_from=min(wm_before - self.cfg.stream.allowed_lateness_s, oldest))
         rep.written, rep.duplicates = total.written, total.duplicate
         ok: set[M.Transaction] = set()
         done_ms = time.time_ns() // 1_000_000
@@ -270,6 +269,25 @@ class BatchProcessor:
             if status == "written" and ts and ts > 0:
                 rep.freshness_s.append((done_ms - ts) / 1000)
         return ok
+
+    @staticmethod
+    def _write_order(txs) -> None:
+        """Sorts the batch's transactions for writing: by event time (fewest late inserts),
+        except that every copy of a transaction_id goes right after the copy that wins
+        (stream_rules.first_copy: the first in log order, whatever the batch boundaries), so
+        the writer keeps that one and judges the others against it, or against a copy stored
+        by an earlier batch, which is earlier in the log still."""
+        by_id: dict[str, list[int]] = {}
+        for i, (tx, _src) in enumerate(txs):
+            by_id.setdefault(tx.transaction_id, []).append(i)
+        rank = {}
+        for idx in by_id.values():
+            win = idx[rules.first_copy([(txs[i][1][1], txs[i][1][2], txs[i][1][4])
+                                        for i in idx])] if len(idx) > 1 else idx[0]
+            for i in idx:
+                rank[i] = (txs[win][0].t, i != win, i)
+        order = sorted(range(len(txs)), key=rank.__getitem__)
+        txs[:] = [txs[i] for i in order]
 
     def _label_todo(self, labels) -> list[tuple[M.Label, tuple, bytes | None]]:
         """This batch's labels and the waiting ones, in label-time order."""
@@ -322,6 +340,13 @@ class BatchProcessor:
                 continue
             if member is not None:
                 unpark.append(member)
+            if status == "before_transaction":
+                topic, part, off, ts = src
+                self._dead(rep, M.LABEL_BEFORE_TRANSACTION,
+                           f"label_timestamp {M.iso(lab.label_t)} is before its transaction "
+                           f"{lab.transaction_id!r}", topic, part, off,
+                           lab.transaction_id.encode(), M.label_message(lab), ts, now_ms)
+                continue
             if status == "written":
                 applied.append(lab)
                 if anchor is not None:

@@ -97,6 +97,7 @@ if not x then return {'unknown_transaction', '', 0} end
 local c, term, t, cents, lt, f =
   string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
 local fraud, label_t = ARGV[2], tonumber(ARGV[3])
+if label_t < tonumber(t) then return {'before_transaction', '', 0} end
 if lt ~= '' and tonumber(lt) > label_t then return {'stale', '', 0} end
 local txid = string.sub(KEYS[1], #ARGV[1] + 4)
 local fraud_key = ARGV[1] .. ':t:' .. term .. ':fraud'
@@ -126,6 +127,7 @@ class WriteOutcome:
     conflict: int = 0  # same transaction_id, different content: the first one stays
     unknown_transaction: int = 0
     stale: int = 0
+    before_transaction: int = 0  # a label stamped before its payment: refused, as in batch
 
     def add(self, outcome: bytes | str) -> str:
         name = outcome.decode() if isinstance(outcome, bytes) else outcome

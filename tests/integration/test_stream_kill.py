@@ -34,19 +34,19 @@ ROOT = Path(__file__).resolve().parents[2]
 BAD = [
     (b"not json at all", M.NOT_JSON),
     (b'["a", "list"]', M.NOT_OBJECT),
-    (b'{"transaction_id": "b1", "customer_id": "c1", "terminal_id": "m1", "amount": 3}',
+    (b'{"transaction_id": 900001, "customer_id": 1, "terminal_id": 1, "amount": 3}',
      M.MISSING_FIELD),
-    (b'{"transaction_id": "b2", "customer_id": "c1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900002, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": "12.5"}', M.BAD_TYPE),
-    (b'{"transaction_id": "b3", "customer_id": "c1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900003, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": NaN}', M.NOT_JSON),
-    (b'{"transaction_id": "b4", "customer_id": "c1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900004, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": -5}', M.BAD_AMOUNT),
-    (b'{"transaction_id": "b5", "customer_id": "c1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900005, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "2999-01-01T00:00:00Z", "amount": 5}', M.FUTURE),
-    (b'{"transaction_id": "b6", "customer_id": "c|1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900006, "customer_id": "c|1", "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": 5}', M.BAD_ID),
-    (b'{"transaction_id": "b7", "customer_id": "c1", "terminal_id": "m1", '
+    (b'{"transaction_id": 900007, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "yesterday", "amount": 5}', M.BAD_TIMESTAMP),
 ]
 
@@ -99,6 +99,8 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
         cfg = load_config(env={})
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
         cfg.redis.url = rs.url
+        cfg.stream.allowed_lateness_s = 2 * 86400  # the stream's setting (env below): the
+        # consistency check judges lateness by it too
         kafka.ensure_topics(cfg.kafka)
         env = {**os.environ, "FFS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                "FFS_REDIS_URL": rs.url, "FFS_STREAM_CHECKPOINT": str(tmp_path / "ckpt"),
