@@ -397,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # Redis refusing a setting of ours (database, password): the fix
+        from online.client import redis_refusal
+
+        fix = redis_refusal(exc)
+        if fix is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

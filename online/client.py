@@ -440,11 +440,23 @@ def _seconds(value: object, what: str = "as_of") -> int:
     return int(ts.timestamp())
 
 
+def redis_refusal(exc: BaseException) -> str | None:
+    """The fix, when Redis refused the connection for a setting of ours (not an outage)."""
+    text = str(exc)
+    if "DB index is out of range" in text:
+        return ("redis.url selects a database this Redis server does not have (a default "
+                "server has 0-15, its `databases` setting; Redis Cluster only 0)")
+    if "NOAUTH" in text or "unauthenticated" in text:
+        return "Redis requires a password: set redis.password or FFS_REDIS_PASSWORD"
+    if "WRONGPASS" in text or "invalid username-password" in text:
+        return "Redis refused the password: check redis.password / FFS_REDIS_PASSWORD"
+    return None
+
+
 def _describe(exc: Exception) -> str:
     why = f"{type(exc).__name__}: {exc}"
-    if "NOAUTH" in str(exc) or "unauthenticated" in str(exc):
-        why += " (Redis requires a password: set redis.password or FFS_REDIS_PASSWORD)"
-    return why
+    fix = redis_refusal(exc)
+    return f"{why} ({fix})" if fix else why
 
 
 def _is_redis_error(exc: Exception) -> bool:

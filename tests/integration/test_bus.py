@@ -248,3 +248,48 @@ def test_replay_paces_event_time_at_speed(kcfg):
     assert _count(kcfg, kcfg.transactions_topic) == 4
     values = [json.loads(r.value) for r in kafka.read_all(kcfg, kcfg.transactions_topic)]
     assert sorted(v["transaction_id"] for v in values) == ["p0", "p1", "p2", "p3"]
+
+
+def _rdk_threads() -> int:
+    """librdkafka's native threads in this process (rdk:main, rdk:broker..., rdk:bg): each
+    client has its own, so they count the clients still open."""
+    import os
+
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended while we looked
+            pass
+    return sum(1 for n in names if n.startswith("rdk:"))
+
+
+def test_every_kafka_client_closes_when_its_work_is_done(kcfg):
+    """Issue 10, defect 12: consumers outlived their broker (endless reconnect errors after
+    the tests passed). Each helper that opens a client closes it, even when its caller stops
+    reading early."""
+    import gc
+
+    from analytics.olap_store import OlapStore
+
+    gc.collect()
+    before = _rdk_threads()
+    kafka.ensure_topics(kcfg)
+    with EventProducer(kcfg, id_types=ALL_STRING) as bus:
+        for i in range(5):
+            bus.send_transaction({"transaction_id": f"t{i}", "customer_id": "c1",
+                                  "terminal_id": "m1", "amount": 1.0,
+                                  "event_timestamp": "2024-01-01T00:00:00Z"})
+    kafka.watermarks(kcfg, [kcfg.transactions_topic])
+    assert len(list(kafka.read_all(kcfg, kcfg.transactions_topic))) == 5
+    for _rec in kafka.read_all(kcfg, kcfg.transactions_topic):
+        break  # a reader that stops early
+    store = OlapStore(kcfg)
+    store.poll_once()
+    store.close()
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _rdk_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _rdk_threads() <= before

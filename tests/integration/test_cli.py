@@ -95,3 +95,29 @@ def test_ffs_broker_runs_kafka_with_the_topics_until_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.redis
+def test_a_redis_database_the_server_lacks_is_an_error_naming_the_setting(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Issue 10, defect 8: redis.url with database 99 passed the config check (a server may
+    have more than 16) and then raised a ResponseError traceback from the first command."""
+    from online.client import OnlineClient
+    from online.redis_server import RedisServer
+
+    assert main(["generate", "--out", "in", "--customers", "5", "--terminals", "5",
+                 "--days", "2", "-q"]) == 0
+    with RedisServer() as server:
+        url = server.url.rsplit("/", 1)[0] + "/99"
+        monkeypatch.setenv("FFS_REDIS_URL", url)
+        capsys.readouterr()
+        assert main(["materialize", "--transactions", "in/transactions.parquet"]) == 2
+        err = capsys.readouterr().err
+        assert "redis.url selects a database this Redis server does not have" in err
+        assert "Traceback" not in err
+        from ffs.config import load_config
+
+        client = OnlineClient.from_config(load_config())
+        result = client.get_features([{"customer_id": 1, "terminal_id": 1}])
+        assert "does not have" in result.error  # served as UNAVAILABLE, saying why
+        assert set(result.statuses["customer_nb_tx_1d"]) == {"UNAVAILABLE"}
