@@ -44,7 +44,7 @@ import logging
 import math
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -108,7 +108,8 @@ class GetOnlineFeaturesRequest(BaseModel):
     as_of: Optional[Union[str, float]] = Field(
         None, description="Read time of rows without an event_timestamp: ISO 8601 or epoch "
         "seconds. Default: now.")
-    full_feature_names: bool = Field(False, description="Only false is supported.")
+    full_feature_names: Literal[False] = Field(False, description="Only false is supported "
+                                               "(feature names are unique in the service).")
 
 
 class FeatureColumn(BaseModel):
@@ -269,7 +270,10 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
     if service != FEATURE_SERVICE:
         raise BadRequest(f"unknown feature service {_show(service)}; this store serves "
                          f"{FEATURE_SERVICE!r}", status=404, reason="unknown_feature_service")
-    if req.get("full_feature_names"):
+    full_names = req.get("full_feature_names", False)
+    if not isinstance(full_names, bool):
+        raise BadRequest(f"full_feature_names: expected true or false, found {_show(full_names)}")
+    if full_names:
         raise BadRequest("full_feature_names=true is not supported: feature names are unique "
                          "within the service")
 
