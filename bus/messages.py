@@ -39,7 +39,7 @@ import orjson
 
 from transformations import ids
 from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import EPOCH_UNIT_LIMITS, parse_iso
+from transformations.timestamps import EPOCH_UNIT_LIMITS, RANGE_TEXT, in_range, parse_iso
 
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
 NOT_JSON = "not_json"
@@ -130,10 +130,8 @@ def parse_time(obj: dict, name: str) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value < 0:
             raise Refused(BAD_TIMESTAMP, f"{name!r} = {value!r} is not a valid epoch time")
-        for limit, per_second in _EPOCH_UNITS:
-            if abs(value) < limit:
-                return int(value // per_second)
-        raise Refused(BAD_TIMESTAMP, f"{name!r} = {value!r} is out of range")
+        per_second = next((per for limit, per in _EPOCH_UNITS if value < limit), 10**9)
+        return _in_range(int(value // per_second), name, value)
     if not isinstance(value, str):
         raise Refused(BAD_TYPE, f"{name!r} must be ISO 8601 text or epoch number, "
                                 f"found {type(value).__name__}")
@@ -141,7 +139,14 @@ def parse_time(obj: dict, name: str) -> int:
         d = parse_iso(value)
     except ValueError:
         raise Refused(BAD_TIMESTAMP, f"{name!r} = {value[:40]!r} is not ISO 8601") from None
-    return int(d.timestamp() // 1)
+    return _in_range(int(d.timestamp() // 1), name, value)
+
+
+def _in_range(t: int, name: str, value: object) -> int:
+    if not in_range(t):
+        raise Refused(BAD_TIMESTAMP, f"{name!r} = {str(value)[:40]!r} is out of range "
+                                     f"({RANGE_TEXT})")
+    return t
 
 
 def parse_amount(obj: dict) -> float:

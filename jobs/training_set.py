@@ -20,7 +20,7 @@ from jobs.features_job import compute
 from jobs.offline_store import OfflineStore
 from transformations import schema
 from transformations.ids import IdTypes
-from transformations.timestamps import to_utc
+from transformations.timestamps import MIN_S, RANGE_TEXT, to_utc
 
 REQUIRED = ("customer_id", "terminal_id", "event_timestamp")
 
@@ -40,6 +40,10 @@ def prepare_entities(entities: pd.DataFrame,
         sample = out.loc[bad].head(3).to_dict("records")
         raise InputError(f"{int(bad.sum())} entity row(s) have a missing or unparseable "
                          f"customer_id, terminal_id or event_timestamp, e.g. {sample}")
+    early = ts.notna() & (ts < pd.Timestamp(MIN_S, unit="s", tz="UTC"))
+    if early.any():
+        raise InputError(f"{int(early.sum())} entity row(s) have an event_timestamp out of "
+                         f"range ({RANGE_TEXT}), e.g. {out.loc[early].head(3).to_dict('records')}")
     out["event_timestamp"] = ts
     return schema.canonical_ids(out, schema.ID_COLUMNS, id_types, "entity table")
 

@@ -425,6 +425,15 @@ def _to_epoch(value: object, what: str = "as_of") -> int | None:
 
 
 def _seconds(value: object, what: str = "as_of") -> int:
+    """Epoch seconds of a request time, within the one supported range (timestamps.MIN_S..
+    MAX_S) or an InputError."""
+    seconds = _parse_seconds(value, what)
+    if not T.in_range(seconds):
+        raise InputError(f"{what}: {value!r} is out of range ({T.RANGE_TEXT})")
+    return seconds
+
+
+def _parse_seconds(value: object, what: str) -> int:
     fast = _to_epoch(value, what)
     if fast is not None:
         return fast

@@ -65,7 +65,7 @@ from online.client import (
 )
 from transformations import ids
 from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import parse_iso
+from transformations.timestamps import RANGE_TEXT, in_range, parse_iso
 
 log = logging.getLogger("ffs.server")
 
@@ -74,7 +74,6 @@ REQUEST_KEYS = ("transaction_id", "event_timestamp", "amount")
 TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "features",
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z
 DEFAULT_IDS = ids.IdTypes()
 FEATURES_PATH = "/get-online-features"
 ENDPOINTS = ("/get-online-features", "/health", "/ready", "/metrics", "/openapi.json", "/docs")
@@ -215,13 +214,16 @@ def _epoch(value: object, what: str) -> int:
     if seconds is None:
         try:
             seconds = _seconds(value, what)
-        except InputError:
+        except InputError as exc:
+            if "out of range" in str(exc):
+                raise BadRequest(f"{what}: {_show(value)} is out of range ({RANGE_TEXT})") \
+                    from None
             raise BadRequest(f"{what}: cannot read {_show(value)} as a timestamp; send ISO "
                              f"8601 (e.g. 2026-03-01T12:00:00Z) or epoch seconds") from None
         except (OverflowError, ValueError):
             raise BadRequest(f"{what}: {_show(value)} is out of range") from None
-    if not 0 <= seconds <= MAX_EPOCH_S:
-        raise BadRequest(f"{what}: {_show(value)} is out of range (1970-01-01 .. 9999-12-31)")
+    if not in_range(seconds):
+        raise BadRequest(f"{what}: {_show(value)} is out of range ({RANGE_TEXT})")
     return seconds
 
 

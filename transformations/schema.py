@@ -18,7 +18,7 @@ import pandas as pd
 
 from ffs.errors import InputError
 from transformations.ids import IdTypes, canonical_series
-from transformations.timestamps import to_seconds, to_utc
+from transformations.timestamps import MIN_S, RANGE_TEXT, to_seconds, to_utc
 
 TX_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount")
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
@@ -125,14 +125,14 @@ def _reject(df: pd.DataFrame, mask: pd.Series, reason: str | pd.Series,
 
 
 def _time_checks(raw: pd.Series, parsed: pd.Series, name: str) -> list[tuple[pd.Series, str]]:
-    """Why a timestamp was refused, said by rule: missing, out of the supported range (a
-    valid date the engines cannot hold: before 1677 or after 2262), or not a timestamp."""
+    """Why a timestamp was refused, said by rule: missing, out of the one supported range
+    (timestamps.MIN_S..MAX_S, as on every path), or not a timestamp."""
     failed = parsed.isna() & raw.notna()
-    out_of_range = pd.Series(False, index=raw.index)
+    out_of_range = parsed.notna() & (parsed < pd.Timestamp(MIN_S, unit="s", tz="UTC"))
     for i in raw.index[failed]:
         out_of_range[i] = _is_valid_date(raw[i])
     return [(raw.isna(), f"{name} missing"),
-            (out_of_range, f"{name} out of range (supported: 1677-09-22 to 2262-04-11)"),
+            (out_of_range, f"{name} out of range ({RANGE_TEXT})"),
             (failed & ~out_of_range, f"{name} unparseable")]
 
 

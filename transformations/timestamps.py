@@ -18,6 +18,16 @@ DAY = 86400
 
 
 EPOCH_UNIT_LIMITS = (1e11, 1e14, 1e17)  # below: seconds, ms, us; above: ns
+# The one range of event and request times on every path (batch, stream, producer, HTTP,
+# client): from the Unix epoch to the last second pandas' nanosecond timestamps (the offline
+# store, training sets) can hold. Live events also obey the stream's max_future_s.
+MIN_S = 0
+MAX_S = 9_223_372_036  # 2262-04-11T23:47:16Z
+RANGE_TEXT = "supported: 1970-01-01 to 2262-04-11"
+
+
+def in_range(seconds: int) -> bool:
+    return MIN_S <= seconds <= MAX_S
 
 
 def epoch_seconds(values: pd.Series) -> pd.Series:

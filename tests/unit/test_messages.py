@@ -147,7 +147,8 @@ BAD_TX = [
     ("empty timestamp", _tx(event_timestamp=""), M.BAD_TIMESTAMP),
     ("negative epoch", _tx(event_timestamp=-1), M.BAD_TIMESTAMP),
     ("negative float epoch", _tx(event_timestamp=-0.5), M.BAD_TIMESTAMP),
-    ("epoch beyond microseconds", _tx(event_timestamp=1e17), M.BAD_TIMESTAMP),
+    ("epoch nanoseconds past 2262", _tx(event_timestamp=1e19), M.BAD_TIMESTAMP),
+    ("ISO before 1970", _tx(event_timestamp="1969-12-31T23:59:59Z"), M.BAD_TIMESTAMP),
 ]
 
 

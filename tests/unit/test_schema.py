@@ -141,6 +141,52 @@ def test_a_valid_date_out_of_the_supported_range_is_said_so_not_unparseable():
                                             "2024-01-01T00:00:00Z"]})
     norm = schema.normalize_transactions(raw)
     reasons = dict(zip(norm.rejects["transaction_id"], norm.rejects["reason"], strict=True))
-    assert reasons == {"1": "event_timestamp out of range (supported: 1677-09-22 to 2262-04-11)",
+    assert reasons == {"1": "event_timestamp out of range (supported: 1970-01-01 to 2262-04-11)",
                        "2": "event_timestamp unparseable"}
     assert list(norm.rows["transaction_id"]) == [3]
+
+
+# (timestamp, in the one supported range)
+RANGE_CASES = [("1969-12-31T23:59:59Z", False), ("1970-01-01T00:00:00Z", True),
+               ("1800-06-01T00:00:00Z", False), ("2262-04-11T23:47:16Z", True),
+               ("2262-04-11T23:47:17Z", False), ("2999-01-01T00:00:00Z", False),
+               (1_704_067_200_000_000_000, True),  # epoch nanoseconds: 2024
+               (-5, False)]
+
+
+@pytest.mark.parametrize(("value", "ok"), RANGE_CASES, ids=[str(c[0]) for c in RANGE_CASES])
+def test_one_timestamp_range_on_every_path(value, ok):
+    """Issue 10, defect 11: batch took 1677-2262, HTTP 1970-9999, the stream anything ISO
+    text said and no epoch nanoseconds. One range now, each refusal saying it."""
+    import json
+
+    from bus import messages as M
+    from online.client import _seconds
+    from online.server import BadRequest, _epoch
+
+    raw = pd.DataFrame({"transaction_id": [1], "customer_id": [1], "terminal_id": [2],
+                        "amount": [1.0], "event_timestamp": pd.Series([value], dtype=object)})
+    norm = schema.normalize_transactions(raw)
+    assert len(norm.rows) == int(ok), norm.rejects.to_dict("records")
+    if not ok:
+        assert "out of range (supported: 1970-01-01 to 2262-04-11)" in norm.rejects["reason"][0]
+    msg = json.dumps({"transaction_id": 1, "customer_id": 1, "terminal_id": 2, "amount": 1.0,
+                      "event_timestamp": value})
+    try:
+        M.parse_transaction(msg)
+        stream_ok = True
+    except M.Refused as exc:
+        stream_ok = False
+        assert exc.reason == M.BAD_TIMESTAMP
+    http_ok = client_ok = True
+    try:
+        _epoch(value, "as_of")
+    except BadRequest as exc:
+        http_ok = False
+        assert "out of range" in str(exc)
+    try:
+        _seconds(value)
+    except InputError as exc:
+        client_ok = False
+        assert "out of range" in str(exc)
+    assert (stream_ok, http_ok, client_ok) == (ok, ok, ok)
