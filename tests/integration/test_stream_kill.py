@@ -43,7 +43,7 @@ BAD = [
     (b'{"transaction_id": 900004, "customer_id": 1, "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": -5}', M.BAD_AMOUNT),
     (b'{"transaction_id": 900005, "customer_id": 1, "terminal_id": 1, '
-     b'"event_timestamp": "2999-01-01T00:00:00Z", "amount": 5}', M.FUTURE),
+     b'"event_timestamp": "2100-01-01T00:00:00Z", "amount": 5}', M.FUTURE),
     (b'{"transaction_id": 900006, "customer_id": "c|1", "terminal_id": 1, '
      b'"event_timestamp": "2026-01-02T00:00:00Z", "amount": 5}', M.BAD_ID),
     (b'{"transaction_id": 900007, "customer_id": 1, "terminal_id": 1, '
