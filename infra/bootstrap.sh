@@ -2,6 +2,8 @@
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   - Java 17 for Spark (installed with apt-get when missing and we are root),
 #   - redis-server for the online store's tests (same),
+#   - PostgreSQL's server binaries for the Feast SQL registry's tests (same; the tests
+#     start their own server, never the system one the package may set up),
 #   - the JVM parts (Apache Kafka, Spark's Kafka connector, Apache Pinot) from Maven Central
 #     into a Maven cache, pinned in infra/jvm/pom.xml (infra/jvm.sh),
 #   - a virtualenv in .venv with the project and its test dependencies, at the versions
@@ -27,6 +29,9 @@ apt_install() {
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; }
 java_ok || apt_install openjdk-17-jre-headless || { say "Spark needs Java 17+"; exit 1; }
 command -v redis-server >/dev/null || apt_install redis-server || say "redis-server missing: online tests will skip"
+# Debian keeps initdb/postgres in /usr/lib/postgresql/<version>/bin, off PATH (ffs/postgres.py looks there)
+pg_ok() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
+pg_ok || apt_install postgresql || say "PostgreSQL missing: the SQL registry tests will fail"
 bash infra/jvm.sh
 bash infra/install_chromium.sh || say "no Chromium: the dashboard's browser test will skip"
 

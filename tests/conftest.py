@@ -1,5 +1,6 @@
 """Shared fixtures: small hand-made events, the handbook data (skipped with the reason when
-absent), one local Spark session and one local Apache Kafka per test run, headless Chromium."""
+absent), one local Spark session, one local Apache Kafka and one local PostgreSQL per test
+run, headless Chromium."""
 
 from __future__ import annotations
 
@@ -94,3 +95,14 @@ def kafka_broker():
 
     with LocalKafka(log=print) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One private PostgreSQL (free port, temporary cluster, password auth) for the whole
+    run; tests keep apart by Feast project names of their own. Never skipped for want of
+    it: without the server binaries it fails with the fix (`make setup`)."""
+    from ffs.postgres import LocalPostgres
+
+    with LocalPostgres() as server:
+        yield server
