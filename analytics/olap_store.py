@@ -42,9 +42,9 @@ import pandas as pd
 import pyarrow as pa
 
 from analytics import queries
-from feature_repo.windows import feature_dtypes, feature_names
 from ffs.config import KafkaConfig
 from ffs.errors import InputError, MissingDependency, TransientError
+from transformations.features import feature_dtypes, feature_names
 
 log = logging.getLogger("ffs.olap")
 

@@ -71,9 +71,9 @@ def enriched_frame(work: Path, limit: int | None) -> pd.DataFrame:
     if cache.exists():
         log(f"enriched rows from cache {cache}")
         return pd.read_parquet(cache)
-    from feature_repo.windows import feature_names
     from transformations import schema
     from transformations.engine import compute_features
+    from transformations.features import feature_names
 
     started = time.perf_counter()
     tx = schema.normalize_transactions(schema.read_table(HANDBOOK)).rows

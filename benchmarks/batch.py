@@ -155,9 +155,9 @@ def feast_side(work: Path, entities: pd.DataFrame, exact: pd.DataFrame,
     """Feast 0.67 get_historical_features over the same feature table, in chunks of entity
     rows, and the share of its values equal to the exact window at each row's time."""
     from benchmarks.feast_peer import feast_historical
-    from feature_repo.windows import REQUEST_FEATURES, feature_names
     from ffs.config import load_config
     from jobs.training_set import training_set
+    from transformations.features import REQUEST_FEATURES, feature_names
 
     stamps = entities[["customer_id", "terminal_id", "event_timestamp"]].reset_index(drop=True)
     day_later = stamps.assign(event_timestamp=stamps["event_timestamp"] + pd.Timedelta(days=1))

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from feature_repo.windows import FEATURE_SERVICE, Entity, feature_names
+from transformations.features import FEATURE_SERVICE, Entity, feature_names
 
 ROW = "__feast_peer_row"  # carries a request's position through Feast, which reorders rows
 PROJECT = "feast_peer"
@@ -98,7 +98,7 @@ def feast_historical(offline_features_dir: Path, entity_df: pd.DataFrame, work_d
     """
     from feast import FeatureStore
 
-    from feature_repo.definitions import build, objects
+    from benchmarks.feast_baseline import build, objects
 
     offline_features_dir = Path(offline_features_dir).resolve()
     work_dir = Path(work_dir).resolve()

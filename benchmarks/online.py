@@ -230,7 +230,7 @@ def ensure_offline(offline: Path, work: Path) -> Path:
 def feast_repo(repo: Path, source: Path, redis_port: int):
     from feast import FeatureStore
 
-    from feature_repo.definitions import build, objects
+    from benchmarks.feast_baseline import build, objects
 
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "feature_store.yaml").write_text(
@@ -340,7 +340,6 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     import redis
 
     from benchmarks.feast_peer import consolidate
-    from feature_repo.windows import FEATURE_SERVICE, feature_names
     from ffs.config import Config
     from jobs.offline_store import OfflineStore
     from jobs.training_set import training_set
@@ -348,6 +347,7 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     from online.client import OnlineClient
     from online.materialize import materialize
     from online.redis_server import free_port
+    from transformations.features import FEATURE_SERVICE, feature_names
 
     offline = ensure_offline(Path(args.offline), work)
     r0 = redis.Redis(host="127.0.0.1", port=rs.port, db=0, socket_timeout=120)

@@ -137,6 +137,14 @@ class AnalyticsConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    """The feature repo the product runs (transformations/repo.py)."""
+
+    repo: str = ""  # a Feast repo directory (or its feature_store.yaml); "" = the shipped one
+    service: str = ""  # the feature service to serve; "" = the repo's only one
+
+
+@dataclass
 class IdsConfig:
     """The declared type of each id column, `int` or `string` (transformations/ids.py): one
     canonical form on every path, so "007" is the id 7 when int, its own id when string."""
@@ -154,6 +162,7 @@ class IdsConfig:
 @dataclass
 class Config:
     ids: IdsConfig = field(default_factory=IdsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)

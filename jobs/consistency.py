@@ -26,12 +26,12 @@ import pandas as pd
 
 from bus import kafka
 from bus import messages as M
-from feature_repo.windows import Entity, feature_names
 from ffs.config import Config
 from jobs import stream_rules as rules
 from online import layout
 from online.client import MISSING_ENTITY, OnlineClient, redis_client
 from transformations.engine import compute_features
+from transformations.features import Entity, feature_names
 
 DAY = 86_400
 COMPARED = [n for n in feature_names() if n not in ("amount",)]

@@ -113,7 +113,7 @@ def spark_compute_files(cfg: Config, tx_path: Path, labels_path: Path,
 
 
 def _restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:
-    from feature_repo.windows import feature_dtypes, feature_names
+    from transformations.features import feature_dtypes, feature_names
 
     dtypes = feature_dtypes()
     return df[feature_names()].astype({n: dtypes[n] for n in feature_names()})

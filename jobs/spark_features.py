@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from feature_repo.windows import (
+from transformations import engine
+from transformations.features import (
     RECENCY_FEATURES,
     REQUEST_FEATURES,
     Entity,
     feature_dtypes,
     windows_for,
 )
-from transformations import engine
 
 ROW = "_row"  # request point id carried through the job
 _SPARK_TYPES = {"int64": "bigint", "float64": "double"}

@@ -40,12 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bus import messages as M
-from feature_repo.windows import Entity
 from ffs.config import Config
 from jobs import stream_rules as rules
 from online import layout
 from online.client import OnlineClient
 from online.writer import OnlineWriter
+from transformations.features import Entity
 
 log = logging.getLogger("ffs.stream")
 

@@ -24,7 +24,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from feature_repo.windows import (
+from ffs.config import Config, RedisConfig, Secret
+from ffs.errors import InputError
+from online import layout
+from online.plan import ReadPlan, compile_plan
+from online.scripts import READ
+from transformations import ids
+from transformations import timestamps as T
+from transformations.features import (
     FEATURE_SERVICE,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
@@ -33,13 +40,6 @@ from feature_repo.windows import (
     Entity,
     feature_names,
 )
-from ffs.config import Config, RedisConfig, Secret
-from ffs.errors import InputError
-from online import layout
-from online.plan import ReadPlan, compile_plan
-from online.scripts import READ
-from transformations import ids
-from transformations import timestamps as T
 from transformations.ids import IdTypes
 
 PRESENT = "PRESENT"

@@ -70,7 +70,7 @@ Failures:
 - `feast apply` (update) and `feast teardown` do nothing: the keys belong to
   `ffs materialize` and the stream, and are expired by their own TTLs.
 - A feature view asking for a feature this store does not compute (a registry out of date
-  with feature_repo/windows.py) raises ConfigError naming it: run `feast apply` again.
+  with the feature repo) raises ConfigError naming it: run `ffs apply` again.
 
 `online_read_async` runs `online_read` in a worker thread (redis-py sync client);
 `async_supported` stays False, so `feast serve` takes its thread-pool path.
@@ -96,7 +96,6 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.value_type import ValueType
 from pydantic import PositiveInt, SecretStr, StrictStr, field_validator
 
-from feature_repo.windows import REQUEST_FEATURES, Entity
 from ffs.config import RedisConfig, Secret, load_config
 from ffs.errors import ConfigError, TerminalError, TransientError
 from online.client import (
@@ -106,6 +105,7 @@ from online.client import (
     redis_client,
     time_features,
 )
+from transformations.features import REQUEST_FEATURES, Entity
 
 TYPE: Literal["online.feast_store.FFSOnlineStore"] = "online.feast_store.FFSOnlineStore"
 NOT_FOUND: Literal["not_found"] = "not_found"
@@ -358,8 +358,8 @@ class FFSOnlineStore(OnlineStore):
                 timed.append(name)
             elif name not in _NEEDS_REQUEST_DATA:
                 raise ConfigError(f"feature view {table.name!r}: feature {name!r} is not one "
-                                  f"FFSOnlineStore computes (feature_repo/windows.py); the "
-                                  f"registry may be out of date: run `feast apply`")
+                                  f"FFSOnlineStore computes (the feature repo's); the registry "
+                                  f"may be out of date: run `ffs apply`")
             elif name not in types:
                 raise ConfigError(f"feature view {table.name!r} has no feature {name!r}")
         setters = {name: _setter(types[name], table.name, name)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo.windows import RECENCY_FEATURES, Entity, windows_for
+from transformations.features import RECENCY_FEATURES, Entity, windows_for
 
 RECORD = struct.Struct(">Iqq")
 CENTS = 100

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from feature_repo.windows import Entity
 from online import layout
 from transformations import timestamps as T
+from transformations.features import Entity
 
 CHUNK = 500  # entities per MULTI/EXEC
 

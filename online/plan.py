@@ -2,15 +2,15 @@
 
 The Redis script (online/scripts.py) is generic: it reads cumulative records at a list of
 offsets back from t, counts members in a list of intervals, and so on. This module decides
-those lists from feature_repo/windows.py, and refuses at load time (with the feature's name)
-anything the online layout cannot serve exactly.
+those lists from the feature repo (transformations/features.py), and refuses at load time
+(with the feature's name) anything the online layout cannot serve exactly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from feature_repo.windows import (
+from transformations.features import (
     RECENCY_FEATURES,
     WINDOW_FEATURES,
     Agg,

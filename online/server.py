@@ -53,7 +53,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from feature_repo.windows import FEATURE_SERVICE, feature_names
 from ffs.config import Config
 from ffs.errors import ConfigError, InputError
 from online.client import (
@@ -64,6 +63,7 @@ from online.client import (
     redis_client,
 )
 from transformations import ids
+from transformations.features import FEATURE_SERVICE, feature_names
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import RANGE_TEXT, in_range, parse_iso
 

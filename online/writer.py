@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from feature_repo.windows import Agg, Entity, windows_for
 from online import layout
+from transformations.features import Agg, Entity, windows_for
 
 WRITE_TX = r"""
 -- KEYS: customer events, terminal events, transaction index key

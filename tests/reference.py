@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from feature_repo.windows import RECENCY_FEATURES, WINDOW_FEATURES, Agg, feature_names
+from transformations.features import RECENCY_FEATURES, WINDOW_FEATURES, Agg, feature_names
 
 
 def _sec(ts) -> int:

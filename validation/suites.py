@@ -1,6 +1,6 @@
 """Great Expectations suites for the three tables the pipeline publishes.
 
-The feature suite is compiled from `feature_repo.windows`, like every other consumer of the
+The feature suite is compiled from `transformations.features`, like every other consumer of the
 declarations: a feature added there is checked here without editing this file.
 
 Severity lives in each expectation's `meta` ("fail" blocks publication, "warn" is reported);
@@ -13,7 +13,7 @@ import great_expectations.expectations as gxe
 from great_expectations import ExpectationSuite
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from feature_repo.windows import (
+from transformations.features import (
     RECENCY_FEATURES,
     REQUEST_FEATURES,
     WINDOW_FEATURES,

@@ -51,7 +51,7 @@ def test_validate_exits_3_when_a_fail_check_fails(tmp_path, capsys):
 
 
 def test_features_lists_every_declaration(capsys):
-    from feature_repo.windows import feature_names
+    from transformations.features import feature_names
 
     assert main(["features"]) == 0
     printed = capsys.readouterr().out

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from feature_repo.windows import FEATURE_SERVICE, Entity, feature_dtypes
 from online.client import MISSING_ENTITY, PRESENT, OnlineClient, entity_feature_names
+from transformations.features import FEATURE_SERVICE, Entity, feature_dtypes
 
 AS_OF = pd.Timestamp("2024-02-10 12:00:00", tz="UTC")  # a Saturday, noon
 T = int(AS_OF.timestamp())
@@ -85,7 +85,7 @@ def repo(redis_server, tmp_path_factory):
     with other online_store settings."""
     from feast import FeatureStore
 
-    from feature_repo.definitions import build, objects
+    from benchmarks.feast_baseline import build, objects
 
     root = tmp_path_factory.mktemp("feast_plugin")
     registry = root / "registry.db"
@@ -374,3 +374,44 @@ def test_shipped_yaml_selects_the_plugin():
     config = load_repo_config(REPO_DIR, REPO_DIR / "feature_store_ffs.yaml")
     assert isinstance(config.online_store, FFSOnlineStoreConfig)
     assert config.project == load_repo_config(REPO_DIR, REPO_DIR / "feature_store.yaml").project
+
+
+@pytest.mark.redis
+def test_the_shipped_repo_served_by_feast_with_the_plugin_equals_the_online_client(
+        redis_server, client, tmp_path):
+    """The repo as a team writes it (stream views, an on-demand view over request data, the
+    service), registered as `ffs apply` does and read through Feast: the windows are our
+    state at the read time (Feast hands an online store no request data, so the scored
+    transaction is not in them: the client's values for the ids alone), and Feast runs the
+    on-demand view's function on the request data and those windows."""
+    from feast import FeatureStore
+
+    from transformations import repo as R
+
+    root = tmp_path / "shipped"
+    store = FeatureStore(repo_path=str(_yaml(root, tmp_path / "registry.db",
+                                             url=redis_server.url, as_of=T)))
+    contents = R.parse(R.SHIPPED)
+    store.apply([*contents.data_sources, *contents.entities, *contents.stream_feature_views,
+                 *contents.on_demand_feature_views, *contents.feature_services])
+    at = AS_OF.to_pydatetime()  # (a pandas Timestamp reaches the function as 1970-01-01)
+    rows = [{"customer_id": c, "terminal_id": t, "amount": 40.0 + i, "event_timestamp": at}
+            for i, (c, t) in enumerate(ROWS)]
+    got = store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
+                                    entity_rows=rows).to_dict()
+    ours = client.get_features([{"customer_id": c, "terminal_id": t} for c, t in ROWS],
+                               as_of=T)
+    compared = 0
+    for name in CUSTOMER_FEATURES + TERMINAL_FEATURES:
+        for i in range(len(rows)):
+            if ours.statuses[name][i] == PRESENT:
+                want, have = ours.values[name][i], got[name][i]
+                assert (want is None and have is None) or have == pytest.approx(want), name
+                compared += 1
+    assert compared == 5 * len(CUSTOMER_FEATURES) + 5 * len(TERMINAL_FEATURES)
+    assert got["amount"] == [r["amount"] for r in rows]
+    assert set(got["tx_during_weekend"]) == {1} and set(got["tx_during_night"]) == {0}  # Sat 12h
+    for i, r in enumerate(rows):
+        mean = ours.values["customer_avg_amount_30d"][i]
+        want = None if mean in (None, 0) else r["amount"] / mean
+        assert got["amount_over_customer_avg_30d"][i] == pytest.approx(want), i

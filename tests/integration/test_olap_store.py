@@ -16,8 +16,8 @@ from analytics.olap_store import OlapStore
 from bus import kafka
 from bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from bus.producer import EventProducer
-from feature_repo.windows import feature_names
 from ffs.config import KafkaConfig
+from transformations.features import feature_names
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,6 @@ import time
 import pandas as pd
 import pytest
 
-from feature_repo.windows import REQUEST_FEATURES, feature_names
 from ffs.config import Secret, load_config
 from ffs.errors import InputError, TerminalError
 from online.client import (
@@ -37,6 +36,7 @@ from online.client import (
 from online.loader import load_state
 from online.redis_server import RedisServer
 from tests.unit.test_window_semantics import labels_frame, tx_frame
+from transformations.features import REQUEST_FEATURES, feature_names
 
 pytestmark = [pytest.mark.redis]
 

@@ -124,7 +124,7 @@ def test_loading_twice_gives_the_same_state(world):
 
 def test_state_is_bounded_by_retention_and_expires(world):
     cfg, tx, labels, conn, summary = world
-    from feature_repo.windows import Entity
+    from transformations.features import Entity
 
     keep = layout.retention_s(Entity.CUSTOMER)
     cid = tx["customer_id"].iloc[0]

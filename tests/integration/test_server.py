@@ -21,7 +21,6 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from feature_repo.windows import FEATURE_SERVICE, REQUEST_FEATURES, feature_names
 from ffs.config import Config, Secret
 from ffs.errors import ConfigError
 from online.client import MISSING_ENTITY, PRESENT, UNAVAILABLE, OnlineClient, OnlineResult
@@ -29,6 +28,7 @@ from online.loader import load_state
 from online.redis_server import RedisServer, free_port
 from online.server import create_app
 from tests.unit.test_window_semantics import labels_frame, tx_frame
+from transformations.features import FEATURE_SERVICE, REQUEST_FEATURES, feature_names
 
 pytestmark = [pytest.mark.redis]
 

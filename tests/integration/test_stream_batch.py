@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 from bus import messages as M
-from feature_repo.windows import feature_names
 from ffs.config import Config
 from jobs.consistency import _same
 from jobs.stream_batch import BatchProcessor
 from online import layout
 from tests.conftest import text_ids
+from transformations.features import feature_names
 from transformations.ids import ALL_STRING
 
 # the events carry text ids ("c1", "t-1"): every id column is declared string

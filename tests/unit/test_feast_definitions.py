@@ -1,13 +1,11 @@
-"""Feast objects built from feature_repo.windows, and what Feast's historical retrieval returns.
+"""Feast as most teams run it (benchmarks/feast_baseline.py: plain views over the features
+table, built from the loaded repo's declarations), and what its historical retrieval returns.
 
 No Redis needed: the end-to-end test uses a throwaway repo with the file offline store.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +15,11 @@ import pandas as pd
 import pytest
 from feast.types import Float64, Int64
 
-from feature_repo import definitions as D
+from benchmarks import feast_baseline as D
 from feature_repo.store import REDIS_ENV, REPO_DIR, feast_redis_connection
-from feature_repo.windows import (
+from ffs.config import load_config
+from transformations.engine import compute_features
+from transformations.features import (
     FEATURE_SERVICE,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
@@ -28,11 +28,11 @@ from feature_repo.windows import (
     feature_dtypes,
     feature_names,
 )
-from ffs.config import load_config
-from transformations.engine import compute_features
 from transformations.schema import normalize_transactions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+B = D.build(D.offline_features_path())
+VIEWS = {v.name: v for v in B["views"]}
 
 
 # --- definitions -------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def _service_features(service) -> list[tuple[str, str]]:
 
 
 def test_service_reaches_every_declared_feature_exactly_once():
-    service = D.fraud_detection_v1
+    service = B["service"]
     assert service.name == FEATURE_SERVICE == "fraud_detection_v1"
     names = [f for _, f in _service_features(service)]
     assert len(names) == len(set(names)), "a feature is reachable twice"
@@ -51,7 +51,7 @@ def test_service_reaches_every_declared_feature_exactly_once():
 
 
 def test_views_group_features_by_entity():
-    got = {view: {f for v, f in _service_features(D.fraud_detection_v1) if v == view}
+    got = {view: {f for v, f in _service_features(B["service"]) if v == view}
            for view in ("customer_features", "terminal_features", "transaction_features")}
     expect_customer = {f.name for f in WINDOW_FEATURES if f.entity.value == "customer"}
     expect_customer |= {r.name for r in RECENCY_FEATURES if r.entity.value == "customer"}
@@ -66,18 +66,18 @@ def test_views_group_features_by_entity():
 
 
 def test_entities_and_join_keys():
-    assert (D.customer.name, D.customer.join_key) == ("customer", "customer_id")
-    assert (D.terminal.name, D.terminal.join_key) == ("terminal", "terminal_id")
-    assert D.customer.value_type == feast.ValueType.INT64
-    assert D.terminal.value_type == feast.ValueType.INT64
-    assert D.customer_features.entities == ["customer"]
-    assert D.terminal_features.entities == ["terminal"]
-    assert D.transaction_features.entities == ["customer"]
+    assert (B["customer"].name, B["customer"].join_key) == ("customer", "customer_id")
+    assert (B["terminal"].name, B["terminal"].join_key) == ("terminal", "terminal_id")
+    assert B["customer"].value_type == feast.ValueType.INT64
+    assert B["terminal"].value_type == feast.ValueType.INT64
+    assert VIEWS["customer_features"].entities == ["customer"]
+    assert VIEWS["terminal_features"].entities == ["terminal"]
+    assert VIEWS["transaction_features"].entities == ["customer"]
 
 
 def test_dtypes_follow_declarations():
-    fields = {f.name: f.dtype for v in (D.customer_features, D.terminal_features,
-                                        D.transaction_features) for f in v.features}
+    fields = {f.name: f.dtype for v in (VIEWS["customer_features"], VIEWS["terminal_features"],
+                                        VIEWS["transaction_features"]) for f in v.features}
     assert set(fields) == set(feature_dtypes())
     for name, dtype in feature_dtypes().items():
         assert fields[name] == {"int64": Int64, "float64": Float64}[dtype], name
@@ -91,11 +91,11 @@ def test_dtypes_follow_declarations():
 
 
 def test_ttl_and_source():
-    for v in (D.customer_features, D.terminal_features, D.transaction_features):
+    for v in VIEWS.values():
         assert v.ttl == timedelta(days=37)
-        assert v.batch_source is D.features_source
-    assert D.features_source.timestamp_field == "event_timestamp"
-    assert Path(D.features_source.path).is_absolute()
+        assert v.batch_source is B["source"]
+    assert B["source"].timestamp_field == "event_timestamp"
+    assert Path(B["source"].path).is_absolute()
 
 
 def test_source_path_comes_from_config_and_is_absolute():
@@ -105,21 +105,6 @@ def test_source_path_comes_from_config_and_is_absolute():
     assert D.offline_features_path(absolute) == Path("/srv/lake/offline/features")
     built = D.build(D.offline_features_path(absolute))
     assert built["source"].path == "/srv/lake/offline/features"
-
-
-def test_feast_collects_the_repo(monkeypatch):
-    """What `feast apply` imports from feature_repo/: 2 entities, 1 source, 3 views, 1 service."""
-    from feast.repo_operations import parse_repo
-
-    monkeypatch.chdir(REPO_DIR)
-    monkeypatch.syspath_prepend(str(REPO_DIR))
-    contents = parse_repo(REPO_DIR)
-    entities = sorted(e.name for e in contents.entities if e.name != "__dummy")
-    assert entities == ["customer", "terminal"]
-    assert sorted(v.name for v in contents.feature_views) == [
-        "customer_features", "terminal_features", "transaction_features"]
-    assert [s.name for s in contents.feature_services] == [FEATURE_SERVICE]
-    assert [s.name for s in contents.data_sources] == ["features_source"]
 
 
 def test_feature_store_yaml(monkeypatch):
@@ -152,14 +137,6 @@ def test_open_store_fills_the_redis_connection(monkeypatch):
     assert store.project == "fraud_features"
     monkeypatch.setenv(REDIS_ENV, "other:7000")  # set: kept as it is
     assert open_store(cfg=cfg).config.online_store.connection_string == "other:7000"
-
-
-def test_windows_importable_without_feast():
-    code = ("import sys; sys.modules['feast'] = None\n"
-            "import feature_repo.windows as w\n"
-            "assert 'fraud_detection_v1' == w.FEATURE_SERVICE\n")
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=PROJECT_ROOT)
 
 
 # --- end to end: what get_historical_features returns --------------------------------------

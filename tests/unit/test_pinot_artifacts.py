@@ -13,10 +13,10 @@ import pytest
 from analytics import pinot_config as pc
 from analytics.pinot_apply import contains, fill
 from analytics.pinot_client import to_frame, with_limit
-from feature_repo import windows
-from feature_repo.windows import feature_dtypes, feature_names
 from ffs.config import Config, Secret
 from ffs.errors import ConfigError
+from transformations import features as windows
+from transformations.features import feature_dtypes, feature_names
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "pinot"
 TYPES = {"int64": "LONG", "int32": "INT", "float64": "DOUBLE"}

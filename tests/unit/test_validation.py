@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.windows import (
+from ffs.errors import InputError, ValidationFailed
+from transformations.features import (
     RECENCY_FEATURES,
     WINDOW_FEATURES,
     Agg,
     feature_dtypes,
     feature_names,
 )
-from ffs.errors import InputError, ValidationFailed
 from validation.run import KINDS, CheckResult, ValidationReport, gate, validate
 
 N = 40

@@ -1,0 +1,154 @@
+"""The shipped fraud repo, in Feast's own API: what a fraud team would write.
+
+Entities, the two event sources with their column schemas (transactions and fraud labels,
+each a Kafka topic with the offline table behind it), stream feature views whose
+aggregations are the windowed features, an on-demand view for the request-time features,
+and the feature service. `ffs apply` compiles this for every engine (batch, Spark, Redis,
+the stream) and registers it in Feast's registry. What Feast has no word for is said with
+tags and function names, listed in the README ("Feature repos"):
+
+- `ffs.delay` on a view: its windows end that long before t, (t - D - W, t - D];
+- `ffs.labels` on a view: the source of the labels its `fraud_rate` aggregations count
+  (a label counts from its own label_timestamp on);
+- functions beyond Feast's built-ins: `fraud_rate` (share of the window's transactions
+  labelled fraud), `seconds_since_previous` (the entity's previous event strictly before t,
+  within the time window).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    Field,
+    FileSource,
+    KafkaSource,
+    RequestSource,
+    StreamFeatureView,
+    ValueType,
+)
+from feast.data_format import JsonFormat
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64, Int64, UnixTimestamp
+
+from feature_repo.paths import kafka_settings, offline_table
+
+DAY = timedelta(days=1)
+
+customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
+                  description="the card / card holder")
+terminal = Entity(name="terminal", join_keys=["terminal_id"], value_type=ValueType.INT64,
+                  description="the merchant terminal")
+
+_kafka = kafka_settings()
+transactions = KafkaSource(
+    name="transactions",
+    kafka_bootstrap_servers=_kafka["bootstrap_servers"],
+    topic=_kafka["transactions_topic"],
+    timestamp_field="event_timestamp",
+    message_format=JsonFormat(schema_json="transaction_id bigint, customer_id bigint, "
+                                          "terminal_id bigint, event_timestamp timestamp, "
+                                          "amount double"),
+    batch_source=FileSource(name="transactions_offline", path=offline_table("transactions"),
+                            timestamp_field="event_timestamp"),
+    description="payments, one message per transaction (key: customer_id)",
+)
+labels = KafkaSource(
+    name="labels",
+    kafka_bootstrap_servers=_kafka["bootstrap_servers"],
+    topic=_kafka["labels_topic"],
+    timestamp_field="label_timestamp",
+    message_format=JsonFormat(schema_json="transaction_id bigint, is_fraud bigint, "
+                                          "label_timestamp timestamp"),
+    batch_source=FileSource(name="labels_offline", path=offline_table("labels"),
+                            timestamp_field="label_timestamp"),
+    description="fraud labels (chargebacks), known days after the payment",
+)
+
+
+def _window(name: str, function: str, window: timedelta, column: str = "amount"):
+    return Aggregation(column=column, function=function, time_window=window, name=name)
+
+
+def _schema(aggregations: list[Aggregation]) -> list[Field]:
+    ints = ("count", "count_distinct")
+    return [Field(name=a.name, dtype=Int64 if a.function in ints else Float64)
+            for a in aggregations]
+
+
+_daily = []
+for _d in (1, 7, 30):
+    _daily += [_window(f"customer_nb_tx_{_d}d", "count", _d * DAY, "transaction_id"),
+               _window(f"customer_avg_amount_{_d}d", "mean", _d * DAY)]
+customer_daily = StreamFeatureView(
+    name="customer_daily", entities=[customer], source=transactions, aggregations=_daily,
+    schema=_schema(_daily), timestamp_field="event_timestamp", ttl=30 * DAY, online=True,
+    description="the card's spending profile over 1, 7 and 30 days")
+
+_delayed = []
+for _d in (1, 7, 30):
+    _delayed += [_window(f"terminal_nb_tx_{_d}d_delay7d", "count", _d * DAY, "transaction_id"),
+                 _window(f"terminal_risk_{_d}d_delay7d", "fraud_rate", _d * DAY, "is_fraud")]
+terminal_risk = StreamFeatureView(
+    name="terminal_risk", entities=[terminal], source=transactions, aggregations=_delayed,
+    schema=_schema(_delayed), timestamp_field="event_timestamp", ttl=37 * DAY, online=True,
+    tags={"ffs.delay": "7d", "ffs.labels": "labels"},
+    description="the terminal's transactions and share known to be fraud, in windows that "
+                "end 7 days before t (labels arrive within a week)")
+
+_velocity = [
+    _window("customer_nb_tx_10m", "count", timedelta(minutes=10), "transaction_id"),
+    _window("customer_sum_amount_10m", "sum", timedelta(minutes=10)),
+    _window("customer_nb_tx_1h", "count", timedelta(hours=1), "transaction_id"),
+    _window("customer_sum_amount_1h", "sum", timedelta(hours=1)),
+    _window("customer_nb_terminals_1d", "count_distinct", DAY, "terminal_id"),
+    _window("customer_secs_since_prev_tx", "seconds_since_previous", 30 * DAY,
+            "event_timestamp"),
+]
+customer_velocity = StreamFeatureView(
+    name="customer_velocity", entities=[customer], source=transactions, aggregations=_velocity,
+    schema=_schema(_velocity), timestamp_field="event_timestamp", ttl=30 * DAY, online=True,
+    description="card velocity: how fast and where the card is being used")
+
+_terminal_velocity = [_window("terminal_nb_tx_1h", "count", timedelta(hours=1),
+                              "transaction_id")]
+terminal_velocity = StreamFeatureView(
+    name="terminal_velocity", entities=[terminal], source=transactions,
+    aggregations=_terminal_velocity, schema=_schema(_terminal_velocity),
+    timestamp_field="event_timestamp", ttl=DAY, online=True,
+    description="terminal velocity: transactions in the last hour")
+
+transaction = RequestSource(name="transaction", schema=[
+    Field(name="amount", dtype=Float64), Field(name="event_timestamp", dtype=UnixTimestamp)])
+
+
+@on_demand_feature_view(
+    sources=[transaction, customer_daily],
+    schema=[Field(name="amount", dtype=Float64), Field(name="tx_during_weekend", dtype=Int64),
+            Field(name="tx_during_night", dtype=Int64),
+            Field(name="amount_over_customer_avg_30d", dtype=Float64)],
+    mode="python",
+    description="the scored transaction: its amount, weekend and night flags (UTC), and the "
+                "amount against the card's 30-day mean")
+def transaction_features(inputs: dict) -> dict:
+    amounts, averages = inputs["amount"], inputs["customer_avg_amount_30d"]
+    seconds = [int(t.timestamp()) if hasattr(t, "timestamp") else int(t)
+               for t in inputs["event_timestamp"]]
+    return {
+        "amount": amounts,
+        "tx_during_weekend": [int((s // 86400 + 3) % 7 >= 5) for s in seconds],
+        "tx_during_night": [int((s % 86400) // 3600 <= 6) for s in seconds],
+        "amount_over_customer_avg_30d": [
+            a / m if a is not None and m is not None and m == m and m != 0 else None
+            for a, m in zip(amounts, averages, strict=True)],
+    }
+
+
+fraud_detection_v1 = FeatureService(
+    name="fraud_detection_v1",
+    features=[transaction_features, customer_daily, terminal_risk, customer_velocity,
+              terminal_velocity],
+    description="the handbook's features plus card and terminal velocity")

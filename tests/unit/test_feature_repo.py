@@ -1,0 +1,193 @@
+"""The shipped feature repo is Feast objects (feature_repo/fraud.py), compiled for the engines
+(transformations/compiler.py), cached (transformations/repo.py); a broken repo gets every
+problem at once, each naming its object and its fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffs.config import Config
+from transformations import repo
+from transformations.compiler import RepoError
+from transformations.declarations import Agg, Entity
+from transformations.features import (
+    FEATURE_SERVICE,
+    RECENCY_FEATURES,
+    REQUEST_FEATURES,
+    WINDOW_FEATURES,
+    feature_names,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+D, H, M = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
+C, T = Entity.CUSTOMER, Entity.TERMINAL
+
+# the 23 features as the product served them before the repo was written in Feast's API:
+# (name, entity, aggregation, window, column, delay), in the service's order
+EXPECTED_WINDOWS = [
+    ("customer_nb_tx_1d", C, Agg.COUNT, D, None, 0 * D),
+    ("customer_avg_amount_1d", C, Agg.MEAN, D, "amount", 0 * D),
+    ("customer_nb_tx_7d", C, Agg.COUNT, 7 * D, None, 0 * D),
+    ("customer_avg_amount_7d", C, Agg.MEAN, 7 * D, "amount", 0 * D),
+    ("customer_nb_tx_30d", C, Agg.COUNT, 30 * D, None, 0 * D),
+    ("customer_avg_amount_30d", C, Agg.MEAN, 30 * D, "amount", 0 * D),
+    ("terminal_nb_tx_1d_delay7d", T, Agg.COUNT, D, None, 7 * D),
+    ("terminal_risk_1d_delay7d", T, Agg.FRAUD_RATE, D, "is_fraud", 7 * D),
+    ("terminal_nb_tx_7d_delay7d", T, Agg.COUNT, 7 * D, None, 7 * D),
+    ("terminal_risk_7d_delay7d", T, Agg.FRAUD_RATE, 7 * D, "is_fraud", 7 * D),
+    ("terminal_nb_tx_30d_delay7d", T, Agg.COUNT, 30 * D, None, 7 * D),
+    ("terminal_risk_30d_delay7d", T, Agg.FRAUD_RATE, 30 * D, "is_fraud", 7 * D),
+    ("customer_nb_tx_10m", C, Agg.COUNT, 10 * M, None, 0 * D),
+    ("customer_sum_amount_10m", C, Agg.SUM, 10 * M, "amount", 0 * D),
+    ("customer_nb_tx_1h", C, Agg.COUNT, H, None, 0 * D),
+    ("customer_sum_amount_1h", C, Agg.SUM, H, "amount", 0 * D),
+    ("customer_nb_terminals_1d", C, Agg.COUNT_DISTINCT, D, "terminal_id", 0 * D),
+    ("terminal_nb_tx_1h", T, Agg.COUNT, H, None, 0 * D),
+]
+
+
+def test_the_shipped_repo_compiles_to_the_23_features_unchanged():
+    got = [(w.name, w.entity, w.agg, w.window, w.column, w.delay) for w in WINDOW_FEATURES]
+    assert got == EXPECTED_WINDOWS
+    assert [(r.name, r.entity, r.horizon) for r in RECENCY_FEATURES] == [
+        ("customer_secs_since_prev_tx", C, 30 * D)]
+    assert [(r.name, r.dtype) for r in REQUEST_FEATURES] == [
+        ("amount", "float64"), ("tx_during_weekend", "int64"), ("tx_during_night", "int64"),
+        ("amount_over_customer_avg_30d", "float64")]
+    assert FEATURE_SERVICE == "fraud_detection_v1" and len(feature_names()) == 23
+
+
+def test_feast_collects_the_repo_as_feast_apply_does():
+    contents = repo.parse(repo.SHIPPED)
+    assert sorted(e.name for e in contents.entities if e.name != "__dummy") == [
+        "customer", "terminal"]
+    assert sorted(v.name for v in contents.stream_feature_views) == [
+        "customer_daily", "customer_velocity", "terminal_risk", "terminal_velocity"]
+    assert [v.name for v in contents.on_demand_feature_views] == ["transaction_features"]
+    assert [s.name for s in contents.feature_services] == ["fraud_detection_v1"]
+    assert {"transactions", "labels", "transaction"} <= {s.name for s in contents.data_sources}
+
+
+def test_the_request_function_gives_the_engines_request_features():
+    """The on-demand view's Python function, fed the engine's inputs, returns the values the
+    engine computes (weekend and night flags in UTC, amount over the 30-day mean)."""
+    from feature_repo.fraud import transaction_features
+    from online.client import time_features
+
+    t = np.array([1_709_251_200 + i * 5_400 for i in range(40)])  # every 90 min from 1 March
+    amounts = [float(i) for i in range(40)]
+    means = [None, 0.0, float("nan")] + [2.0] * 37
+    out = transaction_features.feature_transformation.udf(
+        {"amount": amounts, "customer_avg_amount_30d": means,
+         "event_timestamp": [pd.Timestamp(s, unit="s", tz="UTC") for s in t]})
+    flags = time_features(t)
+    assert out["tx_during_weekend"] == list(flags["tx_during_weekend"])
+    assert out["tx_during_night"] == list(flags["tx_during_night"])
+    assert sum(out["tx_during_weekend"]) > 0 and sum(out["tx_during_night"]) > 0
+    assert out["amount_over_customer_avg_30d"][:3] == [None, None, None]
+    assert out["amount_over_customer_avg_30d"][3:] == [a / 2.0 for a in amounts[3:]]
+
+
+BROKEN = '''
+from datetime import timedelta
+from feast import (Aggregation, Entity, FeatureService, Field, KafkaSource, StreamFeatureView,
+                   ValueType)
+from feast.data_format import JsonFormat
+from feast.types import Float64, Int64
+from feast import FileSource
+
+customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
+merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.INT64)
+payments = KafkaSource(name="payments", kafka_bootstrap_servers="k:9092", topic="p",
+    timestamp_field="event_timestamp",
+    message_format=JsonFormat(schema_json="transaction_id bigint, customer_id bigint, "
+                                          "event_timestamp timestamp, amount double"),
+    batch_source=FileSource(name="payments_offline", path="p.parquet",
+                            timestamp_field="event_timestamp"))
+v = StreamFeatureView(name="v", entities=[customer], source=payments, ttl=timedelta(days=1),
+    timestamp_field="event_timestamp", tags={"ffs.delay": "a week"},
+    aggregations=[
+        Aggregation(column="amount", function="median", time_window=timedelta(hours=1),
+                    name="a"),
+        Aggregation(column="tip", function="sum", time_window=timedelta(hours=1), name="b"),
+        Aggregation(column="amount", function="sum", time_window=timedelta(days=3), name="c"),
+        Aggregation(column="amount", function="sum", time_window=timedelta(hours=1),
+                    name="c"),
+        Aggregation(column="amount", function="fraud_rate", time_window=timedelta(hours=1),
+                    name="d"),
+    ],
+    schema=[Field(name="a", dtype=Float64), Field(name="b", dtype=Float64),
+            Field(name="c", dtype=Int64), Field(name="d", dtype=Float64)])
+svc = FeatureService(name="s", features=[v])
+'''
+
+
+@pytest.fixture()
+def broken_repo(tmp_path):
+    (tmp_path / "feature_store.yaml").write_text(textwrap.dedent("""\
+        project: broken
+        provider: local
+        registry: registry.db
+        online_store:
+          type: sqlite
+        entity_key_serialization_version: 3
+        """))
+    (tmp_path / "repo.py").write_text(BROKEN)
+    return tmp_path
+
+
+def test_a_broken_repo_gets_every_problem_at_once_with_its_object_and_fix(broken_repo):
+    cfg = Config()
+    cfg.features.repo = str(broken_repo)
+    with pytest.raises(RepoError) as info:
+        repo.compile_repo(repo.repo_dir(cfg), cfg)
+    lines = [p.line() for p in info.value.problems]
+    expect = [
+        "Entity customer: ids are string here but the config declares ids.customer_id: int",
+        "Entity merchant: the engines serve the entities ['customer', 'terminal'] today",
+        "StreamFeatureView v: tag ffs.delay: 'a week' is not a span",
+        "aggregation a: unknown function 'median'",
+        "aggregation b: column 'tip' is not in the source's schema",
+        "aggregation c: feature name 'c' is also declared by",
+        "aggregation c: the view's schema gives it type int64; the engines compute float64",
+        "aggregation c: the view's ttl 1 day, 0:00:00 is shorter than its window plus delay",
+        "aggregation d: fraud_rate on customer is not computed by",
+    ]
+    for text in expect:
+        assert any(text in line for line in lines), (text, lines)
+    assert all("; fix: " in line for line in lines)
+    assert len(lines) == len(expect) + 1  # both aggregations named c have the wrong type
+
+
+def test_the_cache_follows_the_repo_and_loads_without_feast(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(repo.SHIPPED, copy, ignore=shutil.ignore_patterns(".ffs", "__pycache__"))
+    cfg = Config()
+    cfg.features.repo = str(copy)
+    first = repo.load(cfg)
+    assert (copy / repo.CACHE).exists()
+    assert [w.name for w in first.windows] == [w[0] for w in EXPECTED_WINDOWS]
+    # a process without Feast loads the cached declarations
+    code = ("import sys; sys.modules['feast'] = None\n"
+            "import transformations.features as f\n"
+            "assert len(f.feature_names()) == 23, f.feature_names()\n")
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), FFS_FEATURES_REPO=str(copy))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=PROJECT_ROOT)
+    # an edit to the repo compiles again: one window fewer
+    text = (copy / "fraud.py").read_text()
+    edited = text.replace('    _window("customer_sum_amount_1h", "sum", timedelta(hours=1)),\n', "")
+    assert edited != text
+    (copy / "fraud.py").write_text(edited)
+    again = repo.load(cfg)
+    assert "customer_sum_amount_1h" not in [w.name for w in again.windows]
+    assert len(again.windows) == len(first.windows) - 1

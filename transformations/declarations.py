@@ -1,0 +1,103 @@
+"""The product's model of feature declarations: what the engines compute, whatever repo
+declared it. `transformations.compiler` builds these from a Feast repo's objects; every engine
+(NumPy and Spark batch, the Redis read plan and writer, the stream) reads them.
+
+Window semantics (README, "Window semantics"):
+- a window W at request time t covers events with event_timestamp in (t - W, t];
+- a delayed window covers (t - D - W, t - D];
+- a label counts only if its label_timestamp <= t;
+- an empty window gives count 0, distinct 0, sum 0, risk 0 and a null mean.
+Timestamps are whole seconds (UTC); events in the same second as t are included ("ties are
+included").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+
+
+class Entity(str, Enum):
+    CUSTOMER = "customer"
+    TERMINAL = "terminal"
+
+    @property
+    def key(self) -> str:
+        return f"{self.value}_id"
+
+
+class Agg(str, Enum):
+    COUNT = "count"  # number of transactions in the window
+    SUM = "sum"  # sum of `column` over the window
+    MEAN = "mean"  # mean of `column`; null on an empty window
+    COUNT_DISTINCT = "count_distinct"  # distinct values of `column` in the window
+    FRAUD_RATE = "fraud_rate"  # share of the window's transactions labelled fraud; 0 when empty
+
+
+@dataclass(frozen=True)
+class WindowFeature:
+    """A sliding-window aggregation over one entity's transactions."""
+
+    name: str
+    entity: Entity
+    agg: Agg
+    window: timedelta
+    column: str | None = None
+    delay: timedelta = timedelta(0)
+    description: str = ""
+
+    @property
+    def window_s(self) -> int:
+        return int(self.window.total_seconds())
+
+    @property
+    def delay_s(self) -> int:
+        return int(self.delay.total_seconds())
+
+    @property
+    def includes_request_time(self) -> bool:
+        """True when the window ends at t, so a transaction at t is always inside it."""
+        return self.delay_s == 0
+
+    @property
+    def dtype(self) -> str:
+        return "int64" if self.agg in (Agg.COUNT, Agg.COUNT_DISTINCT) else "float64"
+
+
+@dataclass(frozen=True)
+class RecencyFeature:
+    """Seconds from the entity's latest transaction strictly before t to t.
+
+    "Strictly before" makes a transaction in the same second as t count as simultaneous,
+    not as previous, which is the same tie rule the windows use. Null when there is none
+    within `horizon`: online state keeps only that much history, and offline must agree.
+    """
+
+    name: str
+    entity: Entity
+    horizon: timedelta
+    description: str = ""
+    dtype: str = "float64"
+
+    @property
+    def horizon_s(self) -> int:
+        return int(self.horizon.total_seconds())
+
+
+@dataclass(frozen=True)
+class RequestFeature:
+    """Computed from the request row itself (timestamp, amount) and window features."""
+
+    name: str
+    dtype: str
+    description: str = ""
+
+
+def human(span: timedelta) -> str:
+    """10m, 1h, 7d: how windows are named in feature names and listings."""
+    secs = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs and secs % size == 0:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"

@@ -1,0 +1,54 @@
+"""The declarations of the feature repo this process runs, loaded once at import
+(transformations/repo.py: compiled from the repo's Feast objects, cached): every engine reads
+its features from here. The types come from transformations/declarations.py and are
+re-exported for the engines' convenience.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from transformations import repo as _repo
+from transformations.declarations import (
+    Agg,
+    Entity,
+    RecencyFeature,
+    RequestFeature,
+    WindowFeature,
+    human,
+)
+
+__all__ = ["Agg", "Entity", "RecencyFeature", "RequestFeature", "WindowFeature", "human",
+           "COMPILED", "FEATURE_SERVICE", "WINDOW_FEATURES", "RECENCY_FEATURES",
+           "REQUEST_FEATURES", "feature_names", "feature_dtypes", "windows_for", "retention"]
+
+COMPILED = _repo.load()
+FEATURE_SERVICE: str = COMPILED.service
+WINDOW_FEATURES: tuple[WindowFeature, ...] = tuple(COMPILED.windows)
+RECENCY_FEATURES: tuple[RecencyFeature, ...] = tuple(COMPILED.recency)
+REQUEST_FEATURES: tuple[RequestFeature, ...] = tuple(COMPILED.request)
+
+
+def feature_names() -> list[str]:
+    """All feature columns, in the order every engine returns them (the service's order:
+    request features, then windows, then recency)."""
+    return ([f.name for f in REQUEST_FEATURES] + [f.name for f in WINDOW_FEATURES]
+            + [f.name for f in RECENCY_FEATURES])
+
+
+def feature_dtypes() -> dict[str, str]:
+    out = {f.name: f.dtype for f in REQUEST_FEATURES}
+    out.update({f.name: f.dtype for f in WINDOW_FEATURES})
+    out.update({f.name: f.dtype for f in RECENCY_FEATURES})
+    return out
+
+
+def windows_for(entity: Entity) -> list[WindowFeature]:
+    return [f for f in WINDOW_FEATURES if f.entity == entity]
+
+
+def retention(entity: Entity) -> timedelta:
+    """How long an event can still affect a feature of this entity: longest window + delay."""
+    spans = [f.window + f.delay for f in windows_for(entity)]
+    spans += [r.horizon for r in RECENCY_FEATURES if r.entity == entity]
+    return max(spans) if spans else timedelta(0)

@@ -1,0 +1,124 @@
+"""Which feature repo the product runs, and its compiled declarations, quick to load.
+
+The repo is a Feast repo directory (feature_store.yaml and Python files declaring Feast
+objects): `features.repo` in the config (FFS_FEATURES_REPO), by default the shipped
+`feature_repo/`. Compiling it imports Feast and the repo (seconds), so the result is kept in
+`<repo>/.ffs/compiled.json` with a digest of the repo's files and of the settings it was
+compiled with; every process after the first loads that file (milliseconds), and a changed
+file or setting compiles again. `ffs apply` compiles, checks and registers explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ffs.config import Config, load_config
+from ffs.errors import InputError
+from transformations.compiler import Compiled, compile_objects
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = PROJECT_ROOT / "feature_repo"
+CACHE = Path(".ffs") / "compiled.json"
+FORMAT = 1  # bump when Compiled's JSON changes
+
+
+def repo_dir(cfg: Config | None = None) -> Path:
+    cfg = cfg or load_config()
+    path = Path(cfg.features.repo).expanduser() if cfg.features.repo else SHIPPED
+    path = path if path.is_absolute() else (Path.cwd() / path)
+    if path.is_file() and path.name == "feature_store.yaml":
+        path = path.parent
+    if not (path / "feature_store.yaml").exists():
+        raise InputError(f"{path} is not a Feast repo (no feature_store.yaml): set "
+                         f"features.repo (FFS_FEATURES_REPO) or pass --repo")
+    return path.resolve()
+
+
+def _files(repo: Path) -> list[Path]:
+    out = []
+    for p in sorted(repo.rglob("*")):
+        rel = p.relative_to(repo).parts
+        if p.is_file() and p.suffix in (".py", ".yaml", ".yml") and not any(
+                part.startswith(".") or part == "__pycache__" for part in rel):
+            out.append(p)
+    return out
+
+
+def digest(repo: Path, cfg: Config) -> str:
+    h = hashlib.sha256(f"{FORMAT}|{cfg.features.service}|{cfg.ids.types()}".encode())
+    for p in _files(repo):
+        h.update(str(p.relative_to(repo)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def load(cfg: Config | None = None) -> Compiled:
+    """The repo's declarations: from the cache when it matches the repo, else compiled."""
+    cfg = cfg or load_config()
+    repo = repo_dir(cfg)
+    key = digest(repo, cfg)
+    cache = repo / CACHE
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("digest") == key:
+            return Compiled.from_json(json.dumps(stored["compiled"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    compiled = compile_repo(repo, cfg)
+    save(repo, key, compiled)
+    return compiled
+
+
+def save(repo: Path, key: str, compiled: Compiled) -> None:
+    """Write the cache atomically (concurrent first runs each write a whole file); a
+    read-only repo simply compiles every time."""
+    record = json.dumps({"digest": key, "compiled": json.loads(compiled.to_json())})
+    try:
+        (repo / CACHE).parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=repo / CACHE.parent, prefix=".compiled-")
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        os.replace(tmp, repo / CACHE)
+    except OSError:
+        pass
+
+
+def parse(repo: Path):
+    """Feast's own collection of the repo's objects (feast.repo_operations.parse_repo),
+    imported as `feast apply` imports them: from the repo's directory, on sys.path."""
+    import warnings
+
+    from feast.repo_operations import get_repo_files, parse_repo, py_path_to_module
+
+    with _inside(repo), warnings.catch_warnings():
+        # Feast warns at every StreamFeatureView that the class is experimental
+        warnings.filterwarnings("ignore", "Stream feature views are experimental")
+        warnings.filterwarnings("ignore", "On demand feature view is an experimental")
+        for f in get_repo_files(repo):  # a repo parsed before in this process: fresh imports
+            sys.modules.pop(py_path_to_module(f), None)
+        return parse_repo(repo)
+
+
+def compile_repo(repo: Path, cfg: Config):
+    contents = parse(repo)
+    by_key = {"transaction_id": cfg.ids.transaction_id, "customer_id": cfg.ids.customer_id,
+              "terminal_id": cfg.ids.terminal_id}
+    return compile_objects(contents, by_key, cfg.features.service or None)
+
+
+@contextlib.contextmanager
+def _inside(repo: Path) -> Iterator[None]:
+    cwd, path = Path.cwd(), list(sys.path)
+    os.chdir(repo)
+    sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
