@@ -8,6 +8,7 @@ short report. Errors of the project's own kinds print one clear message and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_features(args, cfg) -> int:
-    from feature_repo.windows import (
+    from transformations.features import (
         FEATURE_SERVICE,
         RECENCY_FEATURES,
         REQUEST_FEATURES,
@@ -40,6 +41,17 @@ def cmd_features(args, cfg) -> int:
               f"over {span}")
     for r in RECENCY_FEATURES:
         print(f"  {r.name:<32} {r.entity.value:<10} {r.description}")
+    return 0
+
+
+def cmd_apply(args, cfg) -> int:
+    from jobs.apply import apply
+
+    s = apply(cfg, log=_log, register=not args.check)
+    c = s.compiled
+    _log(f"applied {s.repo.name}: service {c.service}, {len(c.windows) + len(c.recency)} "
+         f"windowed and {len(c.request)} request features, {len(c.views)} views "
+         f"({s.seconds:.1f} s)")
     return 0
 
 
@@ -168,10 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ffs", description="Fraud feature store: exact sliding-window features for "
         "card-fraud detection, offline and online, from one definition.")
     p.add_argument("--config", help="YAML config file (default: $FFS_CONFIG or ./ffs.yaml)")
+    p.add_argument("--repo", help="the Feast feature repo to run: a directory with "
+                   "feature_store.yaml, or that file (default: features.repo, "
+                   "$FFS_FEATURES_REPO, else the shipped feature_repo/)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("features", help="list every declared feature and its window")
+    s = sub.add_parser("features", help="list every feature of the loaded repo and its window")
     s.set_defaults(fn=cmd_features)
+
+    s = sub.add_parser("apply", help="compile the feature repo for every engine, check it, "
+                       "and register it in Feast's registry")
+    s.add_argument("--check", action="store_true", help="compile and check only; register "
+                   "nothing")
+    s.set_defaults(fn=cmd_apply)
 
     s = sub.add_parser("generate", help="write synthetic card traffic and delayed fraud labels")
     s.add_argument("--out", required=True, help="output directory")
@@ -380,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config)
+        if args.repo:  # before any engine loads the repo's declarations
+            os.environ["FFS_FEATURES_REPO"] = args.repo
+            cfg.features.repo = args.repo
         return args.fn(args, cfg)
     except ValidationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

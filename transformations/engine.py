@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from feature_repo.windows import (
+from transformations import timestamps as T
+from transformations.features import (
     RECENCY_FEATURES,
     Agg,
     Entity,
@@ -36,7 +37,6 @@ from feature_repo.windows import (
     feature_names,
     windows_for,
 )
-from transformations import timestamps as T
 
 CENTS = 100  # amounts are summed as integer cents, so window sums are exact
 

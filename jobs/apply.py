@@ -1,0 +1,150 @@
+"""`ffs apply`: load a feature repo, compile it for every engine, check everything before
+writing anything, then register it in Feast's registry.
+
+1. Feast collects the repo's objects as `feast apply` does (transformations/repo.parse).
+2. The compiler turns them into the engines' declarations, or reports every problem at once
+   (transformations/compiler.py: object, reason, fix).
+3. Each engine compiles its part from those declarations, and any refusal is a problem too:
+   the Redis read plan (online/plan.py, which the stream writer shares), the Kafka message
+   schemas (the sources' columns against what the bus parses), the Great Expectations suites,
+   the Pinot and DuckDB tables.
+4. Only then: the compiled declarations are cached for every process
+   (transformations/repo.py), and the objects are registered in the registry the repo's
+   feature_store.yaml names (a file locally, Feast's SQL registry on PostgreSQL for teams),
+   so the `feast` CLI and UI list them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffs.config import Config
+from transformations import repo as R
+from transformations.compiler import Compiled, Problem, RepoError, compile_objects
+
+# what the bus parses from each message (bus/messages.py): a repo's sources must carry them
+BUS_FIELDS = {"transactions": ("transaction_id", "customer_id", "terminal_id",
+                               "event_timestamp", "amount"),
+              "labels": ("transaction_id", "is_fraud", "label_timestamp")}
+
+
+@dataclass
+class ApplySummary:
+    repo: Path
+    compiled: Compiled
+    engines: dict[str, str]  # engine -> what it compiled
+    registry: str
+    seconds: float
+
+
+def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[Problem]]:
+    """Every engine's own compilation of the declarations; refusals become problems."""
+    from online.plan import UnsupportedOnline, compile_plan
+
+    done: dict[str, str] = {}
+    problems: list[Problem] = []
+    n = len(compiled.windows) + len(compiled.recency) + len(compiled.request)
+    done["numpy, spark"] = f"{len(compiled.windows)} windows, {len(compiled.recency)} recency"
+    try:
+        plan = compile_plan(tuple(compiled.windows))
+        done["redis read plan, stream writer"] = f"{plan.width} values per row"
+    except UnsupportedOnline as exc:
+        problems.append(Problem("online read plan", str(exc), "see the capability table "
+                                "(README, Feature repos)"))
+    sources = {s.name: s for s in contents.data_sources}
+    from transformations.compiler import _columns
+
+    for kind, fields in BUS_FIELDS.items():
+        topic_sources = [s for s in sources.values() if _columns(s) is not None
+                         and set(fields) <= set(_columns(s) or {})]
+        if not topic_sources:
+            problems.append(Problem(f"{kind} source", f"no Kafka source with the fields "
+                                    f"the stream parses: {list(fields)}",
+                                    "a KafkaSource whose JSON schema has them"))
+    done["kafka message schemas"] = ", ".join(f"{k}: {len(v)} fields"
+                                              for k, v in BUS_FIELDS.items())
+    from validation import suites
+
+    done["great expectations"] = ", ".join(
+        f"{s.name} ({len(s.expectations)})" for s in (suites.transactions_suite(),
+                                                      suites.labels_suite(),
+                                                      suites.features_suite()))
+    from analytics import olap_store, pinot_config
+
+    cols = {c["name"] for c in pinot_config.enriched_schema()["metricFieldSpecs"]} | {
+        c["name"] for c in pinot_config.enriched_schema().get("dimensionFieldSpecs", [])}
+    missing = [f for f in (w.name for w in compiled.windows) if f not in cols]
+    if missing:
+        problems.append(Problem("Pinot schema", f"features {missing} have no column",
+                                "run `ffs pinot generate` after apply"))
+    done["pinot, duckdb"] = (f"{len(cols)} enriched columns, "
+                             f"{len(olap_store.table_columns())} analytics columns")
+    done["features"] = f"{n} in service {compiled.service}"
+    return done, problems
+
+
+def apply(cfg: Config, log: Callable[[str], None] = print, register: bool = True,
+          ) -> ApplySummary:
+    started = time.perf_counter()
+    repo = R.repo_dir(cfg)
+    log(f"loading {repo}")
+    contents = R.parse(repo)
+    by_key = {"transaction_id": cfg.ids.transaction_id, "customer_id": cfg.ids.customer_id,
+              "terminal_id": cfg.ids.terminal_id}
+    compiled = compile_objects(contents, by_key, cfg.features.service or None)
+    # the engines below read the declarations of the repo the process runs: this one
+    os.environ["FFS_FEATURES_REPO"] = str(repo)
+    R.save(repo, R.digest(repo, cfg), compiled)
+    import transformations.features as loaded
+
+    if [w.name for w in loaded.WINDOW_FEATURES] != [w.name for w in compiled.windows]:
+        raise RepoError([Problem("ffs apply", "this process already runs another repo's "
+                                 "features", "run `ffs --repo PATH apply` in a new process")])
+    engines, problems = _engine_checks(compiled, contents)
+    if problems:
+        raise RepoError(problems)
+    for engine, what in engines.items():
+        log(f"  {engine}: {what}")
+    where = "not registered (--check)"
+    if register:
+        where = _register(repo, contents)
+        log(f"  registered in {where}")
+    return ApplySummary(repo, compiled, engines, where, time.perf_counter() - started)
+
+
+def _register(repo: Path, contents) -> str:
+    """Feast's own apply of the collected objects to the registry (what `feast apply` does
+    after parsing): adds, updates, and deletes what the repo no longer declares. Feast's
+    online-store tables are neither created nor dropped: the product keeps its own online
+    state (`ffs materialize`, the stream), so registering needs no Redis."""
+    from feast import FeatureStore
+    from feast.repo_operations import extract_objects_for_apply_delete
+
+    from feature_repo.store import REDIS_ENV, feast_redis_connection
+    from ffs.config import load_config
+
+    os.environ.setdefault(REDIS_ENV, feast_redis_connection(load_config()))
+    with R._inside(repo):
+        store = FeatureStore(repo_path=str(repo))
+        to_apply, to_delete, _keep, _drop = extract_objects_for_apply_delete(
+            store.project, store.registry, contents)
+        store._get_provider().update_infra = _registry_only  # type: ignore[method-assign]
+        store.apply([*contents.data_sources, *to_apply], objects_to_delete=to_delete,
+                    partial=False)
+    reg = store.config.registry
+    kind = getattr(reg, "registry_type", "file")
+    path = getattr(reg, "path", "")
+    if kind == "sql":
+        from urllib.parse import urlsplit
+
+        u = urlsplit(str(path))
+        path = f"{u.scheme}://{u.hostname}:{u.port}{u.path}"  # no credentials in the log
+    return f"Feast {kind} registry {path} (project {store.project})"
+
+
+def _registry_only(*_args, **_kwargs) -> None:
+    """Stands in for the provider's infrastructure update during `ffs apply`."""
