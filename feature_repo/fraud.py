@@ -126,7 +126,7 @@ transaction = RequestSource(name="transaction", schema=[
 
 
 @on_demand_feature_view(
-    sources=[transaction, customer_daily],
+    sources=[transaction, customer_daily[["customer_avg_amount_30d"]]],
     schema=[Field(name="amount", dtype=Float64), Field(name="tx_during_weekend", dtype=Int64),
             Field(name="tx_during_night", dtype=Int64),
             Field(name="amount_over_customer_avg_30d", dtype=Float64)],

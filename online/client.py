@@ -34,20 +34,23 @@ from transformations import timestamps as T
 from transformations.features import (
     FEATURE_SERVICE,
     RECENCY_FEATURES,
-    REQUEST_FEATURES,
+    REQUEST_FUNCTIONS,
     WINDOW_FEATURES,
     Agg,
     Entity,
     feature_names,
 )
 from transformations.ids import IdTypes
+from transformations.request import TIME_FIELD
 
 PRESENT = "PRESENT"
 MISSING_ENTITY = "MISSING_ENTITY"
 MISSING_REQUEST_DATA = "MISSING_REQUEST_DATA"
 UNAVAILABLE = "UNAVAILABLE"
 
-_REQUEST = {f.name for f in REQUEST_FEATURES}
+# request fields the repo's functions read beyond the ones the client itself parses
+_EXTRA_FIELDS = sorted({f for fn in REQUEST_FUNCTIONS for f in fn.request_inputs}
+                       - {TIME_FIELD, "amount", "transaction_id"})
 # stands for the other entity in get_entity_features: keyed as "", which matches no key
 _NO_ID = object()
 DEFAULT_IDS = IdTypes()
@@ -61,11 +64,15 @@ def entity_feature_names(entity: Entity | str) -> list[str]:
             + [r.name for r in RECENCY_FEATURES if r.entity == entity])
 
 
-def time_features(t: Sequence[int] | np.ndarray) -> dict[str, list[int]]:
-    """The request features that need only the request time t (epoch seconds, UTC)."""
-    t = np.asarray(t, dtype=np.int64)
-    return {"tx_during_weekend": (T.weekday(t) >= 5).astype(np.int64).tolist(),
-            "tx_during_night": (T.hour(t) <= 6).astype(np.int64).tolist()}
+def time_features(t: int) -> dict[str, object]:
+    """The request features a row without request data still gets at time t (epoch seconds,
+    UTC): the request functions' outputs that are not null with every request field and
+    every feature they read null (for the shipped repo, the weekend and night flags)."""
+    out: dict[str, object] = {}
+    for fn in REQUEST_FUNCTIONS:
+        got = fn.apply([t], {}, {name: [None] for name in fn.feature_inputs})
+        out.update({name: col[0] for name, col in got.items() if col[0] is not None})
+    return out
 
 
 @dataclass
@@ -197,9 +204,13 @@ class OnlineClient:
         n = len(req.t)
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
-        request = _request_features(req, np.full(n, np.nan))
+        nothing = {name: [None] * n for name in self._names}
+        request = _request_features(req, nothing)
+        for fn in REQUEST_FUNCTIONS:  # outputs made of the features Redis did not give
+            for name in fn.feature_outputs():
+                request[name] = ([None] * n, [UNAVAILABLE] * n)
         for name in self._names:
-            if name in request and name != "amount_over_customer_avg_30d":
+            if name in request:
                 values[name], statuses[name] = request[name]
             else:
                 values[name], statuses[name] = [None] * n, [UNAVAILABLE] * n
@@ -247,8 +258,7 @@ class OnlineClient:
         t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
         statuses = {name: (c_status if name in c.customer_names else t_status)
                     for name in values}
-        avg30 = np.asarray(values["customer_avg_amount_30d"], dtype=np.float64)
-        for name, (vals, stats) in _request_features(req, avg30).items():
+        for name, (vals, stats) in _request_features(req, values).items():
             values[name], statuses[name] = vals, stats
         return OnlineResult(self._names, values, statuses, req.t.tolist())
 
@@ -327,6 +337,7 @@ class _Requests:
     amount: np.ndarray
     cents: np.ndarray
     carries_tx: np.ndarray
+    extra: dict[str, list] = field(default_factory=dict)  # other request fields, as sent
 
 
 def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
@@ -360,20 +371,38 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
     has_ts = np.array([r.get("event_timestamp") is not None for r in rows], dtype=bool)
     carries = has_ts & ~np.isnan(amount)
     cents = layout.to_cents(np.where(carries, amount, 0.0))
-    return _Requests(customer, terminal, txid, t, amount, cents, carries)
+    extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
+    return _Requests(customer, terminal, txid, t, amount, cents, carries, extra)
 
 
-def _request_features(req: _Requests, avg30: np.ndarray) -> dict[str, tuple[list, list[str]]]:
+def _request_features(req: _Requests, values: Mapping[str, list],
+                      ) -> dict[str, tuple[list, list[str]]]:
+    """The repo's request functions over the rows (transformations/request.py), each output
+    with a status: a null where the row lacks a request field the function reads is
+    MISSING_REQUEST_DATA; any other value or null is PRESENT."""
     n = len(req.t)
-    has_amount = ~np.isnan(req.amount)
-    amount_status = np.where(has_amount, PRESENT, MISSING_REQUEST_DATA).tolist()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(np.isfinite(avg30) & (avg30 != 0), req.amount / avg30, np.nan)
-    return {
-        "amount": (_plain(req.amount), amount_status),
-        **{name: (vals, [PRESENT] * n) for name, vals in time_features(req.t).items()},
-        "amount_over_customer_avg_30d": (_plain(ratio), amount_status),
-    }
+    t = req.t.tolist()
+    request = {"amount": _plain(req.amount), **req.extra}
+    out: dict[str, tuple[list, list[str]]] = {}
+    for fn in REQUEST_FUNCTIONS:
+        fields = [f for f in fn.request_inputs if f != TIME_FIELD]
+        lacking = [any(request.get(f, _NONE)[i] is None for f in fields) for i in range(n)] \
+            if fields else [False] * n
+        got = fn.apply(t, request, {name: values[name] for name in fn.feature_inputs})
+        for name, _dtype in fn.outputs:
+            col = got[name]
+            out[name] = (col, [PRESENT if v is not None else
+                               MISSING_REQUEST_DATA if lacking[i] else PRESENT
+                               for i, v in enumerate(col)])
+    return out
+
+
+class _Nones:
+    def __getitem__(self, _i: int) -> None:
+        return None
+
+
+_NONE = _Nones()  # a request field no row carries
 
 
 def _plain(values: np.ndarray) -> list:

@@ -112,7 +112,7 @@ NOT_FOUND: Literal["not_found"] = "not_found"
 EMPTY_WINDOWS: Literal["empty_windows"] = "empty_windows"
 
 _ENTITY_OF = {name: e for e in Entity for name in entity_feature_names(e)}
-_TIME_FEATURES = set(time_features([0]))
+_TIME_FEATURES = set(time_features(0))
 _NEEDS_REQUEST_DATA = {f.name for f in REQUEST_FEATURES} - _TIME_FEATURES
 
 
@@ -368,9 +368,9 @@ class FFSOnlineStore(OnlineStore):
         n = len(entity_keys)
         rows: list[dict[str, ValueProto]] = [{} for _ in range(n)]
         if timed and n:
-            flags = time_features([t])
+            flags = time_features(t)
             for name in timed:
-                proto = setters[name](flags[name][0])
+                proto = setters[name](flags[name])
                 for row in rows:
                     row[name] = proto
 

@@ -32,6 +32,7 @@ from transformations.declarations import (
     RequestFeature,
     WindowFeature,
 )
+from transformations.request import RequestFunction, RequestFunctionError
 
 ENGINES = ("reference", "numpy", "spark", "redis", "stream")
 RECENCY = "seconds_since_previous"
@@ -50,9 +51,6 @@ CAPABILITIES: dict[tuple[str, str], tuple[tuple[str, ...] | None, tuple[str, ...
 FUNCTIONS = {"count": Agg.COUNT, "sum": Agg.SUM, "mean": Agg.MEAN,
              "count_distinct": Agg.COUNT_DISTINCT, "fraud_rate": Agg.FRAUD_RATE}
 KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "min", "max", "std", "last", "first_seen")
-# request features the online read and the batch engines compute today (by these names)
-REQUEST_CAPABILITIES = {"amount": "float64", "tx_during_weekend": "int64",
-                        "tx_during_night": "int64", "amount_over_customer_avg_30d": "float64"}
 ID_TYPES = {"INT64": "int", "STRING": "string"}
 _SPAN = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -88,6 +86,7 @@ class Compiled:
     id_types: dict[str, str]  # join key -> int | string
     views: dict[str, str]  # feature view -> entity (the Feast plugin reads by view)
     topics: dict[str, str] = field(default_factory=dict)  # source -> Kafka topic
+    functions: list[RequestFunction] = field(default_factory=list)  # request features' code
 
     def to_json(self) -> str:
         def enc(o: Any) -> Any:
@@ -100,7 +99,9 @@ class Compiled:
                            "recency": [asdict(r) for r in self.recency],
                            "request": [asdict(r) for r in self.request],
                            "id_types": self.id_types, "views": self.views,
-                           "topics": self.topics}, default=enc, indent=1, sort_keys=True)
+                           "topics": self.topics,
+                           "functions": [f.to_dict() for f in self.functions]},
+                          default=enc, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Compiled:
@@ -116,7 +117,8 @@ class Compiled:
                                   r["description"], r["dtype"]) for r in d["recency"]]
         request = [RequestFeature(r["name"], r["dtype"], r["description"]) for r in d["request"]]
         return cls(d["service"], windows, recency, request, d["id_types"], d["views"],
-                   d.get("topics", {}))
+                   d.get("topics", {}),
+                   [RequestFunction.from_dict(f) for f in d.get("functions", [])])
 
 
 def parse_span(text: str) -> timedelta:
@@ -299,23 +301,37 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                              v.description or ""))
 
     request: list[RequestFeature] = []
+    functions: list[RequestFunction] = []
+    known_features = {w.name for w in windows} | {r.name for r in recency}
     for od in sorted(contents.on_demand_feature_views, key=position):
         where = f"OnDemandFeatureView {od.name}"
         views[od.name] = "request"
+        outputs = []
         for f in od.features:
             clash(f.name, where)
-            expected = REQUEST_CAPABILITIES.get(f.name)
-            if expected is None:
-                problems.append(Problem(f"{where}, feature {f.name}", "the online read and "
-                                        "the batch engines compute the request features "
-                                        f"{sorted(REQUEST_CAPABILITIES)} today",
-                                        "keep to those, or wait for request functions "
-                                        "(the feature-repo issue)"))
-            elif _dtype(f.dtype) != expected:
-                problems.append(Problem(f"{where}, feature {f.name}",
-                                        f"type {_dtype(f.dtype)}; computed as {expected}",
-                                        f"dtype {expected}"))
-            request.append(RequestFeature(f.name, expected or "float64", od.description or ""))
+            dtype = _dtype(f.dtype)
+            if dtype not in ("int64", "float64"):
+                problems.append(Problem(f"{where}, feature {f.name}", f"type {f.dtype}: the "
+                                        "engines serve numbers", "Int64 or Float64"))
+                dtype = "float64"
+            outputs.append((f.name, dtype))
+            request.append(RequestFeature(f.name, dtype, od.description or ""))
+        reads = [f.name for p in od.source_feature_view_projections.values() for f in p.features]
+        unknown = [n for n in reads if n not in known_features]
+        if unknown:
+            problems.append(Problem(where, f"reads {unknown}, which no stream view of the repo "
+                                    "declares", "read features of the repo's views"))
+        customer_side = {w.name for w in windows if w.entity == Entity.CUSTOMER} | {
+            r.name for r in recency if r.entity == Entity.CUSTOMER}
+        other = [n for n in reads if n in known_features and n not in customer_side]
+        if other:
+            problems.append(Problem(where, f"reads {other}: the Spark engine runs request "
+                                    "functions beside the customer windows, so they read "
+                                    "customer features today", "read customer features"))
+        fields = tuple(f.name for s in od.source_request_sources.values() for f in s.schema)
+        fn = _request_function(od, fields, tuple(reads), tuple(outputs), where, problems)
+        if fn is not None:
+            functions.append(fn)
 
     if chosen is None:
         problems.append(Problem(f"FeatureService {service or ''}".strip(),
@@ -329,7 +345,30 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     service = chosen.name if chosen is not None else ""
     if problems:
         raise RepoError(problems)
-    return Compiled(service, windows, recency, request, keys, views, topics)
+    return Compiled(service, windows, recency, request, keys, views, topics, functions)
+
+
+def _request_function(od, fields, reads, outputs, where: str,
+                      problems: list[Problem]) -> RequestFunction | None:
+    """The view's function from its source, tried on one made-up row: the engines run that
+    source (no Feast, no repo globals), so it must stand alone and fill its schema."""
+    t = getattr(od, "feature_transformation", None)
+    source = getattr(t, "udf_string", "") or ""
+    mode = getattr(t, "mode", None)
+    if mode is not None and str(getattr(mode, "value", mode)) != "python":
+        problems.append(Problem(where, f"mode {mode}: the engines run python-mode functions",
+                                'mode="python" (a function of a dict of lists)'))
+        return None
+    try:
+        fn = RequestFunction.from_source(od.name, source, request_inputs=fields,
+                                         feature_inputs=reads, outputs=outputs)
+        fn.apply([0], {f: [1.0] for f in fields}, {f: [1.0] for f in reads})
+    except (RequestFunctionError, SyntaxError, NameError, KeyError) as exc:
+        problems.append(Problem(where, f"its function does not run on its own: {exc}",
+                                "a python-mode function of its inputs that imports what it "
+                                "uses inside its body and returns every schema field"))
+        return None
+    return fn
 
 
 def _dtype(feast_type) -> str | None:

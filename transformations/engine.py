@@ -31,12 +31,14 @@ import pandas as pd
 from transformations import timestamps as T
 from transformations.features import (
     RECENCY_FEATURES,
+    REQUEST_FUNCTIONS,
     Agg,
     Entity,
     WindowFeature,
     feature_names,
     windows_for,
 )
+from transformations.request import TIME_FIELD
 
 CENTS = 100  # amounts are summed as integer cents, so window sums are exact
 
@@ -288,22 +290,28 @@ def attach_labels(labels: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
     return labels.merge(tx[cols], on="transaction_id", how="inner")
 
 
-def request_features(points: pd.DataFrame, customer: pd.DataFrame) -> pd.DataFrame:
-    """Features of the request row itself, and ratios built on window features."""
+def request_features(points: pd.DataFrame, computed: pd.DataFrame) -> pd.DataFrame:
+    """The repo's request functions (transformations/request.py) over the points: their
+    request fields (the points' columns of those names) and the features they read."""
     q_t = T.to_seconds(points["event_timestamp"]) if len(points) else np.zeros(0, np.int64)
-    if "amount" in points.columns:
-        amount = pd.to_numeric(points["amount"], errors="coerce").to_numpy(dtype=np.float64)
-    else:
-        amount = np.full(len(points), np.nan)
-    avg = customer["customer_avg_amount_30d"].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(np.isfinite(avg) & (avg != 0), amount / avg, np.nan)
-    return pd.DataFrame({
-        "amount": amount,
-        "tx_during_weekend": (T.weekday(q_t) >= 5).astype(np.int64),
-        "tx_during_night": (T.hour(q_t) <= 6).astype(np.int64),
-        "amount_over_customer_avg_30d": ratio,
-    }, index=points.index)
+    out: dict[str, np.ndarray] = {}
+    for fn in REQUEST_FUNCTIONS:
+        request = {n: _request_column(points[n]) for n in fn.request_inputs
+                   if n in points.columns and n != TIME_FIELD}
+        features = {n: computed[n].tolist() for n in fn.feature_inputs}
+        values = fn.apply(q_t.tolist(), request, features)
+        for name, dtype in fn.outputs:
+            col = np.array([np.nan if v is None else v for v in values[name]], dtype=np.float64)
+            out[name] = col.astype(np.int64) if dtype == "int64" and not np.isnan(col).any() \
+                else col
+    return pd.DataFrame(out, index=points.index)
+
+
+def _request_column(values: pd.Series) -> list:
+    """A request field as the function gets it: numbers as floats, missing as None."""
+    if pd.api.types.is_numeric_dtype(values):
+        return [None if v != v else v for v in values.astype("float64").tolist()]
+    return values.where(values.notna(), None).tolist()
 
 
 def compute_features(tx: pd.DataFrame, labels: pd.DataFrame | None,
@@ -321,7 +329,7 @@ def compute_features(tx: pd.DataFrame, labels: pd.DataFrame | None,
     points = points.reset_index(drop=True)
     cust = customer_features(tx, points)
     term = terminal_features(tx, attach_labels(relevant_labels(labels), tx), points)
-    req = request_features(points, cust)
+    req = request_features(points, pd.concat([cust, term], axis=1))
     return pd.concat([req, cust, term], axis=1)[feature_names()]
 
 

@@ -17,16 +17,19 @@ from transformations.declarations import (
     WindowFeature,
     human,
 )
+from transformations.request import RequestFunction
 
 __all__ = ["Agg", "Entity", "RecencyFeature", "RequestFeature", "WindowFeature", "human",
            "COMPILED", "FEATURE_SERVICE", "WINDOW_FEATURES", "RECENCY_FEATURES",
-           "REQUEST_FEATURES", "feature_names", "feature_dtypes", "windows_for", "retention"]
+           "REQUEST_FEATURES", "REQUEST_FUNCTIONS", "feature_names", "feature_dtypes",
+           "windows_for", "retention"]
 
 COMPILED = _repo.load()
 FEATURE_SERVICE: str = COMPILED.service
 WINDOW_FEATURES: tuple[WindowFeature, ...] = tuple(COMPILED.windows)
 RECENCY_FEATURES: tuple[RecencyFeature, ...] = tuple(COMPILED.recency)
 REQUEST_FEATURES: tuple[RequestFeature, ...] = tuple(COMPILED.request)
+REQUEST_FUNCTIONS: tuple[RequestFunction, ...] = tuple(COMPILED.functions)
 
 
 def feature_names() -> list[str]:

@@ -52,7 +52,12 @@ def _files(repo: Path) -> list[Path]:
 
 
 def digest(repo: Path, cfg: Config) -> str:
+    """Of the repo's files, the settings compiled with, and the compiler itself (a product
+    upgrade compiles again)."""
     h = hashlib.sha256(f"{FORMAT}|{cfg.features.service}|{cfg.ids.types()}".encode())
+    here = Path(__file__).resolve().parent
+    for name in ("compiler.py", "declarations.py", "request.py"):
+        h.update((here / name).read_bytes())
     for p in _files(repo):
         h.update(str(p.relative_to(repo)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -92,6 +97,7 @@ def save(repo: Path, key: str, compiled: Compiled) -> None:
 def parse(repo: Path):
     """Feast's own collection of the repo's objects (feast.repo_operations.parse_repo),
     imported as `feast apply` imports them: from the repo's directory, on sys.path."""
+    import linecache
     import warnings
 
     from feast.repo_operations import get_repo_files, parse_repo, py_path_to_module
@@ -102,6 +108,7 @@ def parse(repo: Path):
         warnings.filterwarnings("ignore", "On demand feature view is an experimental")
         for f in get_repo_files(repo):  # a repo parsed before in this process: fresh imports
             sys.modules.pop(py_path_to_module(f), None)
+        linecache.checkcache()  # Feast reads each function's source: the file as it is now
         return parse_repo(repo)
 
 

@@ -78,24 +78,30 @@ def test_feast_collects_the_repo_as_feast_apply_does():
     assert {"transactions", "labels", "transaction"} <= {s.name for s in contents.data_sources}
 
 
-def test_the_request_function_gives_the_engines_request_features():
-    """The on-demand view's Python function, fed the engine's inputs, returns the values the
-    engine computes (weekend and night flags in UTC, amount over the 30-day mean)."""
+def test_the_request_function_runs_from_its_source_as_feast_runs_it():
+    """The engines run the on-demand view's function from the source the compiler kept (no
+    Feast, no repo globals); it gives what Feast's own call gives, and the handbook's rules:
+    weekend and night (hour <= 6) in UTC, the amount over the 30-day mean."""
     from feature_repo.fraud import transaction_features
-    from online.client import time_features
+    from transformations import timestamps as TS
+    from transformations.features import REQUEST_FUNCTIONS
 
+    (fn,) = REQUEST_FUNCTIONS
+    assert fn.request_inputs == ("amount", "event_timestamp")
+    assert fn.feature_inputs == ("customer_avg_amount_30d",)
     t = np.array([1_709_251_200 + i * 5_400 for i in range(40)])  # every 90 min from 1 March
     amounts = [float(i) for i in range(40)]
     means = [None, 0.0, float("nan")] + [2.0] * 37
-    out = transaction_features.feature_transformation.udf(
-        {"amount": amounts, "customer_avg_amount_30d": means,
+    ours = fn.apply(t.tolist(), {"amount": amounts}, {"customer_avg_amount_30d": means})
+    feasts = transaction_features.feature_transformation.udf(
+        {"amount": amounts, "customer_avg_amount_30d": [None, 0.0, None] + [2.0] * 37,
          "event_timestamp": [pd.Timestamp(s, unit="s", tz="UTC") for s in t]})
-    flags = time_features(t)
-    assert out["tx_during_weekend"] == list(flags["tx_during_weekend"])
-    assert out["tx_during_night"] == list(flags["tx_during_night"])
-    assert sum(out["tx_during_weekend"]) > 0 and sum(out["tx_during_night"]) > 0
-    assert out["amount_over_customer_avg_30d"][:3] == [None, None, None]
-    assert out["amount_over_customer_avg_30d"][3:] == [a / 2.0 for a in amounts[3:]]
+    assert ours == feasts
+    assert ours["tx_during_weekend"] == (TS.weekday(t) >= 5).astype(int).tolist()
+    assert ours["tx_during_night"] == (TS.hour(t) <= 6).astype(int).tolist()
+    assert sum(ours["tx_during_weekend"]) > 0 and sum(ours["tx_during_night"]) > 0
+    assert ours["amount_over_customer_avg_30d"][:3] == [None, None, None]
+    assert ours["amount_over_customer_avg_30d"][3:] == [a / 2.0 for a in amounts[3:]]
 
 
 BROKEN = '''
@@ -191,3 +197,22 @@ def test_the_cache_follows_the_repo_and_loads_without_feast(tmp_path):
     again = repo.load(cfg)
     assert "customer_sum_amount_1h" not in [w.name for w in again.windows]
     assert len(again.windows) == len(first.windows) - 1
+
+
+def test_a_request_function_that_cannot_run_alone_is_refused_at_apply(tmp_path):
+    """The engines run a request function from its source, without the repo's module: one
+    that leans on a module global, or misses a schema field, is refused by the compiler."""
+    copy = tmp_path / "repo"
+    shutil.copytree(repo.SHIPPED, copy, ignore=shutil.ignore_patterns(".ffs", "__pycache__"))
+    text = (copy / "fraud.py").read_text()
+    night = '"tx_during_night": [int((s % 86400) // 3600 <= 6) for s in seconds],'
+    assert night in text
+    text = text.replace(night, night.replace("<= 6", "<= NIGHT"))
+    (copy / "fraud.py").write_text(text + "\nNIGHT = 6  # works for Feast, not on its own\n")
+    cfg = Config()
+    cfg.features.repo = str(copy)
+    with pytest.raises(RepoError) as info:
+        repo.compile_repo(repo.repo_dir(cfg), cfg)
+    (problem,) = info.value.problems
+    assert problem.obj == "OnDemandFeatureView transaction_features"
+    assert "NameError: name 'NIGHT' is not defined" in problem.reason
