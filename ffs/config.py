@@ -144,6 +144,19 @@ class FeaturesConfig:
     service: str = ""  # the feature service to serve; "" = the repo's only one
 
 
+@dataclass(frozen=True)
+class IdTypes:
+    """The declared type of each id column, as the id model reads it (transformations/ids.py:
+    the canonical form and validity rule of each type)."""
+
+    transaction_id: str = "int"
+    customer_id: str = "int"
+    terminal_id: str = "int"
+
+    def of(self, column: str) -> str:
+        return getattr(self, column)
+
+
 @dataclass
 class IdsConfig:
     """The declared type of each id column, `int` or `string` (transformations/ids.py): one
@@ -153,9 +166,7 @@ class IdsConfig:
     customer_id: str = "int"
     terminal_id: str = "int"
 
-    def types(self):
-        from transformations.ids import IdTypes
-
+    def types(self) -> IdTypes:
         return IdTypes(self.transaction_id, self.customer_id, self.terminal_id)
 
 

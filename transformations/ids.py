@@ -19,10 +19,14 @@ spaces, tabs, '|', or braces (Redis Cluster hash tags). Booleans are never ids.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from ffs.config import IdTypes
+
+__all__ = ["ALL_STRING", "COLUMNS", "INT", "STRING", "TEXT", "BadId", "IdTypes", "canonical",
+           "canonical_series", "key_text"]
 
 INT, STRING = "int", "string"
 KINDS = (INT, STRING)
@@ -47,18 +51,6 @@ class BadId(ValueError):
     def __init__(self, value: object, rule: str):
         super().__init__(f"{_show(value)}: {rule}" if rule != "missing" else rule)
         self.rule = rule
-
-
-@dataclass(frozen=True)
-class IdTypes:
-    """The declared type of each id column (ffs.config's `ids` section)."""
-
-    transaction_id: str = INT
-    customer_id: str = INT
-    terminal_id: str = INT
-
-    def of(self, column: str) -> str:
-        return getattr(self, column)
 
 
 ALL_STRING = IdTypes(STRING, STRING, STRING)
