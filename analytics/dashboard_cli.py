@@ -99,7 +99,7 @@ def cmd_query(args, cfg) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("dashboard", help="live web dashboard of the analyst queries",
                        description="Serve one page with a chart per analyst query "
-                       "(analytics/queries.py), refreshed every analytics.refresh_s seconds. "
+                       "(the repo's queries.py), refreshed every analytics.refresh_s seconds. "
                        "Store: the embedded DuckDB (analytics.duckdb_path) fed from the "
                        "enriched topic, or Pinot (pinot.broker_url).")
     s.add_argument("--host", help="address to bind (default: analytics.dashboard_host, "

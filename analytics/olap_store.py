@@ -3,7 +3,7 @@
     store = OlapStore(cfg.kafka, cfg.analytics.duckdb_path)   # or ":memory:"
     store.poll_once()                    # ingest what the topic holds now; returns rows read
     threading.Thread(target=store.run, args=(stop_event,), daemon=True).start()
-    store.run_named("riskiest_terminals")   # an analyst query (analytics/queries.py)
+    store.run_named("riskiest_terminals")   # an analyst query (the repo's queries.py)
 
 Table `ffs_enriched` has the Pinot table's columns, one row per transaction_id. A message is
 a PARTIAL upsert, as in Pinot: its non-null fields overwrite, its null or absent fields keep

@@ -141,7 +141,7 @@ def add_parsers(sub) -> None:
     s = ps.add_parser("query", help="run SQL on the broker and print the rows "
                       "(an explicit LIMIT is added when missing)")
     s.add_argument("sql", nargs="?", help="SQL text")
-    s.add_argument("--named", help="an analyst query from analytics/queries.py")
+    s.add_argument("--named", help="an analyst query of the feature repo (its queries.py)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="parameter of the named query (repeatable)")
     s.add_argument("--limit", type=int, help="LIMIT added when the SQL has none "

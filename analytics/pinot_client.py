@@ -17,7 +17,7 @@ Null handling at query time (`enableNullHandling=true`) is not sent unless asked
 fails aggregations with it (MAX: "Method 'getDoubleResult' not supported", some GROUP BYs:
 HTTP 500), and its selections return the column defaults (0, Long.MIN_VALUE) for nulls either
 way. Filters `IS NULL` / `IS NOT NULL` work without it (the table keeps null vectors), and
-the analyst queries are written not to depend on it (analytics/queries.py).
+the analyst queries are written not to depend on it (analytics/query_kit.py).
 """
 
 from __future__ import annotations

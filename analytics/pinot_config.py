@@ -4,7 +4,7 @@ Two tables read the enriched topic (bus/messages.py):
 - `ffs_enriched`: one row per transaction_id, PARTIAL upsert. The transaction row brings the
   features, the label row (same key, later) brings is_fraud and label_time_ms; a null field
   keeps the value already stored, so the label does not wipe the features and a corrected
-  transaction row does not wipe the label. What analysts and `analytics/queries.py` read.
+  transaction row does not wipe the label. What analysts and the analyst queries read.
 - `ffs_enriched_agg`: append-only copy of the transaction rows with a star-tree index for
   fast per-terminal / per-hour rollups. A separate table because Pinot forbids a star-tree
   on an upsert table.

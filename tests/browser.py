@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from analytics import queries
+from feature_repo.queries import DRIFT_FEATURES
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -93,7 +94,7 @@ def assert_page_shows(chrome, rows: dict[str, str],
     assert [float(v) for v in drawn] == [float(v) for v in expected["n_tx"]]
     # the drift table compares the two days: features x 3 statistics
     assert len(attrs(chrome, '[data-query="feature_drift"] tr', "text")) == \
-        1 + 3 * len(queries.DRIFT_FEATURES)
+        1 + 3 * len(DRIFT_FEATURES)
 
 
 def screenshot(chrome, name: str) -> Path:
