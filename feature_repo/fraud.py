@@ -69,20 +69,28 @@ labels = KafkaSource(
 )
 
 
-def _window(name: str, function: str, window: timedelta, column: str = "amount"):
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def _window(name: str, function: str, window: timedelta, column: str = "amount",
+            description: str = ""):
+    _DESCRIPTIONS[name] = description
     return Aggregation(column=column, function=function, time_window=window, name=name)
 
 
 def _schema(aggregations: list[Aggregation]) -> list[Field]:
+    """Each aggregation's output field, with its type and description."""
     ints = ("count", "count_distinct")
-    return [Field(name=a.name, dtype=Int64 if a.function in ints else Float64)
-            for a in aggregations]
+    return [Field(name=a.name, dtype=Int64 if a.function in ints else Float64,
+                  description=_DESCRIPTIONS[a.name]) for a in aggregations]
 
 
 _daily = []
 for _d in (1, 7, 30):
-    _daily += [_window(f"customer_nb_tx_{_d}d", "count", _d * DAY, "transaction_id"),
-               _window(f"customer_avg_amount_{_d}d", "mean", _d * DAY)]
+    _daily += [_window(f"customer_nb_tx_{_d}d", "count", _d * DAY, "transaction_id",
+                       f"customer's transactions in the last {_d} day(s)"),
+               _window(f"customer_avg_amount_{_d}d", "mean", _d * DAY, "amount",
+                       f"customer's mean amount over the last {_d} day(s)")]
 customer_daily = StreamFeatureView(
     name="customer_daily", entities=[customer], source=transactions, aggregations=_daily,
     schema=_schema(_daily), timestamp_field="event_timestamp", ttl=30 * DAY, online=True,
@@ -90,8 +98,10 @@ customer_daily = StreamFeatureView(
 
 _delayed = []
 for _d in (1, 7, 30):
-    _delayed += [_window(f"terminal_nb_tx_{_d}d_delay7d", "count", _d * DAY, "transaction_id"),
-                 _window(f"terminal_risk_{_d}d_delay7d", "fraud_rate", _d * DAY, "is_fraud")]
+    _delayed += [_window(f"terminal_nb_tx_{_d}d_delay7d", "count", _d * DAY, "transaction_id",
+                         f"terminal's transactions in the {_d} day(s) before the label delay"),
+                 _window(f"terminal_risk_{_d}d_delay7d", "fraud_rate", _d * DAY, "is_fraud",
+                         f"share of those {_d}-day delayed transactions known to be fraud")]
 terminal_risk = StreamFeatureView(
     name="terminal_risk", entities=[terminal], source=transactions, aggregations=_delayed,
     schema=_schema(_delayed), timestamp_field="event_timestamp", ttl=37 * DAY, online=True,
@@ -100,13 +110,18 @@ terminal_risk = StreamFeatureView(
                 "end 7 days before t (labels arrive within a week)")
 
 _velocity = [
-    _window("customer_nb_tx_10m", "count", timedelta(minutes=10), "transaction_id"),
-    _window("customer_sum_amount_10m", "sum", timedelta(minutes=10)),
-    _window("customer_nb_tx_1h", "count", timedelta(hours=1), "transaction_id"),
-    _window("customer_sum_amount_1h", "sum", timedelta(hours=1)),
-    _window("customer_nb_terminals_1d", "count_distinct", DAY, "terminal_id"),
+    _window("customer_nb_tx_10m", "count", timedelta(minutes=10), "transaction_id",
+            "card velocity: transactions in the last 10 minutes"),
+    _window("customer_sum_amount_10m", "sum", timedelta(minutes=10), "amount",
+            "amount spent in the last 10 minutes"),
+    _window("customer_nb_tx_1h", "count", timedelta(hours=1), "transaction_id",
+            "transactions in the last hour"),
+    _window("customer_sum_amount_1h", "sum", timedelta(hours=1), "amount",
+            "amount spent in the last hour"),
+    _window("customer_nb_terminals_1d", "count_distinct", DAY, "terminal_id",
+            "distinct terminals used in the last day"),
     _window("customer_secs_since_prev_tx", "seconds_since_previous", 30 * DAY,
-            "event_timestamp"),
+            "event_timestamp", "seconds since the customer's previous transaction (<= 30 days)"),
 ]
 customer_velocity = StreamFeatureView(
     name="customer_velocity", entities=[customer], source=transactions, aggregations=_velocity,
@@ -114,7 +129,8 @@ customer_velocity = StreamFeatureView(
     description="card velocity: how fast and where the card is being used")
 
 _terminal_velocity = [_window("terminal_nb_tx_1h", "count", timedelta(hours=1),
-                              "transaction_id")]
+                              "transaction_id",
+                              "terminal velocity: transactions in the last hour")]
 terminal_velocity = StreamFeatureView(
     name="terminal_velocity", entities=[terminal], source=transactions,
     aggregations=_terminal_velocity, schema=_schema(_terminal_velocity),
@@ -127,12 +143,15 @@ transaction = RequestSource(name="transaction", schema=[
 
 @on_demand_feature_view(
     sources=[transaction, customer_daily[["customer_avg_amount_30d"]]],
+    # (no per-field descriptions: Feast compares these fields with the ones it infers from
+    # the function's output, descriptions included, and refuses the view when they differ)
     schema=[Field(name="amount", dtype=Float64), Field(name="tx_during_weekend", dtype=Int64),
             Field(name="tx_during_night", dtype=Int64),
             Field(name="amount_over_customer_avg_30d", dtype=Float64)],
     mode="python",
-    description="the scored transaction: its amount, weekend and night flags (UTC), and the "
-                "amount against the card's 30-day mean")
+    description="the scored transaction: its amount, weekend and night flags (UTC, night = "
+                "hour <= 6), and the amount over the card's 30-day mean (null when that mean "
+                "is null or 0)")
 def transaction_features(inputs: dict) -> dict:
     amounts, averages = inputs["amount"], inputs["customer_avg_amount_30d"]
     seconds = [int(t.timestamp()) if hasattr(t, "timestamp") else int(t)

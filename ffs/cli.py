@@ -26,19 +26,25 @@ def cmd_features(args, cfg) -> int:
         FEATURE_SERVICE,
         RECENCY_FEATURES,
         REQUEST_FEATURES,
+        REQUEST_FUNCTIONS,
         WINDOW_FEATURES,
         human,
     )
+    from transformations.repo import repo_dir
 
+    print(f"repo {repo_dir(cfg)}")
     print(f"feature service {FEATURE_SERVICE}: "
           f"{len(REQUEST_FEATURES) + len(WINDOW_FEATURES) + len(RECENCY_FEATURES)} features")
+    for fn in REQUEST_FUNCTIONS:
+        print(f"  request function {fn.view}.{fn.function}"
+              f"({', '.join(fn.request_inputs + fn.feature_inputs)})")
     for f in REQUEST_FEATURES:
         print(f"  {f.name:<32} request    {f.description}")
     for w in WINDOW_FEATURES:
         span = f"(t-{human(w.delay + w.window)}, t-{human(w.delay)}]" if w.delay_s \
             else f"(t-{human(w.window)}, t]"
         print(f"  {w.name:<32} {w.entity.value:<10} {w.agg.value}({w.column or '*'}) "
-              f"over {span}")
+              f"over {span}: {w.description}")
     for r in RECENCY_FEATURES:
         print(f"  {r.name:<32} {r.entity.value:<10} {r.description}")
     return 0

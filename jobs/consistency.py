@@ -29,11 +29,13 @@ from bus import messages as M
 from ffs.config import Config
 from jobs import stream_rules as rules
 from online import layout
-from online.client import MISSING_ENTITY, OnlineClient, redis_client
+from online.client import MISSING_ENTITY, OnlineClient, entity_feature_names, redis_client
 from transformations.engine import compute_features
 from transformations.features import Entity, feature_names
 
 DAY = 86_400
+# a customer feature: its status says whether the customer has state online
+CUSTOMER_SIDE = entity_feature_names(Entity.CUSTOMER)[0]
 COMPARED = [n for n in feature_names() if n not in ("amount",)]
 
 
@@ -277,7 +279,7 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
         if res.error:
             raise RuntimeError(f"online read failed: {res.error}")
         got = [res.row(j) for j in range(len(chunk))]
-        present = [res.statuses["customer_nb_tx_1d"][j] != MISSING_ENTITY
+        present = [res.statuses[CUSTOMER_SIDE][j] != MISSING_ENTITY
                    for j in range(len(chunk))]
         _compare(offline.iloc[i:i + len(chunk)].reset_index(drop=True), got, present,
                  known[i:i + len(chunk)], [f"{r['customer_id']}@{r['event_timestamp']}"

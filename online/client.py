@@ -3,7 +3,7 @@
     client = OnlineClient.from_config(load_config())
     result = client.get_features([{"customer_id": 42, "terminal_id": 7,
                                    "transaction_id": 991, "event_timestamp": ts, "amount": 12.5}])
-    result.values["customer_nb_tx_1h"], result.statuses["customer_nb_tx_1h"]
+    result.values[name], result.statuses[name]   # for each name in result.feature_names
 
 A row that carries a transaction (event_timestamp and amount) is scored at its own timestamp
 and the transaction is counted in its windows, exactly as the training set counts it, unless

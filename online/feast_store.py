@@ -47,13 +47,15 @@ What Feast gets, per feature view and entity key:
   trained on our training set saw for an entity without history in the window).
 - A null value of a known entity (the mean of an empty window, no previous transaction
   within the horizon) is PRESENT with an empty value, as Feast does for a stored null.
-- `transaction_features` (request features): Feast passes no request data to an online
-  store, so `amount` and `amount_over_customer_avg_30d` come back null with status
-  NOT_FOUND. `tx_during_weekend` and `tx_during_night` need only the request time and are
-  computed at t (PRESENT), as `OnlineClient` does for a row without a transaction. A
-  scoring service that has the transaction (timestamp, amount, transaction id) should call
-  `OnlineClient.get_features` or our HTTP server with that request data: they count the
-  transaction in its own windows and compute the amount features, which Feast cannot.
+- Request features: with the repo's on-demand views, Feast runs their functions itself on
+  the request data. Served from a plain view instead (the Feast peer of the benchmarks),
+  Feast passes no request data to an online store, so the request functions' outputs that
+  need it come back null with status NOT_FOUND, and those that need only the request time
+  (the shipped repo's weekend and night flags) are computed at t (PRESENT), as
+  `OnlineClient` does for a row without a transaction. A scoring service that has the
+  transaction (timestamp, amount, transaction id) should call `OnlineClient.get_features`
+  or our HTTP server with that request data: they count the transaction in its own windows,
+  which Feast cannot.
 
 Failures:
 - Redis down or slower than timeout_ms: `online_read` raises `FFSOnlineStoreUnavailable`

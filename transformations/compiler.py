@@ -58,7 +58,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @dataclass(frozen=True)
 class Problem:
-    obj: str  # e.g. "StreamFeatureView customer_daily, aggregation customer_nb_tx_1d"
+    obj: str  # e.g. "StreamFeatureView <view>, aggregation <name>"
     reason: str
     fix: str
 
@@ -239,6 +239,7 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
             else:
                 label_cols = _columns(lab) or {}
         out_types = {f.name: _dtype(f.dtype) for f in v.schema}
+        about = {f.name: f.description for f in v.schema if f.description}
         for a in v.aggregations:
             aw = f"{where}, aggregation {a.name or '(unnamed)'}"
             if not a.name:
@@ -294,11 +295,11 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                     problems.append(Problem(aw, "seconds_since_previous has no delay",
                                             "move it to a view without ffs.delay"))
                 recency.append(RecencyFeature(a.name, entity, a.time_window,
-                                              v.description or ""))
+                                              about.get(a.name, v.description or "")))
             else:
                 windows.append(WindowFeature(a.name, entity, FUNCTIONS[fn], a.time_window,
                                              None if fn == "count" else a.column, delay,
-                                             v.description or ""))
+                                             about.get(a.name, v.description or "")))
 
     request: list[RequestFeature] = []
     functions: list[RequestFunction] = []
@@ -315,7 +316,8 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                         "engines serve numbers", "Int64 or Float64"))
                 dtype = "float64"
             outputs.append((f.name, dtype))
-            request.append(RequestFeature(f.name, dtype, od.description or ""))
+            request.append(RequestFeature(f.name, dtype,
+                                          f.description or od.description or ""))
         reads = [f.name for p in od.source_feature_view_projections.values() for f in p.features]
         unknown = [n for n in reads if n not in known_features]
         if unknown:

@@ -104,15 +104,15 @@ def test_a_broken_repo_is_refused_whole_and_nothing_is_registered(tmp_path):
     registry = tmp_path / "registry.db"
     repo = _copy(tmp_path, {"registry_type": "file", "path": str(registry)})
     text = (repo / "fraud.py").read_text()
-    text = text.replace('"sum", timedelta(minutes=10))', '"median", timedelta(minutes=10))')
-    text = text.replace('_window(f"terminal_risk_{_d}d_delay7d", "fraud_rate", _d * DAY, '
-                        '"is_fraud")', '_window(f"terminal_risk_{_d}d_delay7d", "fraud_rate", '
-                        '_d * DAY, "is_fraud_flag")')
+    for old, new in (('"sum", timedelta(minutes=10)', '"median", timedelta(minutes=10)'),
+                     ('"fraud_rate", _d * DAY, "is_fraud"', '"fraud_rate", _d * DAY, "is_flag"')):
+        assert old in text
+        text = text.replace(old, new)
     (repo / "fraud.py").write_text(text)
     run = subprocess.run([sys.executable, "-m", "ffs.cli", "--repo", str(repo), "apply"],
                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
     assert run.returncode == 2
     assert "4 problem(s) in the feature repo" in run.stderr, run.stderr[-2000:]
     assert "aggregation customer_sum_amount_10m: unknown function 'median'" in run.stderr
-    assert run.stderr.count("column 'is_fraud_flag' is not in the source's schema") == 3
+    assert run.stderr.count("column 'is_flag' is not in the source's schema") == 3
     assert not registry.exists()

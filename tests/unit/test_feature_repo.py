@@ -191,7 +191,9 @@ def test_the_cache_follows_the_repo_and_loads_without_feast(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=PROJECT_ROOT)
     # an edit to the repo compiles again: one window fewer
     text = (copy / "fraud.py").read_text()
-    edited = text.replace('    _window("customer_sum_amount_1h", "sum", timedelta(hours=1)),\n', "")
+    window = ('    _window("customer_sum_amount_1h", "sum", timedelta(hours=1), "amount",\n'
+              '            "amount spent in the last hour"),\n')
+    edited = text.replace(window, "")
     assert edited != text
     (copy / "fraud.py").write_text(edited)
     again = repo.load(cfg)
@@ -216,3 +218,28 @@ def test_a_request_function_that_cannot_run_alone_is_refused_at_apply(tmp_path):
     (problem,) = info.value.problems
     assert problem.obj == "OnDemandFeatureView transaction_features"
     assert "NameError: name 'NIGHT' is not defined" in problem.reason
+
+
+PRODUCT = ("analytics", "bus", "ffs", "jobs", "online", "transformations", "validation")
+# where the shipped repo may be named: the demo and the traffic generator (they show it)
+SHOWS_THE_REPO = {"jobs/demo.py", "jobs/demo_stream.py", "analytics/demo.py",
+                  "jobs/generate.py"}
+# event columns of the data model that are also request features of the shipped repo
+EVENT_COLUMNS = {"amount"}
+
+
+def test_no_product_module_names_a_feature_of_the_shipped_repo():
+    """The features live in feature_repo/ (with its analyst queries), the demo, the traffic
+    generator and the tests; product code reads them from the loaded repo."""
+    import re
+
+    names = [n for n in feature_names() if n not in EVENT_COLUMNS]
+    found = []
+    for pkg in PRODUCT:
+        for path in sorted((PROJECT_ROOT / pkg).rglob("*.py")):
+            rel = str(path.relative_to(PROJECT_ROOT))
+            if rel in SHOWS_THE_REPO:
+                continue
+            text = path.read_text()
+            found += [(rel, n) for n in names if re.search(rf"\b{n}\b", text)]
+    assert found == []
