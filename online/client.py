@@ -253,6 +253,14 @@ class OnlineClient:
             values[name] = col
         for name, col in zip(c.risk_names, risk.T.tolist(), strict=False):
             values[name] = col
+        for name, k, is_max, at_t in zip(c.x_names, c.x_cols, c.x_max, c.x_ends_at_t,
+                                         strict=True):
+            best = raw[:, k].astype(np.float64)
+            best[best < 0] = np.nan  # an empty window
+            if at_t:  # the scored transaction is in it; fmax/fmin skip the NaN of an empty one
+                joined = (np.fmax if is_max else np.fmin)(best, req.cents.astype(np.float64))
+                best = np.where(add, joined, best)
+            values[name] = _plain(best / layout.CENTS)
 
         c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
         t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
@@ -290,13 +298,21 @@ class _Columns:
     risk_names: list[str]
     risk_count: list[int]
     customer_names: frozenset[str]
+    x_names: list[str] = field(default_factory=list)  # min / max features
+    x_cols: list[int] = field(default_factory=list)
+    x_max: list[bool] = field(default_factory=list)
+    x_ends_at_t: list[bool] = field(default_factory=list)
 
 
 def _compile_columns(plan: ReadPlan) -> _Columns:
     edge = {e: k for k, e in enumerate(plan.customer_edges)}
     col = 4 + 2 * len(plan.customer_edges)
     cust = [f for f in WINDOW_FEATURES
-            if f.entity == Entity.CUSTOMER and f.agg != Agg.COUNT_DISTINCT]
+            if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)]
+    extremes = [f for f in WINDOW_FEATURES
+                if f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX)]
+    x_start = col + 2 + len(plan.terminal_intervals) + len(plan.fraud_intervals)
+    x_ivs = list(plan.extremes)
     term_ivs = list(plan.terminal_intervals)
     by_agg = {agg: [(k, f.name) for k, f in enumerate(cust) if f.agg == agg]
               for agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)}
@@ -325,6 +341,11 @@ def _compile_columns(plan: ReadPlan) -> _Columns:
         customer_names=frozenset(
             [f.name for f in WINDOW_FEATURES if f.entity == Entity.CUSTOMER]
             + [r.name for r in RECENCY_FEATURES if r.entity == Entity.CUSTOMER]),
+        x_names=[f.name for f in extremes],
+        x_cols=[x_start + x_ivs.index((f.delay_s + f.window_s, f.delay_s,
+                                       int(f.agg == Agg.MAX))) for f in extremes],
+        x_max=[f.agg == Agg.MAX for f in extremes],
+        x_ends_at_t=[f.delay_s == 0 for f in extremes],
     )
 
 

@@ -32,12 +32,14 @@ class ReadPlan:
     recency_horizon: int
     terminal_intervals: tuple[tuple[int, int], ...]  # (lo_back, hi_back): (t - lo, t - hi]
     fraud_intervals: tuple[tuple[int, int], ...]
+    # (lo_back, hi_back, 1 = max / 0 = min) of the customers' amounts in (t - lo, t - hi]
+    extremes: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def width(self) -> int:
         """Numbers the script returns per row."""
         return (4 + 2 * len(self.customer_edges) + 2 + len(self.terminal_intervals)
-                + len(self.fraud_intervals))
+                + len(self.fraud_intervals) + len(self.extremes))
 
     def argv(self) -> list[int]:
         out = [len(self.customer_edges), *self.customer_edges, self.distinct_window,
@@ -47,6 +49,9 @@ class ReadPlan:
         out.append(len(self.fraud_intervals))
         for lo, hi in self.fraud_intervals:
             out += [lo, hi]
+        out.append(len(self.extremes))
+        for lo, hi, kind in self.extremes:
+            out += [lo, hi, kind]
         return out
 
 
@@ -59,11 +64,17 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
     distinct: list[int] = []
     t_int: list[tuple[int, int]] = []
     f_int: list[tuple[int, int]] = []
+    x_int: list[tuple[int, int, int]] = []
     for f in features:
         if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN):
             if f.agg != Agg.COUNT and f.column != "amount":
                 raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} sums of {f.column!r}")
             edges.update(_interval(f))
+        elif f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX):
+            if f.column != "amount":
+                raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} {f.agg.value} of "
+                                        f"{f.column!r}")
+            x_int.append((*_interval(f), int(f.agg == Agg.MAX)))
         elif f.entity == Entity.CUSTOMER and f.agg == Agg.COUNT_DISTINCT:
             if f.column != "terminal_id" or f.delay_s:
                 raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} distinct "
@@ -87,4 +98,5 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
         recency_horizon=recency[0] if recency else 0,
         terminal_intervals=tuple(dict.fromkeys(t_int)),
         fraud_intervals=tuple(dict.fromkeys(f_int)),
+        extremes=tuple(dict.fromkeys(x_int)),
     )

@@ -8,7 +8,8 @@ Returns, per row, ReadPlan.width integers:
     among the customer's distinct terminals in the window (0/1),
     (cumulative count, cumulative cents) at each customer edge,
     distinct terminals, previous event time (-1: none within the horizon),
-    terminal counts per interval, fraud counts per interval.
+    terminal counts per interval, fraud counts per interval, the largest or smallest amount
+    (cents, -1 if none) per extreme window.
 Every lookup is O(log n) in the entity's size, except the distinct-terminal count, which reads
 the customer's records of the last day (O(customer's payments that day)).
 """
@@ -26,6 +27,11 @@ for e = 1, n_t do t_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}; i = i +
 local n_f = tonumber(ARGV[i]); i = i + 1
 local f_int = {}
 for e = 1, n_f do f_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}; i = i + 2 end
+local n_x = tonumber(ARGV[i]); i = i + 1
+local x_int = {}
+for e = 1, n_x do
+  x_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])}; i = i + 3
+end
 
 local out = {}
 local o = 0
@@ -103,6 +109,20 @@ for r = 0, rows - 1 do
     else
       put(0)
     end
+  end
+  -- the largest (or smallest) amount in cents in (t - lo, t - hi], -1 when empty: reads the
+  -- window's records, O(the customer's payments in that window)
+  for e = 1, n_x do
+    local best = -1
+    if first_t then
+      local recs = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - x_int[e][1]), t - x_int[e][2])
+      local is_max = x_int[e][3] == 1
+      for _, m in ipairs(recs) do
+        local _, _, a = struct.unpack('>I4i8i8', m)
+        if best < 0 or (is_max and a > best) or (not is_max and a < best) then best = a end
+      end
+    end
+    put(best)
   end
 end
 return out

@@ -45,6 +45,9 @@ def reference_features(tx: pd.DataFrame, labels: pd.DataFrame,
             elif f.agg == Agg.MEAN:
                 row[f.name] = (sum(e["amount"] for e in inside) / len(inside)
                                if inside else math.nan)
+            elif f.agg in (Agg.MIN, Agg.MAX):
+                pick = min if f.agg == Agg.MIN else max
+                row[f.name] = pick(e["amount"] for e in inside) if inside else math.nan
             elif f.agg == Agg.COUNT_DISTINCT:
                 row[f.name] = len({e["terminal"] for e in inside})
             elif f.agg == Agg.FRAUD_RATE:

@@ -44,13 +44,15 @@ CAPABILITIES: dict[tuple[str, str], tuple[tuple[str, ...] | None, tuple[str, ...
     ("count", "terminal"): (None, ENGINES),
     ("sum", "customer"): (("amount",), ENGINES),
     ("mean", "customer"): (("amount",), ENGINES),
+    ("min", "customer"): (("amount",), ENGINES),
+    ("max", "customer"): (("amount",), ENGINES),
     ("count_distinct", "customer"): (("terminal_id",), ENGINES),
     ("fraud_rate", "terminal"): (("is_fraud",), ENGINES),
     (RECENCY, "customer"): (("event_timestamp",), ENGINES),
 }
-FUNCTIONS = {"count": Agg.COUNT, "sum": Agg.SUM, "mean": Agg.MEAN,
-             "count_distinct": Agg.COUNT_DISTINCT, "fraud_rate": Agg.FRAUD_RATE}
-KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "min", "max", "std", "last", "first_seen")
+FUNCTIONS = {"count": Agg.COUNT, "sum": Agg.SUM, "mean": Agg.MEAN, "min": Agg.MIN,
+             "max": Agg.MAX, "count_distinct": Agg.COUNT_DISTINCT, "fraud_rate": Agg.FRAUD_RATE}
+KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "std", "last", "first_seen")
 ID_TYPES = {"INT64": "int", "STRING": "string"}
 _SPAN = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -278,7 +280,8 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
             if a.time_window is None or a.time_window <= timedelta(0):
                 problems.append(Problem(aw, "no time window", "time_window=timedelta(...)"))
                 continue
-            want = "float64" if fn in ("sum", "mean", "fraud_rate", RECENCY) else "int64"
+            want = "float64" if fn in ("sum", "mean", "min", "max", "fraud_rate", RECENCY) \
+                else "int64"
             got = out_types.get(a.name)
             if got != want:
                 problems.append(Problem(aw, f"the view's schema gives it type {got}; the "

@@ -33,6 +33,8 @@ class Agg(str, Enum):
     MEAN = "mean"  # mean of `column`; null on an empty window
     COUNT_DISTINCT = "count_distinct"  # distinct values of `column` in the window
     FRAUD_RATE = "fraud_rate"  # share of the window's transactions labelled fraud; 0 when empty
+    MIN = "min"  # smallest `column` value in the window; null on an empty window
+    MAX = "max"  # largest `column` value in the window; null on an empty window
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,13 @@ class _Timeline:
         order = np.argsort(key, kind="stable")
         self.key = key[order]
         self.span, self.base = span, base
+        self.sorted = {name: w[order] for name, w in (weights or {}).items()}
         self.prefix = {
-            name: np.concatenate(([0], np.cumsum(w[order], dtype=np.int64)))
-            for name, w in (weights or {}).items()
+            name: np.concatenate(([0], np.cumsum(w, dtype=np.int64)))
+            for name, w in self.sorted.items()
         }
         self._ranks: dict[tuple[int, int, str], np.ndarray] = {}
+        self._tables: dict[tuple[str, str], list[np.ndarray]] = {}
 
     def rank(self, p: Points, back: int = 0, side: str = "right") -> np.ndarray:
         """Per point: position of the first event after (time - back) (side=right), or at or
@@ -86,6 +88,34 @@ class _Timeline:
             return b - a
         pre = self.prefix[weight]
         return pre[b] - pre[a]
+
+
+    def extreme(self, p: Points, back_lo: int, back_hi: int, weight: str,
+                op: np.ufunc) -> np.ndarray:
+        """op (np.minimum or np.maximum) of the weights of events with time in
+        (t - back_lo, t - back_hi]; NaN for an empty window. A sparse table: each query is
+        two lookups at the level of its window's length, however many events it holds."""
+        a, b = self.rank(p, back_lo), self.rank(p, back_hi)
+        n = b - a
+        out = np.full(len(a), np.nan)
+        ok = n > 0
+        if not ok.any():
+            return out
+        level = np.zeros(len(a), dtype=np.int64)
+        level[ok] = np.floor(np.log2(n[ok])).astype(np.int64)
+        table = self._table(weight, op, int(level[ok].max()))
+        for k in np.unique(level[ok]):
+            sel = ok & (level == k)
+            rows = table[k]
+            out[sel] = op(rows[a[sel]], rows[b[sel] - (1 << k)])
+        return out
+
+    def _table(self, weight: str, op: np.ufunc, top: int) -> list[np.ndarray]:
+        levels = self._tables.setdefault((weight, op.__name__), [self.sorted[weight]])
+        while len(levels) <= top:
+            prev, half = levels[-1], 1 << (len(levels) - 1)
+            levels.append(op(prev[:-half], prev[half:]))
+        return levels
 
 
 class _Intervals:
@@ -179,6 +209,10 @@ def customer_features(tx: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
                 n = line.window(p, lo, hi)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[f.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        elif f.agg in (Agg.MIN, Agg.MAX):
+            _check_column(f, "amount")
+            op = np.minimum if f.agg == Agg.MIN else np.maximum
+            out[f.name] = line.extreme(p, lo, hi, "amount", op) / CENTS
         elif f.agg == Agg.COUNT_DISTINCT:
             out[f.name] = _distinct(tx, f, ev_code, ev_t, base, span, t_max).at(p)
         else:

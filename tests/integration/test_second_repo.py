@@ -2,7 +2,8 @@
 windows, a 3-day delay, another request function, its own service), runs through apply,
 backfill, training set, materialize, online reads and the stream writer with no product code
 changed for it: only FFS_FEATURES_REPO points at it. Each path runs in a fresh process, as a
-team's jobs would."""
+team's jobs would. Its min and max windows (aggregations the shipped repo does not use) are
+checked against the stored events directly, and on Spark, the online read and the stream."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "payments_repo"
 FEATURES = ["payment_amount", "small_payment", "amount_vs_card_mean", "card_payments_5m",
             "card_payments_2h", "card_spend_2h", "card_mean_amount_3d", "card_merchants_6h",
-            "merchant_payments_14d_lag3d", "merchant_chargeback_rate_14d_lag3d", "card_gap_s"]
+            "card_max_amount_1d", "card_min_amount_2h", "merchant_payments_14d_lag3d",
+            "merchant_chargeback_rate_14d_lag3d", "card_gap_s"]
 
 RUN = r'''
 import json, math, sys
@@ -75,7 +77,21 @@ def read(conn, prefix):
     return [(j, n) for j in range(len(rows)) for n in names
             if not same(res.values[n][j], expected.at[j, n])]
 
-out = {"features": feature_names(), "table_columns": list(table.columns),
+brute = []  # the largest and smallest amounts, straight from the stored events
+for j, r in enumerate(points.itertuples()):
+    mine = stored_tx[stored_tx["customer_id"] == r.customer_id]
+    for name, span, pick in (("card_max_amount_1d", "1d", max), ("card_min_amount_2h", "2h", min)):
+        inside = mine[(mine["event_timestamp"] > r.event_timestamp - pd.Timedelta(span))
+                      & (mine["event_timestamp"] <= r.event_timestamp)]["amount"].tolist()
+        want = pick(inside) if inside else None
+        if not same(expected.at[j, name], want):
+            brute.append((j, name, expected.at[j, name], want))
+spark_frame = training_set(points, cfg, engine="spark").reset_index(drop=True)
+spark_bad = [(j, n) for j in range(len(points)) for n in names
+             if not same(spark_frame.at[j, n], expected.at[j, n])]
+out = {"brute_mismatches": brute[:5], "spark_mismatches": spark_bad[:5],
+       "features": feature_names(),
+       "table_columns": list(table.columns),
        "rows": summary.transactions, "nonzero": {n: int((expected[n].fillna(0) != 0).sum())
                                                   for n in names}}
 with RedisServer() as server:
@@ -116,14 +132,15 @@ def env(tmp_path):
 
 
 @pytest.mark.redis
+@pytest.mark.spark
 def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     check = subprocess.run([sys.executable, "-m", "ffs.cli", "apply", "--check"], env=env,
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]
-    assert "applied payments_repo: service fraud_v2, 8 windowed and 3 request" in check.stdout
+    assert "applied payments_repo: service fraud_v2, 10 windowed and 3 request" in check.stdout
     listing = subprocess.run([sys.executable, "-m", "ffs.cli", "features"], env=env,
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert "feature service fraud_v2: 11 features" in listing.stdout, listing.stdout
+    assert "feature service fraud_v2: 13 features" in listing.stdout, listing.stdout
     run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], env=env, cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -132,6 +149,7 @@ def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     assert out["features"] == FEATURES
     assert [c for c in out["table_columns"] if c in FEATURES] == FEATURES
     assert out["rows"] > 1000
+    assert out["brute_mismatches"] == [] and out["spark_mismatches"] == []
     assert out["online_mismatches"] == [] and out["stream_mismatches"] == []
     assert out["stream_dead"] == {}
     # real windows: every windowed feature is non-zero somewhere among the points
