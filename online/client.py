@@ -261,6 +261,12 @@ class OnlineClient:
                 joined = (np.fmax if is_max else np.fmin)(best, req.cents.astype(np.float64))
                 best = np.where(add, joined, best)
             values[name] = _plain(best / layout.CENTS)
+        for name, k in zip(c.s_names, c.s_cols, strict=True):
+            first = raw[:, k]
+            # a customer first seen with the scored transaction itself: 0 seconds
+            first = np.where((first < 0) & add, req.t, first)
+            values[name] = _plain(np.where(first >= 0, (req.t - first).astype(np.float64),
+                                           np.nan))
 
         c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
         t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
@@ -302,6 +308,8 @@ class _Columns:
     x_cols: list[int] = field(default_factory=list)
     x_max: list[bool] = field(default_factory=list)
     x_ends_at_t: list[bool] = field(default_factory=list)
+    s_names: list[str] = field(default_factory=list)  # first-seen features
+    s_cols: list[int] = field(default_factory=list)
 
 
 def _compile_columns(plan: ReadPlan) -> _Columns:
@@ -311,6 +319,8 @@ def _compile_columns(plan: ReadPlan) -> _Columns:
             if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)]
     extremes = [f for f in WINDOW_FEATURES
                 if f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX)]
+    first_seen = [f for f in WINDOW_FEATURES
+                  if f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN]
     x_start = col + 2 + len(plan.terminal_intervals) + len(plan.fraud_intervals)
     x_ivs = list(plan.extremes)
     term_ivs = list(plan.terminal_intervals)
@@ -346,6 +356,9 @@ def _compile_columns(plan: ReadPlan) -> _Columns:
                                        int(f.agg == Agg.MAX))) for f in extremes],
         x_max=[f.agg == Agg.MAX for f in extremes],
         x_ends_at_t=[f.delay_s == 0 for f in extremes],
+        s_names=[f.name for f in first_seen],
+        s_cols=[x_start + len(x_ivs) + list(plan.first_seen).index(f.window_s)
+                for f in first_seen],
     )
 
 

@@ -34,12 +34,13 @@ class ReadPlan:
     fraud_intervals: tuple[tuple[int, int], ...]
     # (lo_back, hi_back, 1 = max / 0 = min) of the customers' amounts in (t - lo, t - hi]
     extremes: tuple[tuple[int, int, int], ...] = ()
+    first_seen: tuple[int, ...] = ()  # windows (t - w, t] whose first event time is read
 
     @property
     def width(self) -> int:
         """Numbers the script returns per row."""
         return (4 + 2 * len(self.customer_edges) + 2 + len(self.terminal_intervals)
-                + len(self.fraud_intervals) + len(self.extremes))
+                + len(self.fraud_intervals) + len(self.extremes) + len(self.first_seen))
 
     def argv(self) -> list[int]:
         out = [len(self.customer_edges), *self.customer_edges, self.distinct_window,
@@ -52,6 +53,7 @@ class ReadPlan:
         out.append(len(self.extremes))
         for lo, hi, kind in self.extremes:
             out += [lo, hi, kind]
+        out += [len(self.first_seen), *self.first_seen]
         return out
 
 
@@ -65,11 +67,14 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
     t_int: list[tuple[int, int]] = []
     f_int: list[tuple[int, int]] = []
     x_int: list[tuple[int, int, int]] = []
+    seen: list[int] = []
     for f in features:
         if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN):
             if f.agg != Agg.COUNT and f.column != "amount":
                 raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} sums of {f.column!r}")
             edges.update(_interval(f))
+        elif f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN and not f.delay_s:
+            seen.append(f.window_s)
         elif f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX):
             if f.column != "amount":
                 raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} {f.agg.value} of "
@@ -99,4 +104,5 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
         terminal_intervals=tuple(dict.fromkeys(t_int)),
         fraud_intervals=tuple(dict.fromkeys(f_int)),
         extremes=tuple(dict.fromkeys(x_int)),
+        first_seen=tuple(dict.fromkeys(seen)),
     )

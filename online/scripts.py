@@ -9,7 +9,8 @@ Returns, per row, ReadPlan.width integers:
     (cumulative count, cumulative cents) at each customer edge,
     distinct terminals, previous event time (-1: none within the horizon),
     terminal counts per interval, fraud counts per interval, the largest or smallest amount
-    (cents, -1 if none) per extreme window.
+    (cents, -1 if none) per extreme window, the first event's time (-1 if none) per
+    first-seen window.
 Every lookup is O(log n) in the entity's size, except the distinct-terminal count, which reads
 the customer's records of the last day (O(customer's payments that day)).
 """
@@ -32,6 +33,9 @@ local x_int = {}
 for e = 1, n_x do
   x_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])}; i = i + 3
 end
+local n_s = tonumber(ARGV[i]); i = i + 1
+local s_win = {}
+for e = 1, n_s do s_win[e] = tonumber(ARGV[i]); i = i + 1 end
 
 local out = {}
 local o = 0
@@ -123,6 +127,16 @@ for r = 0, rows - 1 do
       end
     end
     put(best)
+  end
+  -- the time of the first event in (t - w, t], -1 when none: one O(log n) lookup
+  for e = 1, n_s do
+    local f = -1
+    if first_t then
+      local r = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - s_win[e]), t, 'WITHSCORES',
+                           'LIMIT', 0, 1)
+      if #r > 0 then f = tonumber(r[2]) end
+    end
+    put(f)
   end
 end
 return out

@@ -45,6 +45,8 @@ def reference_features(tx: pd.DataFrame, labels: pd.DataFrame,
             elif f.agg == Agg.MEAN:
                 row[f.name] = (sum(e["amount"] for e in inside) / len(inside)
                                if inside else math.nan)
+            elif f.agg == Agg.FIRST_SEEN:
+                row[f.name] = float(t - min(e["t"] for e in inside)) if inside else math.nan
             elif f.agg in (Agg.MIN, Agg.MAX):
                 pick = min if f.agg == Agg.MIN else max
                 row[f.name] = pick(e["amount"] for e in inside) if inside else math.nan

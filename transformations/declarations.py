@@ -35,6 +35,7 @@ class Agg(str, Enum):
     FRAUD_RATE = "fraud_rate"  # share of the window's transactions labelled fraud; 0 when empty
     MIN = "min"  # smallest `column` value in the window; null on an empty window
     MAX = "max"  # largest `column` value in the window; null on an empty window
+    FIRST_SEEN = "first_seen"  # seconds from the entity's first event in the window to t
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,12 @@ def customer_features(tx: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
                 n = line.window(p, lo, hi)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[f.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        elif f.agg == Agg.FIRST_SEEN:
+            # the window's first event: the first key after t - W, if it is at or before t
+            a, b = line.rank(p, lo), line.rank(p, hi)
+            first = line.key[np.minimum(a, max(len(line.key) - 1, 0))] % span + base \
+                if len(line.key) else np.zeros(len(a), np.int64)
+            out[f.name] = np.where(b > a, (p.t - first).astype(np.float64), np.nan)
         elif f.agg in (Agg.MIN, Agg.MAX):
             _check_column(f, "amount")
             op = np.minimum if f.agg == Agg.MIN else np.maximum

@@ -120,6 +120,8 @@ def _window_checks(f) -> list[gxe.Expectation]:
     if f.agg == Agg.SUM:
         # An empty window sums to 0, so a null sum is a bug, unlike a null mean.
         return [*_not_null([col]), *_range(col, 0, why="sum of non-negative amounts")]
+    if f.agg == Agg.FIRST_SEEN:
+        return [*_range(col, 0, nullable=True, why="seconds since the first event")]
     if f.agg in (Agg.MEAN, Agg.MIN, Agg.MAX):
         return [*_not_null([col], WARN, MIN_NON_NULL_MEAN),
                 *_range(col, 0, nullable=True, why=f"{f.agg.value} of non-negative amounts")]
