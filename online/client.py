@@ -267,6 +267,10 @@ class OnlineClient:
             first = np.where((first < 0) & add, req.t, first)
             values[name] = _plain(np.where(first >= 0, (req.t - first).astype(np.float64),
                                            np.nan))
+        for name, k in zip(c.l_names, c.l_cols, strict=True):
+            # strictly before t: the scored transaction (at t) is never its own previous
+            prev_cents = raw[:, k].astype(np.float64)
+            values[name] = _plain(np.where(prev_cents >= 0, prev_cents / layout.CENTS, np.nan))
 
         c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
         t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
@@ -310,6 +314,8 @@ class _Columns:
     x_ends_at_t: list[bool] = field(default_factory=list)
     s_names: list[str] = field(default_factory=list)  # first-seen features
     s_cols: list[int] = field(default_factory=list)
+    l_names: list[str] = field(default_factory=list)  # last-value features
+    l_cols: list[int] = field(default_factory=list)
 
 
 def _compile_columns(plan: ReadPlan) -> _Columns:
@@ -321,6 +327,7 @@ def _compile_columns(plan: ReadPlan) -> _Columns:
                 if f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX)]
     first_seen = [f for f in WINDOW_FEATURES
                   if f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN]
+    last = [f for f in WINDOW_FEATURES if f.entity == Entity.CUSTOMER and f.agg == Agg.LAST]
     x_start = col + 2 + len(plan.terminal_intervals) + len(plan.fraud_intervals)
     x_ivs = list(plan.extremes)
     term_ivs = list(plan.terminal_intervals)
@@ -359,6 +366,9 @@ def _compile_columns(plan: ReadPlan) -> _Columns:
         s_names=[f.name for f in first_seen],
         s_cols=[x_start + len(x_ivs) + list(plan.first_seen).index(f.window_s)
                 for f in first_seen],
+        l_names=[f.name for f in last],
+        l_cols=[x_start + len(x_ivs) + len(plan.first_seen) + list(plan.last).index(f.window_s)
+                for f in last],
     )
 
 

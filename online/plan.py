@@ -35,12 +35,14 @@ class ReadPlan:
     # (lo_back, hi_back, 1 = max / 0 = min) of the customers' amounts in (t - lo, t - hi]
     extremes: tuple[tuple[int, int, int], ...] = ()
     first_seen: tuple[int, ...] = ()  # windows (t - w, t] whose first event time is read
+    last: tuple[int, ...] = ()  # windows (t - w, t) whose latest amount is read
 
     @property
     def width(self) -> int:
         """Numbers the script returns per row."""
         return (4 + 2 * len(self.customer_edges) + 2 + len(self.terminal_intervals)
-                + len(self.fraud_intervals) + len(self.extremes) + len(self.first_seen))
+                + len(self.fraud_intervals) + len(self.extremes) + len(self.first_seen)
+                + len(self.last))
 
     def argv(self) -> list[int]:
         out = [len(self.customer_edges), *self.customer_edges, self.distinct_window,
@@ -54,6 +56,7 @@ class ReadPlan:
         for lo, hi, kind in self.extremes:
             out += [lo, hi, kind]
         out += [len(self.first_seen), *self.first_seen]
+        out += [len(self.last), *self.last]
         return out
 
 
@@ -68,6 +71,7 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
     f_int: list[tuple[int, int]] = []
     x_int: list[tuple[int, int, int]] = []
     seen: list[int] = []
+    last: list[int] = []
     for f in features:
         if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN):
             if f.agg != Agg.COUNT and f.column != "amount":
@@ -75,6 +79,9 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
             edges.update(_interval(f))
         elif f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN and not f.delay_s:
             seen.append(f.window_s)
+        elif (f.entity == Entity.CUSTOMER and f.agg == Agg.LAST and not f.delay_s
+              and f.column == "amount"):
+            last.append(f.window_s)
         elif f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX):
             if f.column != "amount":
                 raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} {f.agg.value} of "
@@ -105,4 +112,5 @@ def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadP
         fraud_intervals=tuple(dict.fromkeys(f_int)),
         extremes=tuple(dict.fromkeys(x_int)),
         first_seen=tuple(dict.fromkeys(seen)),
+        last=tuple(dict.fromkeys(last)),
     )

@@ -10,7 +10,7 @@ Returns, per row, ReadPlan.width integers:
     distinct terminals, previous event time (-1: none within the horizon),
     terminal counts per interval, fraud counts per interval, the largest or smallest amount
     (cents, -1 if none) per extreme window, the first event's time (-1 if none) per
-    first-seen window.
+    first-seen window, the previous event's amount (cents, -1 if none) per last window.
 Every lookup is O(log n) in the entity's size, except the distinct-terminal count, which reads
 the customer's records of the last day (O(customer's payments that day)).
 """
@@ -36,6 +36,9 @@ end
 local n_s = tonumber(ARGV[i]); i = i + 1
 local s_win = {}
 for e = 1, n_s do s_win[e] = tonumber(ARGV[i]); i = i + 1 end
+local n_l = tonumber(ARGV[i]); i = i + 1
+local l_win = {}
+for e = 1, n_l do l_win[e] = tonumber(ARGV[i]); i = i + 1 end
 
 local out = {}
 local o = 0
@@ -137,6 +140,22 @@ for r = 0, rows - 1 do
       if #r > 0 then f = tonumber(r[2]) end
     end
     put(f)
+  end
+  -- the amount (cents) of the latest event strictly before t within (t - w, t), the
+  -- largest of that second's when several; -1 when none
+  for e = 1, n_l do
+    local v = -1
+    if first_t then
+      local r = redis.call('ZREVRANGEBYSCORE', c_ev, '(' .. t, '(' .. (t - l_win[e]),
+                           'WITHSCORES', 'LIMIT', 0, 1)
+      if #r > 0 then
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', c_ev, r[2], r[2])) do
+          local _, _, a = struct.unpack('>I4i8i8', m)
+          if a > v then v = a end
+        end
+      end
+    end
+    put(v)
   end
 end
 return out

@@ -45,6 +45,12 @@ def reference_features(tx: pd.DataFrame, labels: pd.DataFrame,
             elif f.agg == Agg.MEAN:
                 row[f.name] = (sum(e["amount"] for e in inside) / len(inside)
                                if inside else math.nan)
+            elif f.agg == Agg.LAST:
+                before = [e for e in events if e[f.entity.value] == key
+                          and t - f.window_s < e["t"] < t]
+                latest = max((e["t"] for e in before), default=None)
+                row[f.name] = (max(e["amount"] for e in before if e["t"] == latest)
+                               if before else math.nan)
             elif f.agg == Agg.FIRST_SEEN:
                 row[f.name] = float(t - min(e["t"] for e in inside)) if inside else math.nan
             elif f.agg in (Agg.MIN, Agg.MAX):

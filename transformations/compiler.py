@@ -47,14 +47,15 @@ CAPABILITIES: dict[tuple[str, str], tuple[tuple[str, ...] | None, tuple[str, ...
     ("min", "customer"): (("amount",), ENGINES),
     ("max", "customer"): (("amount",), ENGINES),
     ("first_seen", "customer"): (("event_timestamp",), ENGINES),
+    ("last", "customer"): (("amount",), ENGINES),
     ("count_distinct", "customer"): (("terminal_id",), ENGINES),
     ("fraud_rate", "terminal"): (("is_fraud",), ENGINES),
     (RECENCY, "customer"): (("event_timestamp",), ENGINES),
 }
 FUNCTIONS = {"count": Agg.COUNT, "sum": Agg.SUM, "mean": Agg.MEAN, "min": Agg.MIN,
              "max": Agg.MAX, "count_distinct": Agg.COUNT_DISTINCT, "fraud_rate": Agg.FRAUD_RATE,
-             "first_seen": Agg.FIRST_SEEN}
-KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "std", "last")
+             "first_seen": Agg.FIRST_SEEN, "last": Agg.LAST}
+KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "std")
 ID_TYPES = {"INT64": "int", "STRING": "string"}
 _SPAN = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -283,7 +284,7 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                 problems.append(Problem(aw, "no time window", "time_window=timedelta(...)"))
                 continue
             want = "float64" if fn in ("sum", "mean", "min", "max", "fraud_rate", RECENCY,
-                                       "first_seen") else "int64"
+                                       "first_seen", "last") else "int64"
             got = out_types.get(a.name)
             if got != want:
                 problems.append(Problem(aw, f"the view's schema gives it type {got}; the "
@@ -302,8 +303,8 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                 recency.append(RecencyFeature(a.name, entity, a.time_window,
                                               about.get(a.name, v.description or "")))
             else:
-                if fn == "first_seen" and delay:
-                    problems.append(Problem(aw, "first_seen has no delay",
+                if fn in ("first_seen", "last") and delay:
+                    problems.append(Problem(aw, f"{fn} has no delay",
                                             "move it to a view without ffs.delay"))
                 windows.append(WindowFeature(a.name, entity, FUNCTIONS[fn], a.time_window,
                                              None if fn == "count" else a.column, delay,

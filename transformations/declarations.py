@@ -36,6 +36,7 @@ class Agg(str, Enum):
     MIN = "min"  # smallest `column` value in the window; null on an empty window
     MAX = "max"  # largest `column` value in the window; null on an empty window
     FIRST_SEEN = "first_seen"  # seconds from the entity's first event in the window to t
+    LAST = "last"  # `column` of the latest event strictly before t (ties: the largest)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,10 @@ class _Timeline:
         """op (np.minimum or np.maximum) of the weights of events with time in
         (t - back_lo, t - back_hi]; NaN for an empty window. A sparse table: each query is
         two lookups at the level of its window's length, however many events it holds."""
-        a, b = self.rank(p, back_lo), self.rank(p, back_hi)
+        return self.range_op(self.rank(p, back_lo), self.rank(p, back_hi), weight, op)
+
+    def range_op(self, a: np.ndarray, b: np.ndarray, weight: str, op: np.ufunc) -> np.ndarray:
+        """op of the sorted weights at positions [a, b) per row; NaN where empty."""
         n = b - a
         out = np.full(len(a), np.nan)
         ok = n > 0
@@ -215,6 +218,23 @@ def customer_features(tx: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
             first = line.key[np.minimum(a, max(len(line.key) - 1, 0))] % span + base \
                 if len(line.key) else np.zeros(len(a), np.int64)
             out[f.name] = np.where(b > a, (p.t - first).astype(np.float64), np.nan)
+        elif f.agg == Agg.LAST:
+            _check_column(f, "amount")
+            # the latest event strictly before t, within (t - W, t); among the events of
+            # that second, the largest amount (the same on every engine, whatever the order)
+            idx = line.rank(p, 0, side="left") - 1
+            safe = np.maximum(idx, 0)
+            ok = (idx >= 0) & (line.key[safe] // span == p.code if len(line.key)
+                               else np.zeros(len(idx), bool))
+            if len(line.key):
+                ev_t = line.key[safe] % span + base
+                ok &= ev_t > p.t - f.window_s
+                start = np.searchsorted(line.key, line.key[safe], side="left")
+            else:
+                start = safe
+            got = line.range_op(np.where(ok, start, 0), np.where(ok, idx + 1, 0), "amount",
+                                np.maximum)
+            out[f.name] = got / CENTS
         elif f.agg in (Agg.MIN, Agg.MAX):
             _check_column(f, "amount")
             op = np.minimum if f.agg == Agg.MIN else np.maximum

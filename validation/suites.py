@@ -122,7 +122,7 @@ def _window_checks(f) -> list[gxe.Expectation]:
         return [*_not_null([col]), *_range(col, 0, why="sum of non-negative amounts")]
     if f.agg == Agg.FIRST_SEEN:
         return [*_range(col, 0, nullable=True, why="seconds since the first event")]
-    if f.agg in (Agg.MEAN, Agg.MIN, Agg.MAX):
+    if f.agg in (Agg.MEAN, Agg.MIN, Agg.MAX, Agg.LAST):
         return [*_not_null([col], WARN, MIN_NON_NULL_MEAN),
                 *_range(col, 0, nullable=True, why=f"{f.agg.value} of non-negative amounts")]
     raise NotImplementedError(f"no validation rule for aggregation {f.agg!r} ({col})")

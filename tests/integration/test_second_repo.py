@@ -2,8 +2,8 @@
 windows, a 3-day delay, another request function, its own service), runs through apply,
 backfill, training set, materialize, online reads and the stream writer with no product code
 changed for it: only FFS_FEATURES_REPO points at it. Each path runs in a fresh process, as a
-team's jobs would. Its min, max and first-seen windows (aggregations the shipped repo does not
-use) are checked against the stored events directly, and on Spark, the online read and the
+team's jobs would. Its min, max, first-seen and last-value windows (aggregations the shipped repo
+does not use) are checked against the stored events directly, and on Spark, the online read and the
 stream."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "payments_repo"
 FEATURES = ["payment_amount", "small_payment", "amount_vs_card_mean", "card_payments_5m",
             "card_payments_2h", "card_spend_2h", "card_mean_amount_3d", "card_merchants_6h",
             "card_max_amount_1d", "card_min_amount_2h", "card_first_seen_s",
+            "card_previous_amount",
             "merchant_payments_14d_lag3d",
             "merchant_chargeback_rate_14d_lag3d", "card_gap_s"]
 
@@ -59,8 +60,12 @@ newest = stored_tx["event_timestamp"].max()
 rng = np.random.default_rng(1)
 pick = stored_tx.sample(80, random_state=1)
 at = newest - pd.to_timedelta(rng.integers(0, 6 * 3600, len(pick)), unit="s")
-points = pd.DataFrame({"customer_id": pick["customer_id"].to_numpy(),
-                       "terminal_id": pick["terminal_id"].to_numpy(), "event_timestamp": at})
+own = stored_tx[stored_tx["event_timestamp"] > newest - pd.Timedelta("1d")].sample(
+    40, random_state=2)  # points at a payment's own second: ties with t, "strictly before t"
+points = pd.concat([
+    pd.DataFrame({"customer_id": pick["customer_id"].to_numpy(),
+                  "terminal_id": pick["terminal_id"].to_numpy(), "event_timestamp": at}),
+    own[["customer_id", "terminal_id", "event_timestamp"]]], ignore_index=True)
 expected = training_set(points, cfg).reset_index(drop=True)
 names = [n for n in feature_names() if n not in ("payment_amount", "small_payment",
                                                   "amount_vs_card_mean")]
@@ -93,6 +98,12 @@ for j, r in enumerate(points.itertuples()):
     want = (r.event_timestamp - first.min()).total_seconds() if len(first) else None
     if not same(expected.at[j, "card_first_seen_s"], want):
         brute.append((j, "card_first_seen_s", expected.at[j, "card_first_seen_s"], want))
+    before = mine[(mine["event_timestamp"] > r.event_timestamp - pd.Timedelta("3d"))
+                  & (mine["event_timestamp"] < r.event_timestamp)]
+    latest = before[before["event_timestamp"] == before["event_timestamp"].max()]
+    want = latest["amount"].max() if len(before) else None
+    if not same(expected.at[j, "card_previous_amount"], want):
+        brute.append((j, "card_previous_amount", expected.at[j, "card_previous_amount"], want))
 spark_frame = training_set(points, cfg, engine="spark").reset_index(drop=True)
 spark_bad = [(j, n) for j in range(len(points)) for n in names
              if not same(spark_frame.at[j, n], expected.at[j, n])]
@@ -109,7 +120,8 @@ with RedisServer() as server:
         [{"customer_id": "cust-new", "terminal_id": "term-x", "transaction_id": "tran-new",
           "event_timestamp": int(newest.timestamp()), "amount": 7.5}])
     out["new_card"] = {n: scored.values[n][0] for n in (
-        "card_first_seen_s", "card_max_amount_1d", "card_min_amount_2h", "card_payments_5m")}
+        "card_first_seen_s", "card_max_amount_1d", "card_min_amount_2h", "card_payments_5m",
+        "card_previous_amount")}
     scfg = load_config(); scfg.redis.prefix = "stream"; scfg.stream.enrich = False
     scfg.stream.allowed_lateness_s = 40 * 86400
     events = [(int(r.event_timestamp.timestamp()), 0, scfg.kafka.transactions_topic,
@@ -149,10 +161,10 @@ def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     check = subprocess.run([sys.executable, "-m", "ffs.cli", "apply", "--check"], env=env,
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]
-    assert "applied payments_repo: service fraud_v2, 11 windowed and 3 request" in check.stdout
+    assert "applied payments_repo: service fraud_v2, 12 windowed and 3 request" in check.stdout
     listing = subprocess.run([sys.executable, "-m", "ffs.cli", "features"], env=env,
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert "feature service fraud_v2: 14 features" in listing.stdout, listing.stdout
+    assert "feature service fraud_v2: 15 features" in listing.stdout, listing.stdout
     run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], env=env, cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -166,6 +178,7 @@ def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     assert out["stream_dead"] == {}
     # a card never seen, scored with its first payment: that payment is in its windows
     assert out["new_card"] == {"card_first_seen_s": 0.0, "card_max_amount_1d": 7.5,
-                               "card_min_amount_2h": 7.5, "card_payments_5m": 1}
+                               "card_min_amount_2h": 7.5, "card_payments_5m": 1,
+                               "card_previous_amount": None}
     # real windows: every windowed feature is non-zero somewhere among the points
     assert all(v > 0 for n, v in out["nonzero"].items() if n != "card_payments_5m"), out
