@@ -63,14 +63,17 @@ from online.client import (
     redis_client,
 )
 from transformations import ids
-from transformations.features import FEATURE_SERVICE, feature_names
+from transformations.features import FEATURE_SERVICE, REQUEST_FUNCTIONS, feature_names
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import RANGE_TEXT, in_range, parse_iso
 
 log = logging.getLogger("ffs.server")
 
 ENTITY_KEYS = ("customer_id", "terminal_id")
-REQUEST_KEYS = ("transaction_id", "event_timestamp", "amount")
+# the scored transaction's fields, and any other field the repo's request functions read
+EXTRA_KEYS = tuple(sorted({f for fn in REQUEST_FUNCTIONS for f in fn.request_inputs}
+                          - {"transaction_id", "event_timestamp", "amount"}))
+REQUEST_KEYS = ("transaction_id", "event_timestamp", "amount", *EXTRA_KEYS)
 TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "features",
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -333,6 +336,12 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
                 raise BadRequest(f"amount[{i}]: expected a number between 0 and "
                                  f"{MAX_AMOUNT:g}, found {_show(a)}")
             row["amount"] = a
+    for key in EXTRA_KEYS:  # as sent: JSON scalars, for the request functions to read
+        for i, (row, v) in enumerate(zip(rows, columns.get(key, [None] * n), strict=True)):
+            if v is not None and type(v) not in (int, float, str, bool):
+                raise BadRequest(f"{key}[{i}]: expected a number, text, boolean or null, "
+                                 f"found {_show(v)}")
+            row[key] = v
     as_of = req.get("as_of")
     as_of = None if as_of is None else _epoch(as_of, "as_of")
     return rows, as_of, {"customer_id": customers, "terminal_id": terminals}

@@ -19,7 +19,8 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "payments_repo"
-FEATURES = ["payment_amount", "small_payment", "amount_vs_card_mean", "card_payments_5m",
+FEATURES = ["payment_amount", "small_payment", "amount_vs_card_mean", "online_payment",
+            "card_payments_5m",
             "card_payments_2h", "card_spend_2h", "card_mean_amount_3d", "card_merchants_6h",
             "card_max_amount_1d", "card_min_amount_2h", "card_first_seen_s",
             "card_previous_amount",
@@ -68,7 +69,7 @@ points = pd.concat([
     own[["customer_id", "terminal_id", "event_timestamp"]]], ignore_index=True)
 expected = training_set(points, cfg).reset_index(drop=True)
 names = [n for n in feature_names() if n not in ("payment_amount", "small_payment",
-                                                  "amount_vs_card_mean")]
+                                                  "amount_vs_card_mean", "online_payment")]
 
 def same(a, b):
     na = a is None or (isinstance(a, float) and math.isnan(a))
@@ -118,10 +119,29 @@ with RedisServer() as server:
     out["online_mismatches"] = read(conn, "load")[:5]
     scored = OnlineClient(conn, prefix="load", id_types=cfg.ids.types()).get_features(
         [{"customer_id": "cust-new", "terminal_id": "term-x", "transaction_id": "tran-new",
-          "event_timestamp": int(newest.timestamp()), "amount": 7.5}])
+          "event_timestamp": int(newest.timestamp()), "amount": 7.5, "channel": "online"}])
     out["new_card"] = {n: scored.values[n][0] for n in (
         "card_first_seen_s", "card_max_amount_1d", "card_min_amount_2h", "card_payments_5m",
-        "card_previous_amount")}
+        "card_previous_amount", "online_payment")}
+    # the HTTP server, on the same state: the repo's request field passes through
+    import asyncio, httpx
+    from online.server import create_app
+    hcfg = load_config(); hcfg.redis.url = server.url; hcfg.redis.prefix = "load"
+    body = {"feature_service": "fraud_v2",
+            "entities": {"customer_id": ["cust-new"], "terminal_id": ["term-x"]},
+            "request_data": {"transaction_id": ["tran-new"],
+                             "event_timestamp": [int(newest.timestamp())], "amount": [7.5],
+                             "channel": ["online"]}}
+    async def post():
+        transport = httpx.ASGITransport(app=create_app(hcfg))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/get-online-features", json=body)
+    resp = asyncio.run(post())
+    doc = resp.json()
+    out["http"] = {"status": resp.status_code, **{
+        name: col["values"][0] for name, col in zip(doc["metadata"]["feature_names"],
+                                                    doc["results"])
+        if name in out["new_card"]}}
     scfg = load_config(); scfg.redis.prefix = "stream"; scfg.stream.enrich = False
     scfg.stream.allowed_lateness_s = 40 * 86400
     events = [(int(r.event_timestamp.timestamp()), 0, scfg.kafka.transactions_topic,
@@ -161,10 +181,10 @@ def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     check = subprocess.run([sys.executable, "-m", "ffs.cli", "apply", "--check"], env=env,
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]
-    assert "applied payments_repo: service fraud_v2, 12 windowed and 3 request" in check.stdout
+    assert "applied payments_repo: service fraud_v2, 12 windowed and 4 request" in check.stdout
     listing = subprocess.run([sys.executable, "-m", "ffs.cli", "features"], env=env,
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert "feature service fraud_v2: 15 features" in listing.stdout, listing.stdout
+    assert "feature service fraud_v2: 16 features" in listing.stdout, listing.stdout
     run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], env=env, cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -179,6 +199,7 @@ def test_a_second_repo_runs_every_path_with_no_product_change(tmp_path, env):
     # a card never seen, scored with its first payment: that payment is in its windows
     assert out["new_card"] == {"card_first_seen_s": 0.0, "card_max_amount_1d": 7.5,
                                "card_min_amount_2h": 7.5, "card_payments_5m": 1,
-                               "card_previous_amount": None}
+                               "card_previous_amount": None, "online_payment": 1}
+    assert out["http"] == {"status": 200, **out["new_card"]}
     # real windows: every windowed feature is non-zero somewhere among the points
     assert all(v > 0 for n, v in out["nonzero"].items() if n != "card_payments_5m"), out
