@@ -16,7 +16,7 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
    recycling off) in subprocesses, p50/p99 for 1 and 100 rows over one keep-alive
    connection, then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
 4. correctness at T0 (newest event of the state), T0 + 12 h and T0 + 2 days: the share of
-   served values equal to the exact training-set value at that instant (jobs.training_set,
+   served values equal to the exact training-set value at that instant (jobs.batch.training_set,
    rtol 1e-9, NaN == NaN) for random customer/terminal pairs, every feature except amount
    and amount_over_customer_avg_30d (they need the scored transaction);
 5. memory: Redis MEMORY USAGE (SAMPLES 0, exact) of sampled keys of both layouts, and
@@ -202,7 +202,7 @@ def post_json(port: int, path: str, body: bytes) -> tuple[int, dict]:
 
 def ensure_offline(offline: Path, work: Path) -> Path:
     """The offline store to read; built with `ffs backfill --engine local` when missing."""
-    from jobs.offline_store import OfflineStore
+    from jobs.batch.offline_store import OfflineStore
 
     store = OfflineStore(offline)
     if all(store.exists(t) for t in ("transactions", "labels", "features")):
@@ -212,7 +212,7 @@ def ensure_offline(offline: Path, work: Path) -> Path:
         return built
     if not HANDBOOK.exists():
         raise SystemExit(f"no offline store at {offline} and no handbook at {HANDBOOK}")
-    from jobs.offline_store import write_parquet
+    from jobs.batch.offline_store import write_parquet
     from transformations import schema
 
     log(f"offline store not found at {offline}: building it in {built} (ffs backfill)")
@@ -341,8 +341,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
 
     from benchmarks.feast_peer import consolidate
     from ffs.config import Config
-    from jobs.offline_store import OfflineStore
-    from jobs.training_set import training_set
+    from jobs.batch.offline_store import OfflineStore
+    from jobs.batch.training_set import training_set
     from online import layout
     from online.client import OnlineClient
     from online.materialize import materialize

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from bus import kafka
     from bus.broker import LocalKafka
     from ffs.config import load_config
-    from jobs.spark import spark_session
+    from jobs.batch.spark import spark_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100)

@@ -59,7 +59,7 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
     from bus import kafka
     from bus.broker import LocalKafka
     from bus.replay import replay
-    from jobs.stream import StreamJob
+    from jobs.stream.job import StreamJob
     from online.redis_server import RedisServer
 
     with LocalKafka() as broker, RedisServer() as rs:
@@ -82,7 +82,7 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
         print(f"  stream (enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
               f"{out['events_per_s']:,} events/s, {summary.batches} batches", flush=True)
         if consistency:
-            from jobs.consistency import check
+            from jobs.tools.consistency import check
 
             report = check(cfg, samples=4000, enriched_samples=50_000,
                            log=lambda line: print(f"  {line}", flush=True))
@@ -154,7 +154,7 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
     from bus import kafka
     from bus.broker import LocalKafka
     from bus.replay import replay
-    from jobs.stream import StreamJob
+    from jobs.stream.job import StreamJob
     from online.redis_server import RedisServer
     from transformations.timestamps import to_seconds
 

@@ -51,7 +51,7 @@ def cmd_features(args, cfg) -> int:
 
 
 def cmd_apply(args, cfg) -> int:
-    from jobs.apply import apply
+    from jobs.tools.apply import apply
 
     s = apply(cfg, log=_log, register=not args.check)
     c = s.compiled
@@ -62,7 +62,7 @@ def cmd_apply(args, cfg) -> int:
 
 
 def cmd_generate(args, cfg) -> int:
-    from jobs.generate import GenerateSpec, generate_to
+    from jobs.tools.generate import GenerateSpec, generate_to
 
     spec = GenerateSpec(customers=args.customers, terminals=args.terminals, days=args.days,
                         start=args.start, seed=args.seed, fmt=args.format)
@@ -108,7 +108,7 @@ def _report(report, rejects: dict[str, int]) -> int:
 
 
 def cmd_backfill(args, cfg) -> int:
-    from jobs.backfill import backfill
+    from jobs.batch.backfill import backfill
 
     if args.offline:
         cfg.offline.path = args.offline
@@ -122,7 +122,7 @@ def cmd_backfill(args, cfg) -> int:
 
 
 def cmd_training_set(args, cfg) -> int:
-    from jobs.training_set import training_set
+    from jobs.batch.training_set import training_set
     from transformations import schema
 
     if args.offline:
@@ -135,7 +135,7 @@ def cmd_training_set(args, cfg) -> int:
     if dest.suffix.lower() == ".csv":
         out.to_csv(dest, index=False)
     else:
-        from jobs.offline_store import write_parquet
+        from jobs.batch.offline_store import write_parquet
 
         write_parquet(out, dest)
     _log(f"training set: {len(out):,} rows x {out.shape[1]} columns -> {dest} "
@@ -159,7 +159,7 @@ def cmd_materialize(args, cfg) -> int:
 
 
 def cmd_demo(args, cfg) -> int:
-    from jobs.demo import run_demo
+    from jobs.demo.run import run_demo
 
     return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log,
                     with_pinot=not args.no_pinot,
@@ -325,7 +325,7 @@ def cmd_replay(args, cfg) -> int:
 
 
 def cmd_stream(args, cfg) -> int:
-    from jobs.stream import run_stream
+    from jobs.stream.job import run_stream
 
     _kafka_override(args, cfg)
     if args.checkpoint:
@@ -337,7 +337,7 @@ def cmd_stream(args, cfg) -> int:
 
 
 def cmd_consistency(args, cfg) -> int:
-    from jobs.consistency import check
+    from jobs.tools.consistency import check
 
     _kafka_override(args, cfg)
     report = check(cfg, samples=args.samples, seed=args.seed, enriched=not args.no_enriched,

@@ -100,7 +100,7 @@ class KafkaConfig:
 
 @dataclass
 class StreamConfig:
-    """`ffs stream`: the Spark Structured Streaming job (jobs/stream.py)."""
+    """`ffs stream`: the Spark Structured Streaming job (jobs/stream/job.py)."""
 
     checkpoint: str = "data/stream/checkpoint"
     starting_offsets: str = "earliest"  # for a new checkpoint: earliest or latest

@@ -1,1 +1,3 @@
-"""Batch jobs: Spark at the edge, pure feature logic from `transformations`."""
+"""The product's jobs, by concern: batch (backfill, training sets, the offline store, Spark),
+stream (the Structured Streaming job and its micro-batch), tools (apply, consistency,
+the generator) and demo."""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ffs.config import Config
 from ffs.errors import TransientError
-from jobs.offline_store import OfflineStore
+from jobs.batch.offline_store import OfflineStore
 from online.loader import LoadSummary, load_state
 from transformations import schema
 

@@ -80,7 +80,7 @@ def handbook_path() -> Path:
 @pytest.fixture(scope="session")
 def spark():
     from ffs.config import SparkConfig
-    from jobs.spark import spark_session
+    from jobs.batch.spark import spark_session
 
     session = spark_session(SparkConfig(shuffle_partitions=4, buckets=3, driver_memory="2g"))
     yield session

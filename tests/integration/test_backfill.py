@@ -7,9 +7,9 @@ import pytest
 
 from ffs.config import Config
 from ffs.errors import ValidationFailed
-from jobs.backfill import backfill
-from jobs.generate import GenerateSpec, generate_to
-from jobs.offline_store import OfflineStore
+from jobs.batch.backfill import backfill
+from jobs.batch.offline_store import OfflineStore
+from jobs.tools.generate import GenerateSpec, generate_to
 from transformations import engine, schema
 
 

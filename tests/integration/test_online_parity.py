@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.backfill import backfill
-from jobs.generate import GenerateSpec, generate_to
-from jobs.offline_store import OfflineStore
-from jobs.training_set import training_set
+from jobs.batch.backfill import backfill
+from jobs.batch.offline_store import OfflineStore
+from jobs.batch.training_set import training_set
+from jobs.tools.generate import GenerateSpec, generate_to
 from online import layout
 from online.client import MISSING_ENTITY, PRESENT, OnlineClient
 from online.loader import load_state

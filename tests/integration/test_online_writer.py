@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.generate import GenerateSpec, generate_frames
-from jobs.training_set import training_set
+from jobs.batch.training_set import training_set
+from jobs.tools.generate import GenerateSpec, generate_frames
 from online.client import OnlineClient
 from online.writer import OnlineWriter
 from tests.integration.test_online_parity import _compare, _snapshot

@@ -24,8 +24,8 @@ import redis
 
 from bus import messages as M
 from ffs.config import Config, IdsConfig
-from jobs.features_job import compute
-from jobs.stream_batch import BatchProcessor
+from jobs.batch.features_job import compute
+from jobs.stream.batch import BatchProcessor
 from online.client import OnlineClient
 from online.loader import load_state
 from online.redis_server import RedisServer

@@ -32,11 +32,11 @@ import json, math, sys
 from pathlib import Path
 import numpy as np, pandas as pd, redis
 from ffs.config import load_config
-from jobs.backfill import backfill
-from jobs.generate import GenerateSpec, generate_to
-from jobs.offline_store import OfflineStore
-from jobs.training_set import training_set
-from jobs.stream_batch import BatchProcessor
+from jobs.batch.backfill import backfill
+from jobs.tools.generate import GenerateSpec, generate_to
+from jobs.batch.offline_store import OfflineStore
+from jobs.batch.training_set import training_set
+from jobs.stream.batch import BatchProcessor
 from bus import messages as M
 from online.client import OnlineClient
 from online.loader import load_state

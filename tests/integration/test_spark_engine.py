@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.features_job import compute
+from jobs.batch.features_job import compute
 from tests.conftest import random_events
 from tests.reference import reference_features
 from transformations import engine, schema

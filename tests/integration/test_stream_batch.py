@@ -1,4 +1,4 @@
-"""One micro-batch of the stream (jobs/stream_batch.py) against a real Redis, without Kafka:
+"""One micro-batch of the stream (jobs/stream/batch.py) against a real Redis, without Kafka:
 published rows are collected in a list. The enriched topic's last row per transaction must
 equal the offline reference (transformations.engine.compute_features) whatever the arrival
 order within the allowed lateness; late, conflicting and orphan events go to dead letters."""
@@ -15,8 +15,8 @@ import pytest
 
 from bus import messages as M
 from ffs.config import Config
-from jobs.consistency import _same
-from jobs.stream_batch import BatchProcessor
+from jobs.stream.batch import BatchProcessor
+from jobs.tools.consistency import _same
 from online import layout
 from tests.conftest import text_ids
 from transformations.features import feature_names

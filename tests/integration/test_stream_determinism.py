@@ -20,8 +20,8 @@ from bus import kafka
 from bus import messages as M
 from bus.producer import EventProducer
 from ffs.config import Config, IdsConfig, KafkaConfig
-from jobs.consistency import check
-from jobs.stream_batch import BatchProcessor
+from jobs.stream.batch import BatchProcessor
+from jobs.tools.consistency import check
 from online.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -8,8 +8,8 @@ import pytest
 
 from ffs.config import Config
 from ffs.errors import InputError
-from jobs.backfill import backfill
-from jobs.training_set import training_set
+from jobs.batch.backfill import backfill
+from jobs.batch.training_set import training_set
 from tests.conftest import random_events
 from tests.reference import reference_features
 from transformations import schema

@@ -222,8 +222,8 @@ def test_a_request_function_that_cannot_run_alone_is_refused_at_apply(tmp_path):
 
 PRODUCT = ("analytics", "bus", "ffs", "jobs", "online", "transformations", "validation")
 # where the shipped repo may be named: the demo and the traffic generator (they show it)
-SHOWS_THE_REPO = {"jobs/demo.py", "jobs/demo_stream.py", "analytics/demo.py",
-                  "jobs/generate.py"}
+SHOWS_THE_REPO = {"jobs/demo/run.py", "jobs/demo/stream.py", "analytics/demo.py",
+                  "jobs/tools/generate.py"}
 # event columns of the data model that are also request features of the shipped repo
 EVENT_COLUMNS = {"amount"}
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ffs.errors import InputError
-from jobs.generate import (
+from jobs.tools.generate import (
     BURST_AMOUNT,
     MAX_TERMINALS_PER_CUSTOMER,
     GenerateSpec,

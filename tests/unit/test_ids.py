@@ -18,7 +18,7 @@ import pytest
 from bus import messages as M
 from ffs.config import Config, load_config
 from ffs.errors import ConfigError, InputError
-from jobs.training_set import prepare_entities
+from jobs.batch.training_set import prepare_entities
 from online.client import _id
 from online.server import BadRequest, parse_request
 from transformations import schema

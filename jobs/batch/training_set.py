@@ -16,8 +16,8 @@ import pandas as pd
 
 from ffs.config import Config, load_config
 from ffs.errors import InputError
-from jobs.features_job import compute
-from jobs.offline_store import OfflineStore
+from jobs.batch.features_job import compute
+from jobs.batch.offline_store import OfflineStore
 from transformations import schema
 from transformations.ids import IdTypes
 from transformations.timestamps import MIN_S, RANGE_TEXT, to_utc

@@ -1,7 +1,7 @@
 """`ffs consistency`: do online reads equal the offline computation over the same events?
 
 In the manner of Chronon's consistency job: take the events the stream should have counted
-(the transactions and labels topics, judged by the event-only rules of jobs/stream_rules.py,
+(the transactions and labels topics, judged by the event-only rules of jobs/stream/rules.py,
 and each message's fate compared with the stream's dead letters), compute features offline with
 the batch engine at sampled (entity, time) points, read the same points online, and report
 per feature the share of rows that mismatch, are missing online, or are extra online.
@@ -27,7 +27,7 @@ import pandas as pd
 from bus import kafka
 from bus import messages as M
 from ffs.config import Config
-from jobs import stream_rules as rules
+from jobs.stream import rules
 from online import layout
 from online.client import MISSING_ENTITY, OnlineClient, entity_feature_names, redis_client
 from transformations.engine import compute_features
@@ -63,7 +63,7 @@ class Rates:
 
 @dataclass
 class Decisions:
-    """Each input message's fate by the event-only rules (jobs/stream_rules.py) against the
+    """Each input message's fate by the event-only rules (jobs/stream/rules.py) against the
     stream's (dead-lettered with a reason, or accepted). A disagreement means the stream's
     results depended on something other than the events, such as batch boundaries."""
 

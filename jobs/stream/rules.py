@@ -1,5 +1,5 @@
 """Which stream events count, decided by the events alone, never by micro-batch boundaries:
-the stream (jobs/stream_batch.py) applies these rules as it goes, and `ffs consistency`
+the stream (jobs/stream/batch.py) applies these rules as it goes, and `ffs consistency`
 applies them to the whole topics to check that the stream did.
 
 - Lateness and retention: each topic partition is read in offset order, and an event is judged

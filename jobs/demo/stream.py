@@ -41,8 +41,8 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     from bus.broker import LocalKafka
     from bus.producer import EventProducer
     from bus.replay import replay
-    from jobs.consistency import check
-    from jobs.stream import StreamJob
+    from jobs.stream.job import StreamJob
+    from jobs.tools.consistency import check
     from online import layout
     from online.client import OnlineClient
     from online.redis_server import RedisServer

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ffs.config import Config
 from ffs.errors import InputError
-from jobs.offline_store import write_parquet
+from jobs.batch.offline_store import write_parquet
 from transformations import engine
 
 ENGINES = ("spark", "local")
@@ -41,7 +41,7 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
     target = tx if points is None else points
     if engine_name == "local":
         return engine.compute_features(tx, labels, target).set_index(target.index)
-    from jobs.spark_features import ROW
+    from jobs.batch.spark_features import ROW
 
     work = Path(tempfile.mkdtemp(prefix="ffs-spark-"))
     try:
@@ -69,7 +69,7 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
 
 def read_features(out: Path) -> pd.DataFrame:
     """Join the customer and terminal halves written by Spark, by ROW, on the driver."""
-    from jobs.spark_features import ROW
+    from jobs.batch.spark_features import ROW
 
     cust = pq.read_table(out / "customer").to_pandas().set_index(ROW)
     term = pq.read_table(out / "terminal").to_pandas().set_index(ROW)
@@ -77,7 +77,7 @@ def read_features(out: Path) -> pd.DataFrame:
 
 
 def _points_frame(points: pd.DataFrame) -> pd.DataFrame:
-    from jobs.spark_features import ROW
+    from jobs.batch.spark_features import ROW
 
     pts = points[POINT_COLUMNS].reset_index(drop=True).copy()
     pts["amount"] = (pd.to_numeric(points["amount"], errors="coerce").astype("float64").to_numpy()
@@ -97,8 +97,8 @@ def spark_compute_files(cfg: Config, tx_path: Path, labels_path: Path,
                         points_path: Path | None, out: Path, log: Callable[[str], None],
                         spark=None) -> None:
     """Spark reads events (and points) from Parquet and writes out/customer, out/terminal."""
-    from jobs.spark import spark_session
-    from jobs.spark_features import spark_features
+    from jobs.batch.spark import spark_session
+    from jobs.batch.spark_features import spark_features
 
     spark = spark or spark_session(cfg.spark, "ffs-features", log)
     tx = spark.read.parquet(str(tx_path))

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from ffs.config import Config
-from jobs.features_job import check_engine, compute
-from jobs.offline_store import OfflineStore
+from jobs.batch.features_job import check_engine, compute
+from jobs.batch.offline_store import OfflineStore
 from transformations import schema
 from transformations.ids import IdTypes
 
@@ -70,7 +70,7 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     check_engine(engine_name)
     started = time.perf_counter()
     if engine_name == "spark" and spark is None:
-        from jobs.spark import start_in_background
+        from jobs.batch.spark import start_in_background
 
         spark = start_in_background(cfg.spark, log)
     store = OfflineStore(cfg.offline.path)

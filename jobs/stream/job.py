@@ -3,11 +3,11 @@ online state, with enriched rows and dead letters published back to the bus.
 
 The query is stateless (window state lives in Redis, see REFERENCE: Python stateful operators
 keep up with ~50 events/s here) and runs one foreachBatch per micro-batch on the driver
-(jobs/stream_batch.py). Offsets live in the checkpoint; a killed job restarts from it and
+(jobs/stream/batch.py). Offsets live in the checkpoint; a killed job restarts from it and
 re-runs the uncommitted batch, whose writes are idempotent.
 
 Source: Spark's own Kafka connector (spark-sql-kafka, resolved by `make setup` and put on
-spark.jars by jobs/spark.py).
+spark.jars by jobs/batch/spark.py).
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ class StreamJob:
     def start(self) -> StreamJob:
         from bus import kafka
         from bus.producer import EventProducer
-        from jobs.spark import spark_session
-        from jobs.stream_batch import BatchProcessor
-        from jobs.stream_metrics import StreamMetrics
+        from jobs.batch.spark import spark_session
+        from jobs.stream.batch import BatchProcessor
+        from jobs.stream.metrics import StreamMetrics
         from online.client import redis_client
 
         cfg = self.cfg

@@ -1,5 +1,5 @@
 """One micro-batch of the stream, on the driver: parse, check time, write the online state,
-enrich, publish. Spark hands it the batch's raw Kafka rows (jobs/stream.py); nothing here
+enrich, publish. Spark hands it the batch's raw Kafka rows (jobs/stream/job.py); nothing here
 needs Spark, so the same code runs in tests and benchmarks without a JVM.
 
 Exactly-once effects come from two facts: Spark re-runs an uncommitted batch with the same id
@@ -8,7 +8,7 @@ a label only if it is at least as new as the one stored). Outputs (enriched rows
 letters) are flushed before the batch returns, so they are at least once, keyed so that
 consumers upsert them (enriched: transaction_id; dead letters: source topic/partition/offset).
 
-Event time: which events count is decided by the events alone (jobs/stream_rules.py), so one
+Event time: which events count is decided by the events alone (jobs/stream/rules.py), so one
 batch or many, with restarts, keep the same ones: messages are taken in log order and each is
 judged against the newest event time accepted before it on its own partition (too late past
 the allowed lateness, beyond the retention); the first copy of a transaction_id in the log
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from bus import messages as M
 from ffs.config import Config
-from jobs import stream_rules as rules
+from jobs.stream import rules
 from online import layout
 from online.client import OnlineClient
 from online.writer import OnlineWriter
@@ -192,7 +192,7 @@ class BatchProcessor:
     def _parse(self, rows: dict[str, list], now_ms: int, progress: dict[str, int],
                rep: BatchReport):
         """Messages in log order, each judged against its partition's newest accepted event
-        before it (jobs/stream_rules.py). Returns (transactions, labels, progress after)."""
+        before it (jobs/stream/rules.py). Returns (transactions, labels, progress after)."""
         now_s = now_ms // 1000
         txs: list[tuple[M.Transaction, tuple]] = []
         labels: list[tuple[M.Label, tuple]] = []
@@ -274,7 +274,7 @@ class BatchProcessor:
     def _write_order(txs) -> None:
         """Sorts the batch's transactions for writing: by event time (fewest late inserts),
         except that every copy of a transaction_id goes right after the copy that wins
-        (stream_rules.first_copy: the first in log order, whatever the batch boundaries), so
+        (rules.first_copy: the first in log order, whatever the batch boundaries), so
         the writer keeps that one and judges the others against it, or against a copy stored
         by an earlier batch, which is earlier in the log still."""
         by_id: dict[str, list[int]] = {}

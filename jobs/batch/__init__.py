@@ -1,0 +1,1 @@
+"""Batch jobs: backfill, training sets, the offline store, the Spark engine around the NumPy one."""

@@ -1,0 +1,1 @@
+"""Tools around the jobs: `ffs apply`, the consistency check, the traffic generator."""
