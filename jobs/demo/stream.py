@@ -90,9 +90,13 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
         f"terminals {', '.join(terminals)}")
     log("    #   publish->visible   nb_tx_10m  sum_10m   nb_tx_1h  nb_terminals_1d  "
         "amount/avg30d")
+    # new transaction ids of the declared type: past the replay's largest, or text
+    ints = cfg.ids.transaction_id == "int"
+    first_id = int(hist_tx["transaction_id"].max()) + 1_000_000 if ints else 0
+    burst_ids = [first_id + k if ints else f"burst-{k}" for k in range(BURST)]
     with EventProducer(cfg.kafka, id_types=cfg.ids.types()) as bus:
         for k in range(BURST):
-            txid, t = f"burst-{k}", base + k * BURST_GAP_S
+            txid, t = burst_ids[k], base + k * BURST_GAP_S
             row = {"transaction_id": txid, "customer_id": victim,
                    "terminal_id": str(terminals[k % len(terminals)]),
                    "event_timestamp": pd.Timestamp(t, unit="s", tz="UTC").isoformat(),
@@ -112,7 +116,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
                 f"{_fmt(f['amount_over_customer_avg_30d'])}")
             time.sleep(0.5)
         for k in range(BURST):  # the bank confirms the fraud a few minutes later
-            bus.send_label({"transaction_id": f"burst-{k}", "is_fraud": 1,
+            bus.send_label({"transaction_id": burst_ids[k], "is_fraud": 1,
                             "label_timestamp": pd.Timestamp(base + BURST * BURST_GAP_S + 300,
                                                             unit="s", tz="UTC").isoformat()})
     _wait_caught_up(job, 60)
