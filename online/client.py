@@ -430,8 +430,8 @@ def _request_features(req: _Requests, values: Mapping[str, list],
     out: dict[str, tuple[list, list[str]]] = {}
     for fn in REQUEST_FUNCTIONS:
         fields = [f for f in fn.request_inputs if f != TIME_FIELD]
-        lacking = [any(request.get(f, _NONE)[i] is None for f in fields) for i in range(n)] \
-            if fields else [False] * n
+        cols = [request.get(f) for f in fields]  # None: a field no row carries
+        lacking = [any(col is None or col[i] is None for col in cols) for i in range(n)]
         got = fn.apply(t, request, {name: values[name] for name in fn.feature_inputs})
         for name, _dtype in fn.outputs:
             col = got[name]
@@ -439,14 +439,6 @@ def _request_features(req: _Requests, values: Mapping[str, list],
                                MISSING_REQUEST_DATA if lacking[i] else PRESENT
                                for i, v in enumerate(col)])
     return out
-
-
-class _Nones:
-    def __getitem__(self, _i: int) -> None:
-        return None
-
-
-_NONE = _Nones()  # a request field no row carries
 
 
 def _plain(values: np.ndarray) -> list:

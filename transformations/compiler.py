@@ -134,7 +134,7 @@ def parse_span(text: str) -> timedelta:
     return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 
 
-def _columns(source) -> dict[str, str] | None:
+def source_columns(source) -> dict[str, str] | None:
     """A Kafka source's JSON schema as {column: type}, or None when it has none."""
     fmt = getattr(source, "kafka_options", None)
     fmt = getattr(fmt, "message_format", None)
@@ -220,7 +220,7 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
         entity = entities[ents[0]]
         views[v.name] = entity.value
         source = v.stream_source or v.batch_source
-        cols = _columns(source) if source is not None else None
+        cols = source_columns(source) if source is not None else None
         if cols is None:
             problems.append(Problem(where, "its source has no column schema",
                                     "a KafkaSource with message_format=JsonFormat("
@@ -242,7 +242,7 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                                f"not a source of the repo",
                                         f"one of {sorted(sources)}"))
             else:
-                label_cols = _columns(lab) or {}
+                label_cols = source_columns(lab) or {}
         out_types = {f.name: _dtype(f.dtype) for f in v.schema}
         about = {f.name: f.description for f in v.schema if f.description}
         for a in v.aggregations:

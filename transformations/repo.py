@@ -102,7 +102,7 @@ def parse(repo: Path):
 
     from feast.repo_operations import get_repo_files, parse_repo, py_path_to_module
 
-    with _inside(repo), warnings.catch_warnings():
+    with inside(repo), warnings.catch_warnings():
         # Feast warns at every StreamFeatureView that the class is experimental
         warnings.filterwarnings("ignore", "Stream feature views are experimental")
         warnings.filterwarnings("ignore", "On demand feature view is an experimental")
@@ -112,15 +112,19 @@ def parse(repo: Path):
         return parse_repo(repo)
 
 
-def compile_repo(repo: Path, cfg: Config):
-    contents = parse(repo)
+def compile_repo(repo: Path, cfg: Config) -> Compiled:
+    return compile_contents(parse(repo), cfg)
+
+
+def compile_contents(contents, cfg: Config) -> Compiled:
+    """Feast's collected objects compiled under the config's declared ids and service."""
     by_key = {"transaction_id": cfg.ids.transaction_id, "customer_id": cfg.ids.customer_id,
               "terminal_id": cfg.ids.terminal_id}
     return compile_objects(contents, by_key, cfg.features.service or None)
 
 
 @contextlib.contextmanager
-def _inside(repo: Path) -> Iterator[None]:
+def inside(repo: Path) -> Iterator[None]:
     cwd, path = Path.cwd(), list(sys.path)
     os.chdir(repo)
     sys.path.insert(0, str(repo))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ffs.config import Config
 from transformations import repo as R
-from transformations.compiler import Compiled, Problem, RepoError, compile_objects
+from transformations.compiler import Compiled, Problem, RepoError
 
 # what the bus parses from each message (bus/messages.py): a repo's sources must carry them
 BUS_FIELDS = {"transactions": ("transaction_id", "customer_id", "terminal_id",
@@ -56,11 +56,11 @@ def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[P
         problems.append(Problem("online read plan", str(exc), "see the capability table "
                                 "(README, Feature repos)"))
     sources = {s.name: s for s in contents.data_sources}
-    from transformations.compiler import _columns
+    from transformations.compiler import source_columns
 
     for kind, fields in BUS_FIELDS.items():
-        topic_sources = [s for s in sources.values() if _columns(s) is not None
-                         and set(fields) <= set(_columns(s) or {})]
+        topic_sources = [s for s in sources.values() if source_columns(s) is not None
+                         and set(fields) <= set(source_columns(s) or {})]
         if not topic_sources:
             problems.append(Problem(f"{kind} source", f"no Kafka source with the fields "
                                     f"the stream parses: {list(fields)}",
@@ -93,9 +93,7 @@ def apply(cfg: Config, log: Callable[[str], None] = print, register: bool = True
     repo = R.repo_dir(cfg)
     log(f"loading {repo}")
     contents = R.parse(repo)
-    by_key = {"transaction_id": cfg.ids.transaction_id, "customer_id": cfg.ids.customer_id,
-              "terminal_id": cfg.ids.terminal_id}
-    compiled = compile_objects(contents, by_key, cfg.features.service or None)
+    compiled = R.compile_contents(contents, cfg)
     # the engines below read the declarations of the repo the process runs: this one
     os.environ["FFS_FEATURES_REPO"] = str(repo)
     R.save(repo, R.digest(repo, cfg), compiled)
@@ -128,7 +126,7 @@ def _register(repo: Path, contents) -> str:
     from ffs.config import load_config
 
     os.environ.setdefault(REDIS_ENV, feast_redis_connection(load_config()))
-    with R._inside(repo):
+    with R.inside(repo):
         store = FeatureStore(repo_path=str(repo))
         to_apply, to_delete, _keep, _drop = extract_objects_for_apply_delete(
             store.project, store.registry, contents)

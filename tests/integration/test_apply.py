@@ -32,7 +32,7 @@ def _copy(tmp_path: Path, registry) -> Path:
 def _store(repo: Path):
     from feast import FeatureStore
 
-    with R._inside(repo):
+    with R.inside(repo):
         return FeatureStore(repo_path=str(repo))
 
 
