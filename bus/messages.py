@@ -39,7 +39,7 @@ import orjson
 
 from transformations import ids
 from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import EPOCH_UNIT_LIMITS, RANGE_TEXT, in_range, parse_iso
+from transformations.timestamps import RANGE_TEXT, in_range, parse_iso, per_second
 
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
 NOT_JSON = "not_json"
@@ -62,7 +62,6 @@ REASONS = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_TYPE, BAD_ID, BAD_AMOUNT, BA
 
 MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_IDS = ids.IdTypes()
-_EPOCH_UNITS = tuple(zip(EPOCH_UNIT_LIMITS, (1, 1_000, 1_000_000), strict=True))  # batch's rule
 
 
 class Refused(Exception):
@@ -130,8 +129,7 @@ def parse_time(obj: dict, name: str) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value < 0:
             raise Refused(BAD_TIMESTAMP, f"{name!r} = {value!r} is not a valid epoch time")
-        per_second = next((per for limit, per in _EPOCH_UNITS if value < limit), 10**9)
-        return _in_range(int(value // per_second), name, value)
+        return _in_range(int(value // per_second(value)), name, value)
     if not isinstance(value, str):
         raise Refused(BAD_TYPE, f"{name!r} must be ISO 8601 text or epoch number, "
                                 f"found {type(value).__name__}")

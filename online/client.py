@@ -460,18 +460,14 @@ def _id(value: object, kind: str, what: str) -> object:
         raise InputError(f"{what} = {exc}") from None
 
 
-# Epoch numbers are read as offline reads them (timestamps.to_utc): seconds below 1e11,
-# then milliseconds, microseconds, else nanoseconds; sub-second parts floored.
-_EPOCH_UNITS = ((1e11, 0), (1e14, 3), (1e17, 6))
-
-
 def _epoch_number(value: int | float, what: str) -> int:
+    """An epoch number as offline reads it (timestamps.per_second), floored to the second."""
     if value != value or abs(value) == float("inf"):
         raise InputError(f"{what}: cannot read {value!r} as a timestamp")
-    digits = next((d for limit, d in _EPOCH_UNITS if abs(value) < limit), 9)
+    per = T.per_second(value)
     if isinstance(value, int):
-        return value // 10 ** digits
-    return math.floor(value / 10 ** digits)
+        return value // per
+    return math.floor(value / per)
 
 
 def _to_epoch(value: object, what: str = "as_of") -> int | None:

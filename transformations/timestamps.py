@@ -18,6 +18,14 @@ DAY = 86400
 
 
 EPOCH_UNIT_LIMITS = (1e11, 1e14, 1e17)  # below: seconds, ms, us; above: ns
+_PER_SECOND = (1, 1_000, 1_000_000)
+
+
+def per_second(value: float) -> int:
+    """Units per second of one epoch number, read from its own magnitude (the rule of
+    epoch_seconds, for single values: the stream's messages, request times)."""
+    return next((per for limit, per in zip(EPOCH_UNIT_LIMITS, _PER_SECOND, strict=True)
+                 if abs(value) < limit), 1_000_000_000)
 # The one range of event and request times on every path (batch, stream, producer, HTTP,
 # client): from the Unix epoch to the last second pandas' nanosecond timestamps (the offline
 # store, training sets) can hold. Live events also obey the stream's max_future_s.
