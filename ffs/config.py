@@ -147,27 +147,40 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class IdTypes:
     """The declared type of each id column, as the id model reads it (transformations/ids.py:
-    the canonical form and validity rule of each type)."""
+    the canonical form and validity rule of each type): the event's transaction_id and each
+    entity's join key; a column not named takes `default`."""
 
     transaction_id: str = "int"
-    customer_id: str = "int"
-    terminal_id: str = "int"
+    keys: tuple[tuple[str, str], ...] = ()
+    default: str = "int"
 
     def of(self, column: str) -> str:
-        return getattr(self, column)
+        if column == "transaction_id":
+            return self.transaction_id
+        return dict(self.keys).get(column, self.default)
+
+    def with_keys(self, kinds: dict[str, str]) -> IdTypes:
+        """These types with `kinds` for the join keys they do not declare themselves."""
+        mine = dict(self.keys)
+        return IdTypes(self.transaction_id, tuple(sorted({**kinds, **mine}.items())),
+                       self.default)
 
 
 @dataclass
 class IdsConfig:
     """The declared type of each id column, `int` or `string` (transformations/ids.py): one
-    canonical form on every path, so "007" is the id 7 when int, its own id when string."""
+    canonical form on every path, so "007" is the id 7 when int, its own id when string.
+    `transaction_id` is the event's; any other key names an entity's join key (the repo's
+    Entity value types declare them too, and the two must agree)."""
 
     transaction_id: str = "int"
-    customer_id: str = "int"
-    terminal_id: str = "int"
+    keys: dict[str, str] = field(default_factory=dict)  # join key -> int | string
 
     def types(self) -> IdTypes:
-        return IdTypes(self.transaction_id, self.customer_id, self.terminal_id)
+        return IdTypes(self.transaction_id, tuple(sorted(self.keys.items())))
+
+    def declared(self) -> dict[str, str]:
+        return {"transaction_id": self.transaction_id, **self.keys}
 
 
 @dataclass
@@ -208,6 +221,9 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
 def _apply(section: Any, values: dict[str, Any], prefix: str) -> None:
     known = {f.name for f in fields(section)}
     for key, value in values.items():
+        if isinstance(section, IdsConfig) and key != "transaction_id":
+            section.keys[str(key)] = _id_kind(value, prefix + str(key))
+            continue
         if key not in known:
             raise ConfigError(f"unknown setting {prefix}{key}; known: {sorted(known)}")
         current = getattr(section, key)
@@ -220,6 +236,12 @@ def _apply(section: Any, values: dict[str, Any], prefix: str) -> None:
         if key in _SECRET_KEYS and value is not None:
             value = Secret(value)
         setattr(section, key, value)
+
+
+def _id_kind(value: Any, name: str) -> str:
+    if value not in ("int", "string"):
+        raise ConfigError(f"{name} = {value!r}: must be one of int, string")
+    return str(value)
 
 
 # (setting, lowest, highest) checked once at load: a value out of range is a clear error then,
@@ -238,8 +260,7 @@ _RANGES = [
 _CHOICES = [
     ("stream.starting_offsets", ("earliest", "latest")),
     ("analytics.store", ("duckdb", "pinot")),
-    ("ids.transaction_id", ("int", "string")), ("ids.customer_id", ("int", "string")),
-    ("ids.terminal_id", ("int", "string")),
+    ("ids.transaction_id", ("int", "string")),
     ("kafka.security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
     ("kafka.sasl_mechanism", (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
 ]
@@ -339,6 +360,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
         section = getattr(cfg, f.name)
         for sf in fields(section):
             key = f"FFS_{f.name}_{sf.name}".upper()
-            if key in env:
+            if key in env and sf.name != "keys":
                 _apply(section, {sf.name: env[key]}, f"{f.name}.")
+    for key, value in env.items():  # FFS_IDS_DEVICE_ID=string: a join key's id type
+        if key.startswith("FFS_IDS_") and key != "FFS_IDS_TRANSACTION_ID":
+            _apply(cfg.ids, {key[len("FFS_IDS_"):].lower(): value}, "ids.")
     return check(cfg)

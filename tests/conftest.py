@@ -21,9 +21,10 @@ def text_ids(cfg=None):
     """A config (default: Config()) with every id column declared string, for tests whose
     events carry text ids such as "c1" or "t-1"."""
     from ffs.config import Config, IdsConfig
+    from transformations.features import KEY_COLUMNS
 
     cfg = cfg or Config()
-    cfg.ids = IdsConfig("string", "string", "string")
+    cfg.ids = IdsConfig("string", {k: "string" for k in KEY_COLUMNS})
     return cfg
 
 

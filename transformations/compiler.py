@@ -37,26 +37,34 @@ from transformations.request import RequestFunction, RequestFunctionError
 ENGINES = ("reference", "numpy", "spark", "redis", "stream")
 RECENCY = "seconds_since_previous"
 
-# (function, entity, columns) -> engines that compute it exactly. Columns None: any column
-# of the source (count counts rows). The table the README prints.
-CAPABILITIES: dict[tuple[str, str], tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
-    ("count", "customer"): (None, ENGINES),
-    ("count", "terminal"): (None, ENGINES),
-    ("sum", "customer"): (("amount",), ENGINES),
-    ("mean", "customer"): (("amount",), ENGINES),
-    ("min", "customer"): (("amount",), ENGINES),
-    ("max", "customer"): (("amount",), ENGINES),
-    ("first_seen", "customer"): (("event_timestamp",), ENGINES),
-    ("last", "customer"): (("amount",), ENGINES),
-    ("count_distinct", "customer"): (("terminal_id",), ENGINES),
-    ("fraud_rate", "terminal"): (("is_fraud",), ENGINES),
-    (RECENCY, "customer"): (("event_timestamp",), ENGINES),
+# Column kinds: what a function reads of the event. "row": nothing (count counts events);
+# "number": a numeric column of the source; "value": any column (its distinct values);
+# "time": the event's timestamp; "label": a 0/1 column of the view's label source.
+NUMERIC_TYPES = ("double", "float", "bigint", "int", "integer", "long", "decimal")
+# function -> (column kind, engines that compute it exactly, for any entity, window and
+# delay). The table the README prints.
+CAPABILITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "count": ("row", ENGINES),
+    "sum": ("number", ENGINES),
+    "mean": ("number", ENGINES),
+    "min": ("number", ENGINES),
+    "max": ("number", ENGINES),
+    "std": ("number", ENGINES),
+    "last": ("number", ENGINES),
+    "count_distinct": ("value", ENGINES),
+    "first_seen": ("time", ENGINES),
+    RECENCY: ("time", ENGINES),
+    "fraud_rate": ("label", ENGINES),
 }
 FUNCTIONS = {"count": Agg.COUNT, "sum": Agg.SUM, "mean": Agg.MEAN, "min": Agg.MIN,
-             "max": Agg.MAX, "count_distinct": Agg.COUNT_DISTINCT, "fraud_rate": Agg.FRAUD_RATE,
-             "first_seen": Agg.FIRST_SEEN, "last": Agg.LAST}
-KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY, "std")
+             "max": Agg.MAX, "std": Agg.STD, "count_distinct": Agg.COUNT_DISTINCT,
+             "fraud_rate": Agg.FRAUD_RATE, "first_seen": Agg.FIRST_SEEN, "last": Agg.LAST}
+KNOWN_FUNCTIONS = (*FUNCTIONS, RECENCY)
 ID_TYPES = {"INT64": "int", "STRING": "string"}
+# The event contract every source of the repo follows (README, "Bring your own repo"): the
+# engines key events by these columns whatever else the source carries.
+EVENT_ID, EVENT_TIME = "transaction_id", "event_timestamp"
+LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
 _SPAN = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -89,9 +97,15 @@ class Compiled:
     recency: list[RecencyFeature]
     request: list[RequestFeature]
     id_types: dict[str, str]  # join key -> int | string
-    views: dict[str, str]  # feature view -> entity (the Feast plugin reads by view)
+    views: dict[str, str]  # feature view -> entity name (the Feast plugin reads by view)
     topics: dict[str, str] = field(default_factory=dict)  # source -> Kafka topic
     functions: list[RequestFunction] = field(default_factory=list)  # request features' code
+    entities: list[Entity] = field(default_factory=list)  # in the service's order
+    # the event columns the windows read beyond the keys: column -> "number" | "text"
+    values: dict[str, str] = field(default_factory=dict)
+
+    def entity(self, name: str) -> Entity:
+        return next(e for e in self.entities if e.name == name)
 
     def to_json(self) -> str:
         def enc(o: Any) -> Any:
@@ -99,13 +113,23 @@ class Compiled:
                 return {"seconds": int(o.total_seconds())}
             raise TypeError(type(o).__name__)
 
+        def named(feature) -> dict:
+            d = asdict(feature)
+            d["entity"] = feature.entity.name
+            return d
+
         return json.dumps({"service": self.service,
-                           "windows": [asdict(w) for w in self.windows],
-                           "recency": [asdict(r) for r in self.recency],
+                           "windows": [named(w) for w in self.windows],
+                           "recency": [named(r) for r in self.recency],
                            "request": [asdict(r) for r in self.request],
                            "id_types": self.id_types, "views": self.views,
                            "topics": self.topics,
-                           "functions": [f.to_dict() for f in self.functions]},
+                           "functions": [f.to_dict() for f in self.functions],
+                           "entities": [{"name": e.name, "keys": list(e.keys)}
+                                        for e in self.entities],
+                           # pairs: sort_keys would reorder a mapping, and the order is the
+                           # column order of messages and tables
+                           "values": list(self.values.items())},
                           default=enc, indent=1, sort_keys=True)
 
     @classmethod
@@ -115,15 +139,17 @@ class Compiled:
         def span(v: dict) -> timedelta:
             return timedelta(seconds=v["seconds"])
 
-        windows = [WindowFeature(w["name"], Entity(w["entity"]), Agg(w["agg"]),
+        entities = {e["name"]: Entity(e["name"], tuple(e["keys"])) for e in d["entities"]}
+        windows = [WindowFeature(w["name"], entities[w["entity"]], Agg(w["agg"]),
                                  span(w["window"]), w["column"], span(w["delay"]),
                                  w["description"]) for w in d["windows"]]
-        recency = [RecencyFeature(r["name"], Entity(r["entity"]), span(r["horizon"]),
+        recency = [RecencyFeature(r["name"], entities[r["entity"]], span(r["horizon"]),
                                   r["description"], r["dtype"]) for r in d["recency"]]
         request = [RequestFeature(r["name"], r["dtype"], r["description"]) for r in d["request"]]
         return cls(d["service"], windows, recency, request, d["id_types"], d["views"],
                    d.get("topics", {}),
-                   [RequestFunction.from_dict(f) for f in d.get("functions", [])])
+                   [RequestFunction.from_dict(f) for f in d.get("functions", [])],
+                   list(entities.values()), dict(d.get("values", [])))
 
 
 def parse_span(text: str) -> timedelta:
@@ -163,37 +189,32 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                            f"{names[name]}", "give each feature its own name"))
         names[name] = where
 
-    entities: dict[str, Entity] = {}
-    keys: dict[str, str] = {}
+    join_keys: dict[str, str] = {}  # Feast entity -> its join key
+    keys: dict[str, str] = {}  # join key -> int | string
     for e in contents.entities:
         if e.name == "__dummy":  # Feast's own placeholder for views without entities
             continue
         where = f"Entity {e.name}"
-        try:
-            entities[e.name] = Entity(e.name)
-        except ValueError:
-            problems.append(Problem(where, f"the engines serve the entities "
-                                           f"{[x.value for x in Entity]} today",
-                                    "rename it to one of them, or wait for any-entity "
-                                    "support (the feature-repo issue)"))
-            continue
-        if [e.join_key] != [Entity(e.name).key]:
-            problems.append(Problem(where, f"join key {e.join_key!r}; the engines key "
-                                           f"{e.name} by {Entity(e.name).key!r}",
-                                    f"join_keys=[{Entity(e.name).key!r}]"))
         kind = ID_TYPES.get(getattr(e.value_type, "name", str(e.value_type)))
-        key = Entity(e.name).key
         if kind is None:
             problems.append(Problem(where, f"value type {e.value_type} is not an id type",
                                     "ValueType.INT64 or ValueType.STRING"))
-        else:
-            keys[key] = kind
-            declared = (id_types or {}).get(key)
-            if declared is not None and declared != kind:
-                problems.append(Problem(where, f"ids are {kind} here but the config declares "
-                                               f"ids.{key}: {declared}",
-                                        f"set ids.{key}: {kind} in the config, or the "
-                                        f"value type to match"))
+            continue
+        if e.join_key in (EVENT_ID, EVENT_TIME):
+            problems.append(Problem(where, f"join key {e.join_key!r} is the event's own "
+                                           f"{'id' if e.join_key == EVENT_ID else 'time'}",
+                                    "key the entity by a column of its own"))
+            continue
+        if keys.get(e.join_key, kind) != kind:
+            problems.append(Problem(where, f"join key {e.join_key!r} is also an entity key "
+                                           f"of type {keys[e.join_key]}", "use one type"))
+        join_keys[e.name], keys[e.join_key] = e.join_key, kind
+        declared = (id_types or {}).get(e.join_key)
+        if declared is not None and declared != kind:
+            problems.append(Problem(where, f"ids are {kind} here but the config declares "
+                                           f"ids.{e.join_key}: {declared}",
+                                    f"set ids.{e.join_key}: {kind} in the config, or the "
+                                    f"value type to match"))
 
     # the service's order is the column order of every engine's output
     services = {s.name: s for s in contents.feature_services}
@@ -210,15 +231,25 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     windows: list[WindowFeature] = []
     recency: list[RecencyFeature] = []
     views: dict[str, str] = {}
+    entities: dict[str, Entity] = {}
+    values: dict[str, str] = {}
+    event_source: str | None = None
     for v in sorted(contents.stream_feature_views, key=position):
         where = f"StreamFeatureView {v.name}"
         ents = list(v.entities)
-        if len(ents) != 1 or ents[0] not in entities:
-            problems.append(Problem(where, f"entities {ents}: a view aggregates one declared "
-                                           f"entity", "entities=[<one Entity of the repo>]"))
+        unknown = [e for e in ents if e not in join_keys]
+        if not ents or unknown:
+            problems.append(Problem(where, f"entities {ents}: a view aggregates by entities "
+                                           f"the repo declares ({sorted(join_keys)})",
+                                    "entities=[<Entity>, ...] (several: a composite key)"))
             continue
-        entity = entities[ents[0]]
-        views[v.name] = entity.value
+        entity = Entity("+".join(ents), tuple(join_keys[e] for e in ents))
+        if len(set(entity.keys)) < len(entity.keys):
+            problems.append(Problem(where, f"entities {ents} repeat a join key",
+                                    "name each entity once"))
+            continue
+        entity = entities.setdefault(entity.name, entity)
+        views[v.name] = entity.name
         source = v.stream_source or v.batch_source
         cols = source_columns(source) if source is not None else None
         if cols is None:
@@ -226,6 +257,24 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                     "a KafkaSource with message_format=JsonFormat("
                                     "schema_json=...)"))
             cols = {}
+        else:
+            name = getattr(source, "name", "")
+            if event_source is None:
+                event_source = name
+                missing = [c for c in (EVENT_ID, EVENT_TIME) if c not in cols]
+                if missing:
+                    problems.append(Problem(f"{where}, source {name}", f"its schema lacks "
+                                            f"{missing}, which every event carries",
+                                            f"add {', '.join(missing)} to schema_json"))
+            elif name != event_source:
+                problems.append(Problem(where, f"source {name!r}: the views of a repo "
+                                        f"aggregate one event source today ({event_source!r})",
+                                        f"source={event_source}"))
+            lacking = [k for k in entity.keys if k not in cols]
+            if lacking:
+                problems.append(Problem(where, f"its source's schema lacks the join keys "
+                                        f"{lacking}", f"add {', '.join(lacking)} to "
+                                        "schema_json"))
         tags = dict(v.tags or {})
         delay = timedelta(0)
         if "ffs.delay" in tags:
@@ -243,6 +292,11 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                         f"one of {sorted(sources)}"))
             else:
                 label_cols = source_columns(lab) or {}
+                missing = [c for c in LABEL_COLUMNS if c not in label_cols]
+                if missing:
+                    problems.append(Problem(f"{where}, labels {lab.name}", f"its schema "
+                                            f"lacks {missing}, which every label carries",
+                                            f"add {', '.join(missing)} to schema_json"))
         out_types = {f.name: _dtype(f.dtype) for f in v.schema}
         about = {f.name: f.description for f in v.schema if f.description}
         for a in v.aggregations:
@@ -256,35 +310,46 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                 problems.append(Problem(aw, f"unknown function {fn!r}",
                                         f"one of {', '.join(KNOWN_FUNCTIONS)}"))
                 continue
-            cap = CAPABILITIES.get((fn, entity.value))
-            if cap is None:
-                can = sorted(f for f, e in CAPABILITIES if e == entity.value)
-                problems.append(Problem(aw, f"{fn} on {entity.value} is not computed by "
-                                            f"{', '.join(ENGINES)}",
-                                        f"for {entity.value} the engines compute "
-                                        f"{', '.join(can)} today"))
-                continue
-            allowed, _engines = cap
-            known = {**cols, **label_cols}
-            if a.column and a.column not in known:
-                problems.append(Problem(aw, f"column {a.column!r} is not in the source's "
-                                            f"schema {sorted(known)}",
-                                        "name a column of the source (or of the ffs.labels "
-                                        "source for fraud_rate)"))
-                continue
-            if allowed is not None and a.column not in allowed:
-                problems.append(Problem(aw, f"{fn} over {a.column!r} is not computed by the "
-                                            f"engines", f"{fn} over {', '.join(allowed)}"))
-                continue
-            if fn == "fraud_rate" and not label_cols:
-                problems.append(Problem(aw, "fraud_rate counts labels, and the view names no "
-                                            "label source", 'tags={"ffs.labels": "<source>"}'))
-                continue
+            kind, _engines = CAPABILITIES[fn]
+            column = a.column
+            if kind == "label":
+                if not label_cols:
+                    problems.append(Problem(aw, "fraud_rate counts labels, and the view names "
+                                                "no label source",
+                                            'tags={"ffs.labels": "<source>"}'))
+                    continue
+                if column != "is_fraud":
+                    problems.append(Problem(aw, f"fraud_rate reads the label's 'is_fraud', "
+                                                f"not {column!r}", 'column="is_fraud"'))
+                    continue
+            elif kind == "time":
+                if column not in (None, EVENT_TIME):
+                    problems.append(Problem(aw, f"{fn} reads the event's time, not "
+                                                f"{column!r}", f'column="{EVENT_TIME}"'))
+                    continue
+            elif kind in ("number", "value"):
+                if column not in cols:
+                    problems.append(Problem(aw, f"column {column!r} is not in the source's "
+                                                f"schema {sorted(cols)}",
+                                            "name a column of the source"))
+                    continue
+                if column in (EVENT_ID, EVENT_TIME):
+                    problems.append(Problem(aw, f"{fn} of the event's "
+                                                f"{'id' if column == EVENT_ID else 'time'}",
+                                            "aggregate a column of the event"))
+                    continue
+                if kind == "number" and cols[column] not in NUMERIC_TYPES:
+                    problems.append(Problem(aw, f"{fn} needs a number; {column!r} is "
+                                                f"{cols[column]}",
+                                            f"a column of type {' or '.join(NUMERIC_TYPES[:3])}"))
+                    continue
+                if column not in keys:
+                    kind_of = "number" if cols[column] in NUMERIC_TYPES else "text"
+                    values[column] = "number" if values.get(column) == "number" else kind_of
             if a.time_window is None or a.time_window <= timedelta(0):
                 problems.append(Problem(aw, "no time window", "time_window=timedelta(...)"))
                 continue
-            want = "float64" if fn in ("sum", "mean", "min", "max", "fraud_rate", RECENCY,
-                                       "first_seen", "last") else "int64"
+            want = "int64" if fn in ("count", "count_distinct") else "float64"
             got = out_types.get(a.name)
             if got != want:
                 problems.append(Problem(aw, f"the view's schema gives it type {got}; the "
@@ -298,16 +363,15 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                         f"ttl >= {a.time_window + delay}"))
             if fn == RECENCY:
                 if delay:
-                    problems.append(Problem(aw, "seconds_since_previous has no delay",
+                    problems.append(Problem(aw, "seconds_since_previous is measured from t, "
+                                                "so it has no delay",
                                             "move it to a view without ffs.delay"))
                 recency.append(RecencyFeature(a.name, entity, a.time_window,
                                               about.get(a.name, v.description or "")))
             else:
-                if fn in ("first_seen", "last") and delay:
-                    problems.append(Problem(aw, f"{fn} has no delay",
-                                            "move it to a view without ffs.delay"))
                 windows.append(WindowFeature(a.name, entity, FUNCTIONS[fn], a.time_window,
-                                             None if fn == "count" else a.column, delay,
+                                             None if fn == "count" else
+                                             (column or EVENT_TIME), delay,
                                              about.get(a.name, v.description or "")))
 
     request: list[RequestFeature] = []
@@ -332,13 +396,6 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
         if unknown:
             problems.append(Problem(where, f"reads {unknown}, which no stream view of the repo "
                                     "declares", "read features of the repo's views"))
-        customer_side = {w.name for w in windows if w.entity == Entity.CUSTOMER} | {
-            r.name for r in recency if r.entity == Entity.CUSTOMER}
-        other = [n for n in reads if n in known_features and n not in customer_side]
-        if other:
-            problems.append(Problem(where, f"reads {other}: the Spark engine runs request "
-                                    "functions beside the customer windows, so they read "
-                                    "customer features today", "read customer features"))
         fields = tuple(f.name for s in od.source_request_sources.values() for f in s.schema)
         fn = _request_function(od, fields, tuple(reads), tuple(outputs), where, problems)
         if fn is not None:
@@ -356,7 +413,10 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     service = chosen.name if chosen is not None else ""
     if problems:
         raise RepoError(problems)
-    return Compiled(service, windows, recency, request, keys, views, topics, functions)
+    used = {k for e in entities.values() for k in e.keys}
+    return Compiled(service, windows, recency, request,
+                    {k: kind for k, kind in keys.items() if k in used}, views, topics,
+                    functions, list(entities.values()), values)
 
 
 def _request_function(od, fields, reads, outputs, where: str,

@@ -9,6 +9,11 @@ Window semantics (README, "Window semantics"):
 - an empty window gives count 0, distinct 0, sum 0, risk 0 and a null mean.
 Timestamps are whole seconds (UTC); events in the same second as t are included ("ties are
 included").
+
+Entities are the repo's own: any name, one join key or several (a composite key such as
+(customer_id, terminal_id) aggregates the events of that pair). Value columns are numbers kept
+to the hundredth (`CENTS`): sums, means and standard deviations are computed from exact
+integer hundredths, so every engine gives the same value.
 """
 
 from __future__ import annotations
@@ -17,14 +22,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
+CENTS = 100  # value columns are kept to the hundredth, as integers: sums cannot drift
+KEY_SEPARATOR = ","  # joins a composite key's ids; ids cannot contain it (transformations/ids)
 
-class Entity(str, Enum):
-    CUSTOMER = "customer"
-    TERMINAL = "terminal"
+
+@dataclass(frozen=True)
+class Entity:
+    """What features are keyed by: a name and its join keys (several for a composite key)."""
+
+    name: str
+    keys: tuple[str, ...]
 
     @property
-    def key(self) -> str:
-        return f"{self.value}_id"
+    def value(self) -> str:
+        return self.name
+
+    @property
+    def composite(self) -> bool:
+        return len(self.keys) > 1
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Agg(str, Enum):
@@ -37,6 +55,10 @@ class Agg(str, Enum):
     MAX = "max"  # largest `column` value in the window; null on an empty window
     FIRST_SEEN = "first_seen"  # seconds from the entity's first event in the window to t
     LAST = "last"  # `column` of the latest event strictly before t (ties: the largest)
+    STD = "std"  # sample standard deviation of `column` (n - 1); null under 2 events
+
+
+NUMERIC_AGGS = frozenset({Agg.SUM, Agg.MEAN, Agg.MIN, Agg.MAX, Agg.LAST, Agg.STD})
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,11 @@ class WindowFeature:
     @property
     def dtype(self) -> str:
         return "int64" if self.agg in (Agg.COUNT, Agg.COUNT_DISTINCT) else "float64"
+
+    @property
+    def numeric(self) -> bool:
+        """True when the aggregation reads `column` as a number (not counts or distincts)."""
+        return self.agg in NUMERIC_AGGS
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from transformations.request import RequestFunction
 __all__ = ["Agg", "Entity", "RecencyFeature", "RequestFeature", "WindowFeature", "human",
            "COMPILED", "FEATURE_SERVICE", "WINDOW_FEATURES", "RECENCY_FEATURES",
            "REQUEST_FEATURES", "REQUEST_FUNCTIONS", "feature_names", "feature_dtypes",
-           "windows_for", "retention"]
+           "windows_for", "recency_for", "entity_feature_names", "retention", "ENTITIES",
+           "KEY_COLUMNS", "VALUE_COLUMNS", "entity"]
 
 COMPILED = _repo.load()
 FEATURE_SERVICE: str = COMPILED.service
@@ -30,6 +31,10 @@ WINDOW_FEATURES: tuple[WindowFeature, ...] = tuple(COMPILED.windows)
 RECENCY_FEATURES: tuple[RecencyFeature, ...] = tuple(COMPILED.recency)
 REQUEST_FEATURES: tuple[RequestFeature, ...] = tuple(COMPILED.request)
 REQUEST_FUNCTIONS: tuple[RequestFunction, ...] = tuple(COMPILED.functions)
+ENTITIES: tuple[Entity, ...] = tuple(COMPILED.entities)
+# every join key the entities read, in their order, and the value columns the windows read
+KEY_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(k for e in ENTITIES for k in e.keys))
+VALUE_COLUMNS: dict[str, str] = dict(COMPILED.values)
 
 
 def feature_names() -> list[str]:
@@ -46,8 +51,28 @@ def feature_dtypes() -> dict[str, str]:
     return out
 
 
+def entity(name: str | Entity) -> Entity:
+    """The repo's entity of that name (a composite one is named "a+b")."""
+    if isinstance(name, Entity):
+        return name
+    for e in ENTITIES:
+        if e.name == name:
+            return e
+    raise KeyError(f"the feature repo declares no entity {name!r} "
+                   f"(it has {[e.name for e in ENTITIES]})")
+
+
 def windows_for(entity: Entity) -> list[WindowFeature]:
     return [f for f in WINDOW_FEATURES if f.entity == entity]
+
+
+def recency_for(entity: Entity) -> list[RecencyFeature]:
+    return [r for r in RECENCY_FEATURES if r.entity == entity]
+
+
+def entity_feature_names(entity: Entity) -> list[str]:
+    """The features read from one entity's state: its windows, then its recency features."""
+    return [f.name for f in windows_for(entity)] + [r.name for r in recency_for(entity)]
 
 
 def retention(entity: Entity) -> timedelta:

@@ -1,9 +1,9 @@
 """The id model: one declared type per id column, one canonical form, one validity rule, applied
 by batch loading, the stream, online reads and training sets alike.
 
-Each id column (transaction_id, customer_id, terminal_id) is declared `int` or `string` in the
-config (`ids.<column>`, default `int`, the handbook's). An id is then read the same way on
-every path:
+Each id column (the event's transaction_id, each entity's join key) is declared `int` or
+`string`: by the repo's Entity value types and the config (`ids.<column>`, default `int`).
+An id is then read the same way on every path:
 
 - `int`: an integer in int64's range. Accepted as an integer, a whole float (7.0: a pandas
   column with gaps holds floats) up to 2**53 (larger floats are not exact), or decimal text
@@ -25,12 +25,11 @@ import pandas as pd
 
 from ffs.config import IdTypes
 
-__all__ = ["ALL_STRING", "COLUMNS", "INT", "STRING", "TEXT", "BadId", "IdTypes", "canonical",
+__all__ = ["ALL_STRING", "INT", "STRING", "TEXT", "BadId", "IdTypes", "canonical",
            "canonical_series", "key_text"]
 
 INT, STRING = "int", "string"
 KINDS = (INT, STRING)
-COLUMNS = ("transaction_id", "customer_id", "terminal_id")
 MAX_LENGTH = 128
 TEXT = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
 _DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
@@ -53,7 +52,16 @@ class BadId(ValueError):
         self.rule = rule
 
 
-ALL_STRING = IdTypes(STRING, STRING, STRING)
+ALL_STRING = IdTypes(STRING, default=STRING)
+
+
+def types(cfg) -> IdTypes:
+    """The id types this process reads ids by: the config's `ids`, and for each join key it
+    does not name, the type the loaded repo's Entity declares (the compiler refuses the two
+    disagreeing)."""
+    from transformations.features import COMPILED
+
+    return cfg.ids.types().with_keys(COMPILED.id_types)
 
 
 def canonical(value: object, kind: str) -> int | str:

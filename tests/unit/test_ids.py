@@ -79,7 +79,7 @@ def _stream(value, types: IdTypes):
     raw = json.dumps({"transaction_id": 1, "customer_id": value, "terminal_id": 9,
                       "event_timestamp": "2024-01-01T00:00:00Z", "amount": 1.0})
     try:
-        return M.parse_transaction(raw, types).customer_id
+        return M.parse_transaction(raw, types).get("customer_id")
     except M.Refused as exc:
         assert exc.reason in (M.BAD_ID, M.BAD_TYPE), exc
         return None
@@ -93,7 +93,7 @@ def _http(value, types: IdTypes):
     except BadRequest as exc:
         assert exc.status == 400 and "customer_id[0]" in str(exc)
         return None
-    return _id(rows[0]["customer_id"], types.customer_id, "row 0")
+    return _id(rows[0]["customer_id"], types.of("customer_id"), "row 0")
 
 
 def _training(value, types: IdTypes):
@@ -185,8 +185,14 @@ def test_declared_types_come_from_config_and_are_checked(tmp_path):
     p = tmp_path / "ffs.yaml"
     p.write_text("ids:\n  customer_id: string\n")
     cfg = load_config(p, env={})
-    assert cfg.ids.types() == IdTypes(INT, STRING, INT)
-    assert load_config(None, env={"FFS_IDS_TERMINAL_ID": "string"}).ids.terminal_id == STRING
+    assert cfg.ids.types() == IdTypes(INT, (("customer_id", STRING),))
+    assert cfg.ids.types().of("customer_id") == STRING
+    assert cfg.ids.types().of("terminal_id") == INT  # not declared: the default
+    env = load_config(None, env={"FFS_IDS_TERMINAL_ID": "string"})
+    assert env.ids.keys == {"terminal_id": STRING}
+    # a join key the config does not name takes the repo's Entity type
+    assert env.ids.types().with_keys({"device_id": STRING}).of("device_id") == STRING
+    assert env.ids.types().with_keys({"terminal_id": INT}).of("terminal_id") == STRING
     p.write_text("ids:\n  customer_id: uuid\n")
     with pytest.raises(ConfigError, match="ids.customer_id = 'uuid': must be one of int, string"):
         load_config(p, env={})
