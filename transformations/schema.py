@@ -1,8 +1,11 @@
 """The data model: transactions and fraud labels as separate events, and how raw rows become them.
 
-Transactions: transaction_id, event_timestamp (UTC), customer_id, terminal_id, amount, and any
-extra columns (kept as they are). Labels: transaction_id, is_fraud (0/1), label_timestamp (UTC):
-a chargeback arrives days after the payment, so a label is its own event in time.
+Transactions: transaction_id, event_timestamp (UTC), every join key of the feature repo's
+entities (ids, by their declared type), every value column its windows read ("number": a
+finite amount-like number, 0 <= x <= MAX_AMOUNT; "text": an id-like text, kept as a string),
+and any extra columns (kept as they are). The shipped repo's are customer_id, terminal_id and
+amount. Labels: transaction_id, is_fraud (0/1), label_timestamp (UTC): a chargeback arrives
+days after the payment, so a label is its own event in time.
 
 Normalising never drops a row silently: every rejected row comes back in a `rejects` frame
 with the original values and a `reason`, and callers report or store it.
@@ -12,21 +15,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ffs.errors import InputError
-from transformations.ids import IdTypes, canonical_series
+from transformations.ids import STRING, IdTypes, canonical_series
 from transformations.timestamps import MIN_S, RANGE_TEXT, to_seconds, to_utc
 
-TX_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount")
+if TYPE_CHECKING:
+    from transformations.compiler import Compiled
+
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
-ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id")
+EVENT_COLUMNS = ("transaction_id", "event_timestamp")  # every event has them, whatever the repo
 DEFAULT_IDS = IdTypes()
-# The largest payment, on every path (batch, stream, producer, HTTP): a customer's amounts
-# are summed as integer cents, exact in the engine's int64 and in Redis' Lua doubles (below
-# 2**53) for every customer's retained history; 1e300 or 9e16 used to overflow to garbage.
+# The largest value of a number column (amount), on every path (batch, stream, producer,
+# HTTP): values are summed as integer hundredths, exact in the engine's int64 and in Redis'
+# Lua doubles (below 2**53) for every entity's retained history; 1e300 or 9e16 used to
+# overflow to garbage.
 MAX_AMOUNT = 1e9
 
 # Handbook (Fraud-Detection-Handbook simulated data) column names, accepted as an input dialect.
@@ -37,6 +44,45 @@ HANDBOOK_RENAMES = {
     "TERMINAL_ID": "terminal_id",
     "TX_AMOUNT": "amount",
 }
+
+
+def _compiled(repo: Compiled | None = None) -> Compiled:
+    """The declarations the columns come from: `repo` (a Compiled), or the loaded repo
+    (imported here, not at module import: reading MAX_AMOUNT needs no repo)."""
+    if repo is not None:
+        return repo
+    from transformations.features import COMPILED
+
+    return COMPILED
+
+
+def key_columns(repo: Compiled | None = None) -> tuple[str, ...]:
+    """Every join key of the repo's entities, in their order."""
+    return tuple(dict.fromkeys(k for e in _compiled(repo).entities for k in e.keys))
+
+
+def value_columns(repo: Compiled | None = None) -> dict[str, str]:
+    """The event columns the windows read beyond the keys: column -> "number" | "text"."""
+    return dict(_compiled(repo).values)
+
+
+def tx_columns(repo: Compiled | None = None) -> tuple[str, ...]:
+    """The columns every transaction carries (in this order in normalized frames)."""
+    return (*EVENT_COLUMNS, *key_columns(repo), *value_columns(repo))
+
+
+def id_columns(repo: Compiled | None = None) -> tuple[str, ...]:
+    """The id columns of a transaction: its own id and every join key."""
+    return ("transaction_id", *key_columns(repo))
+
+
+def __getattr__(name: str):
+    # TX_COLUMNS / ID_COLUMNS, the loaded repo's, computed on first use (PEP 562)
+    if name == "TX_COLUMNS":
+        return tx_columns()
+    if name == "ID_COLUMNS":
+        return id_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -79,13 +125,28 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
         )
 
 
-def _id_checks(raw: pd.DataFrame, column: str, ids: IdTypes,
-               out: dict[str, pd.Series]) -> list[tuple[pd.Series, str | pd.Series]]:
-    """Canonical ids of `column` into out[column]; the checks that refuse the rest."""
-    canon, why = canonical_series(raw[column], ids.of(column))
+def _id_checks(raw: pd.DataFrame, column: str, ids: IdTypes, out: dict[str, pd.Series],
+               kind: str | None = None) -> list[tuple[pd.Series, str | pd.Series]]:
+    """Canonical ids of `column` (under its declared type, or `kind`) into out[column]; the
+    checks that refuse the rest."""
+    canon, why = canonical_series(raw[column], kind or ids.of(column))
     out[column] = canon
     return [(raw[column].isna() | (canon.isna() & why.isna()), f"missing {column}"),
             (why.notna(), f"bad {column}: " + why.fillna(""))]
+
+
+def _number_checks(raw: pd.DataFrame, column: str,
+                   out: dict[str, pd.Series]) -> list[tuple[pd.Series, str]]:
+    """A number column (amount) parsed into out[column]; the checks that refuse the rest."""
+    value = pd.to_numeric(raw[column], errors="coerce")
+    out[column] = value
+    return [
+        (value.isna() & raw[column].notna(), f"{column} is not a number"),
+        (raw[column].isna(), f"missing {column}"),
+        (~np.isfinite(value.fillna(0.0)), f"{column} is not finite"),
+        (value < 0, f"{column} is negative"),
+        (value > MAX_AMOUNT, f"{column} above the limit of {MAX_AMOUNT:g}"),
+    ]
 
 
 def canonical_ids(df: pd.DataFrame, columns: tuple[str, ...], id_types: IdTypes,
@@ -107,10 +168,11 @@ def canonical_ids(df: pd.DataFrame, columns: tuple[str, ...], id_types: IdTypes,
     return out
 
 
-def stored_ids(df: pd.DataFrame, id_types: IdTypes, what: str) -> pd.DataFrame:
+def stored_ids(df: pd.DataFrame, id_types: IdTypes, what: str,
+               repo: Compiled | None = None) -> pd.DataFrame:
     """Events read back from the offline store, their ids under today's declared types (the
     store keeps the types of its backfill; changing `ids` after it is an error here)."""
-    return canonical_ids(df, ID_COLUMNS, id_types, what)
+    return canonical_ids(df, id_columns(repo), id_types, what)
 
 
 def _reject(df: pd.DataFrame, mask: pd.Series, reason: str | pd.Series,
@@ -148,43 +210,45 @@ def _is_valid_date(value) -> bool:
         return False
 
 
-def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS) -> Normalized:
-    """Typed, checked transactions; ids in their canonical form (transformations/ids.py)."""
+def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS,
+                           repo: Compiled | None = None) -> Normalized:
+    """Typed, checked transactions; ids in their canonical form (transformations/ids.py).
+    The columns are the repo's (`repo`, a Compiled; by default the loaded one)."""
+    keys, values = key_columns(repo), value_columns(repo)
+    columns = (*EVENT_COLUMNS, *keys, *values)
     df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
-    _require(df, TX_COLUMNS, "transactions")
+    _require(df, columns, "transactions")
     df = df.reset_index(drop=True)
     rejects: list[pd.DataFrame] = []
     keep = pd.Series(True, index=df.index)
 
     ts = to_utc(df["event_timestamp"])
-    amount = pd.to_numeric(df["amount"], errors="coerce")
-    ids: dict[str, pd.Series] = {}
-
-    checks = [
-        *_id_checks(df, "transaction_id", id_types, ids),
-        *_time_checks(df["event_timestamp"], ts, "event_timestamp"),
-        *_id_checks(df, "customer_id", id_types, ids),
-        *_id_checks(df, "terminal_id", id_types, ids),
-        (amount.isna() & df["amount"].notna(), "amount is not a number"),
-        (df["amount"].isna(), "missing amount"),
-        (~np.isfinite(amount.fillna(0.0)), "amount is not finite"),
-        (amount < 0, "amount is negative"),
-        (amount > MAX_AMOUNT, f"amount above the limit of {MAX_AMOUNT:g}"),
-    ]
+    parsed: dict[str, pd.Series] = {}
+    checks = [*_id_checks(df, "transaction_id", id_types, parsed),
+              *_time_checks(df["event_timestamp"], ts, "event_timestamp")]
+    for k in keys:
+        checks += _id_checks(df, k, id_types, parsed)
+    for c, kind in values.items():
+        # a text value follows the ids' validity rule, kept as text whatever the id types
+        checks += _number_checks(df, c, parsed) if kind == "number" else \
+            _id_checks(df, c, id_types, parsed, STRING)
     for mask, reason in checks:
         keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)
 
     # A repeated transaction_id is the same payment delivered twice: the first valid one wins.
-    dup = ids["transaction_id"].where(keep).duplicated(keep="first") & keep
+    dup = parsed["transaction_id"].where(keep).duplicated(keep="first") & keep
     keep &= _reject(df, dup, "duplicate transaction_id", rejects)
 
     rows = df.loc[keep].copy()
     rows["event_timestamp"] = ts[keep]
-    rows["amount"] = amount[keep].astype("float64")
-    for c in ID_COLUMNS:
-        col = ids[c][keep]
-        rows[c] = col.astype("int64") if str(col.dtype) == "Int64" else col
-    ordered = list(TX_COLUMNS) + [c for c in rows.columns if c not in TX_COLUMNS]
+    for c in ("transaction_id", *keys, *values):
+        col = parsed[c][keep]
+        if values.get(c) == "number":
+            col = col.astype("float64")
+        elif str(col.dtype) == "Int64":
+            col = col.astype("int64")
+        rows[c] = col
+    ordered = list(columns) + [c for c in rows.columns if c not in columns]
     return Normalized(rows[ordered].reset_index(drop=True), _concat(rejects, df.columns))
 
 

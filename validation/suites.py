@@ -14,21 +14,32 @@ from great_expectations import ExpectationSuite
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from transformations.features import (
+    KEY_COLUMNS,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
+    VALUE_COLUMNS,
     WINDOW_FEATURES,
     Agg,
     feature_dtypes,
     feature_names,
 )
-from transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, TX_COLUMNS
+from transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, tx_columns
 
 FAIL, WARN = "fail", "warn"
 
 MAX_SANE_AMOUNT = 1e6  # above this a payment is more likely a unit or parsing error
 MAX_FRAUD_SHARE = 0.5  # the handbook has ~1%; half the labels being fraud means a bad feed
 MIN_NON_NULL_MEAN = 0.9  # means are null only on empty windows, which should be rare
-FEATURE_KEYS = ("transaction_id", "customer_id", "terminal_id", "event_timestamp")
+
+
+def feature_keys() -> tuple[str, ...]:
+    """The feature table's row keys: the transaction, every join key, its time."""
+    return ("transaction_id", *KEY_COLUMNS, "event_timestamp")
+
+
+def _numbers() -> list[str]:
+    """The transactions' number columns (amount): each has the limits amount has."""
+    return [c for c, kind in VALUE_COLUMNS.items() if kind == "number"]
 
 
 def _sev(exp: gxe.Expectation, severity: str, why: str) -> gxe.Expectation:
@@ -53,19 +64,26 @@ def _not_null(columns, severity: str = FAIL, mostly: float = 1.0) -> list[gxe.Ex
             for c in columns]
 
 
+def _number_checks(col: str) -> list[gxe.Expectation]:
+    return [
+        _sev(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=0), FAIL,
+             "refunds are not payments"),
+        _sev(gxe.ExpectColumnValuesToBeBetween(column=col, max_value=MAX_AMOUNT), FAIL,
+             f"the limit on every path is {MAX_AMOUNT:g}"),
+        _sev(gxe.ExpectColumnValuesToBeBetween(column=col, max_value=MAX_SANE_AMOUNT), WARN,
+             f"implausibly large {col}"),
+    ]
+
+
 def transactions_suite() -> ExpectationSuite:
+    columns = tx_columns()
     return _suite("transactions", [
-        *_exist(TX_COLUMNS),
+        *_exist(columns),
         _sev(gxe.ExpectTableRowCountToBeBetween(min_value=1), FAIL, "empty batch"),
-        *_not_null(TX_COLUMNS),
+        *_not_null(columns),
         _sev(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"), FAIL,
              "a payment is one row"),
-        _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0), FAIL,
-             "refunds are not payments"),
-        _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", max_value=MAX_AMOUNT), FAIL,
-             f"the limit on every path is {MAX_AMOUNT:g}"),
-        _sev(gxe.ExpectColumnValuesToBeBetween(column="amount", max_value=MAX_SANE_AMOUNT), WARN,
-             "implausibly large amount"),
+        *[e for col in _numbers() for e in _number_checks(col)],
     ])
 
 
@@ -119,18 +137,23 @@ def _window_checks(f) -> list[gxe.Expectation]:
         return [*_not_null([col]), *_range(col, 0, 1, why="a share")]
     if f.agg == Agg.SUM:
         # An empty window sums to 0, so a null sum is a bug, unlike a null mean.
-        return [*_not_null([col]), *_range(col, 0, why="sum of non-negative amounts")]
+        return [*_not_null([col]),
+                *_range(col, 0, why=f"sum of non-negative {f.column} values")]
     if f.agg == Agg.FIRST_SEEN:
         return [*_range(col, 0, nullable=True, why="seconds since the first event")]
     if f.agg in (Agg.MEAN, Agg.MIN, Agg.MAX, Agg.LAST):
         return [*_not_null([col], WARN, MIN_NON_NULL_MEAN),
-                *_range(col, 0, nullable=True, why=f"{f.agg.value} of non-negative amounts")]
+                *_range(col, 0, nullable=True,
+                        why=f"{f.agg.value} of non-negative {f.column} values")]
+    if f.agg == Agg.STD:
+        # null under 2 events, which a window of one transaction often is: no presence rule
+        return [*_range(col, 0, nullable=True, why="a standard deviation")]
     raise NotImplementedError(f"no validation rule for aggregation {f.agg!r} ({col})")
 
 
 def _request_checks(f) -> list[gxe.Expectation]:
     col = f.name
-    if col in TX_COLUMNS:  # copied from the transaction itself (amount)
+    if col in tx_columns():  # copied from the transaction itself (amount)
         return [*_not_null([col]), *_range(col, 0, why="refunds are not payments")]
     if f.dtype == "int64":  # request-row flags ("1 if Saturday or Sunday", ...)
         return _flag(col)
@@ -148,12 +171,13 @@ def _recency_checks(f) -> list[gxe.Expectation]:
 
 def features_suite() -> ExpectationSuite:
     names = feature_names()
-    exps = [*_exist([*FEATURE_KEYS, *names]),
+    keys = feature_keys()
+    exps = [*_exist([*keys, *names]),
             _sev(gxe.ExpectTableRowCountToBeBetween(min_value=1), FAIL, "empty feature table")]
     # The dtype is part of the contract with Feast and the online store (schema-only check).
     exps += [_sev(gxe.ExpectColumnTypeToBe(column=c, type_=t), FAIL, "declared dtype")
              for c, t in feature_dtypes().items()]
-    exps += _not_null(FEATURE_KEYS)
+    exps += _not_null(keys)
     exps.append(_sev(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"), FAIL,
                      "one feature row per transaction"))
     for rf in REQUEST_FEATURES:

@@ -25,7 +25,9 @@ import pandas as pd
 from ffs.config import Config
 from jobs.batch.features_job import check_engine, compute
 from jobs.batch.offline_store import OfflineStore
+from transformations import ids as _ids
 from transformations import schema
+from transformations.features import KEY_COLUMNS
 from transformations.ids import IdTypes
 
 
@@ -80,7 +82,7 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     staged: dict[str, Path] = {}
 
     tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path,
-                          cfg.ids.types())
+                          _ids.types(cfg))
     summary.transactions, summary.labels = len(tx.rows), len(labels.rows)
     summary.rejected = {"transactions": tx.reject_summary(), "labels": labels.reject_summary()}
     # sortable and unique: the audit trail lists runs in the order they happened
@@ -109,7 +111,7 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
                 _validate(step, summary, "labels", labels.rows, docs)
             staging.result()
             feats = computing.result()
-            base = tx.rows[["transaction_id", "customer_id", "terminal_id", "event_timestamp"]]
+            base = tx.rows[["transaction_id", *KEY_COLUMNS, "event_timestamp"]]
             table = pd.concat([base, feats], axis=1)
             staging = pool.submit(step.run, "stage features", lambda: staged.__setitem__(
                 "features", store.write_staged_pandas("features", table, "event_timestamp")))

@@ -20,9 +20,14 @@ from ffs.config import Config
 from ffs.errors import InputError
 from jobs.batch.offline_store import write_parquet
 from transformations import engine
+from transformations.features import KEY_COLUMNS, REQUEST_FUNCTIONS, VALUE_COLUMNS
 
 ENGINES = ("spark", "local")
-POINT_COLUMNS = ["customer_id", "terminal_id", "event_timestamp"]
+
+
+def point_columns() -> list[str]:
+    """What a request point needs: every join key of the repo's entities and its time."""
+    return [*KEY_COLUMNS, "event_timestamp"]
 
 
 def check_engine(engine_name: str) -> None:
@@ -40,8 +45,10 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
     check_engine(engine_name)
     target = tx if points is None else points
     if engine_name == "local":
-        return engine.compute_features(tx, labels, target).set_index(target.index)
-    from jobs.batch.spark_features import ROW
+        out = engine.compute_features(tx, labels, target)
+        out.index = target.index  # set_index would copy every column
+        return out
+    from jobs.batch.spark_features import ROW, request_host
 
     work = Path(tempfile.mkdtemp(prefix="ffs-spark-"))
     try:
@@ -60,34 +67,49 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
                             paths["points"] if points is not None else None, out, log, spark)
         started = time.perf_counter()
         feats = read_features(out).reindex(row_ids)
-        log(f"    joined customer and terminal halves in {time.perf_counter() - started:.1f} s")
+        log(f"    joined the entities' features in {time.perf_counter() - started:.1f} s")
         feats.index = target.index
+        if REQUEST_FUNCTIONS and request_host() is None:
+            # no one entity holds every feature they read: after the join, on the driver
+            feats = feats.assign(**engine.request_features(target, feats))
         return _restore_dtypes(feats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def read_features(out: Path) -> pd.DataFrame:
-    """Join the customer and terminal halves written by Spark, by ROW, on the driver."""
-    from jobs.batch.spark_features import ROW
+    """Join the entities' sides written by Spark, by ROW, on the driver."""
+    from jobs.batch.spark_features import ROW, sides
 
-    cust = pq.read_table(out / "customer").to_pandas().set_index(ROW)
-    term = pq.read_table(out / "terminal").to_pandas().set_index(ROW)
-    return cust.join(term, how="inner")
+    frames = [pq.read_table(out / side.name).to_pandas().set_index(ROW) for side in sides()]
+    joined = frames[0]
+    for frame in frames[1:]:
+        joined = joined.join(frame, how="inner")
+    return joined
 
 
 def _points_frame(points: pd.DataFrame) -> pd.DataFrame:
-    from jobs.batch.spark_features import ROW
+    """The points as Spark reads them: ROW, keys, time, and the request fields they have
+    (number columns as numbers, as the engine reads them)."""
+    from jobs.batch.spark_features import ROW, request_fields
 
-    pts = points[POINT_COLUMNS].reset_index(drop=True).copy()
-    pts["amount"] = (pd.to_numeric(points["amount"], errors="coerce").astype("float64").to_numpy()
-                     if "amount" in points.columns else float("nan"))
+    cols = point_columns()
+    fields = [c for c in request_fields() if c in points.columns and c not in cols]
+    pts = points[cols + fields].reset_index(drop=True).copy()
+    for c in fields:
+        if VALUE_COLUMNS.get(c) == "number":
+            pts[c] = pd.to_numeric(pts[c], errors="coerce").astype("float64")
     pts.insert(0, ROW, range(len(pts)))
     return pts
 
 
 def write_events(tx: pd.DataFrame, labels: pd.DataFrame, tx_path: Path, labels_path: Path) -> None:
-    cols = ["transaction_id", "customer_id", "terminal_id", "event_timestamp", "amount"]
+    """The events as Spark reads them: ids, time, keys, value columns, and the request
+    fields the transactions have (the backfill runs the request functions over them)."""
+    from jobs.batch.spark_features import request_fields
+
+    cols = ["transaction_id", *KEY_COLUMNS, "event_timestamp", *VALUE_COLUMNS]
+    cols += [c for c in request_fields() if c in tx.columns and c not in cols]
     write_parquet(tx[cols], tx_path)
     relevant = engine.relevant_labels(labels)
     write_parquet(relevant[["transaction_id", "is_fraud", "label_timestamp"]], labels_path)
@@ -96,20 +118,22 @@ def write_events(tx: pd.DataFrame, labels: pd.DataFrame, tx_path: Path, labels_p
 def spark_compute_files(cfg: Config, tx_path: Path, labels_path: Path,
                         points_path: Path | None, out: Path, log: Callable[[str], None],
                         spark=None) -> None:
-    """Spark reads events (and points) from Parquet and writes out/customer, out/terminal."""
+    """Spark reads events (and points) from Parquet and writes one folder per entity side
+    (out/side-<i>)."""
     from jobs.batch.spark import spark_session
-    from jobs.batch.spark_features import spark_features
+    from jobs.batch.spark_features import sides, spark_features
 
     spark = spark or spark_session(cfg.spark, "ffs-features", log)
     tx = spark.read.parquet(str(tx_path))
     labels = spark.read.parquet(str(labels_path))
     points = spark.read.parquet(str(points_path)) if points_path else None
-    customer, terminal = spark_features(tx, labels, points, cfg.spark.buckets)
-    for name, frame in (("customer", customer), ("terminal", terminal)):
+    frames = spark_features(tx, labels, points, cfg.spark.buckets)
+    for side, frame in zip(sides(), frames, strict=True):
         started = time.perf_counter()
         # temporary files read once by the driver: compression costs more than it saves
-        frame.write.mode("overwrite").option("compression", "uncompressed").parquet(str(out / name))
-        log(f"    spark: {name} features in {time.perf_counter() - started:.1f} s")
+        frame.write.mode("overwrite").option("compression", "uncompressed").parquet(
+            str(out / side.name))
+        log(f"    spark: {side.entity.name} features in {time.perf_counter() - started:.1f} s")
 
 
 def _restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:

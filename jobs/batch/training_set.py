@@ -16,36 +16,38 @@ import pandas as pd
 
 from ffs.config import Config, load_config
 from ffs.errors import InputError
-from jobs.batch.features_job import compute
+from jobs.batch.features_job import compute, point_columns
 from jobs.batch.offline_store import OfflineStore
+from transformations import ids as _ids
 from transformations import schema
 from transformations.ids import IdTypes
 from transformations.timestamps import MIN_S, RANGE_TEXT, to_utc
-
-REQUIRED = ("customer_id", "terminal_id", "event_timestamp")
 
 
 def prepare_entities(entities: pd.DataFrame,
                      id_types: IdTypes = schema.DEFAULT_IDS) -> pd.DataFrame:
     """Entity rows with parsed times and canonical ids (the same id model as every other path:
-    "124", 124 and 124.0 are one int id)."""
-    missing = [c for c in REQUIRED if c not in entities.columns]
+    "124", 124 and 124.0 are one int id). An entity row names every join key of the repo's
+    entities and a time."""
+    required = point_columns()
+    missing = [c for c in required if c not in entities.columns]
     if missing:
         raise InputError(f"entity table is missing column(s) {missing}; expected at least "
-                         f"{list(REQUIRED)}, found {list(entities.columns)}")
+                         f"{required}, found {list(entities.columns)}")
     out = entities.reset_index(drop=True).copy()
     ts = to_utc(out["event_timestamp"])
-    bad = ts.isna() | out["customer_id"].isna() | out["terminal_id"].isna()
+    keys = required[:-1]
+    bad = ts.isna() | out[keys].isna().any(axis=1)
     if bad.any():
         sample = out.loc[bad].head(3).to_dict("records")
         raise InputError(f"{int(bad.sum())} entity row(s) have a missing or unparseable "
-                         f"customer_id, terminal_id or event_timestamp, e.g. {sample}")
+                         f"{', '.join(keys)} or event_timestamp, e.g. {sample}")
     early = ts.notna() & (ts < pd.Timestamp(MIN_S, unit="s", tz="UTC"))
     if early.any():
         raise InputError(f"{int(early.sum())} entity row(s) have an event_timestamp out of "
                          f"range ({RANGE_TEXT}), e.g. {out.loc[early].head(3).to_dict('records')}")
     out["event_timestamp"] = ts
-    return schema.canonical_ids(out, schema.ID_COLUMNS, id_types, "entity table")
+    return schema.canonical_ids(out, schema.id_columns(), id_types, "entity table")
 
 
 def training_set(entities: pd.DataFrame, cfg: Config | None = None,
@@ -59,16 +61,14 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
     label before its transaction, ...) are counted by reason in `result.attrs["rejected"]`
     and logged, never dropped silently."""
     cfg = cfg or load_config()
-    points = prepare_entities(entities, cfg.ids.types())
+    points = prepare_entities(entities, _ids.types(cfg))
     tx, lab, rejected = _events(cfg, transactions, labels)
     for kind, reasons in rejected.items():
         if reasons:
             log(f"  {sum(reasons.values()):,} {kind} row(s) set aside: {reasons}")
     feats = compute(cfg, tx, lab, points, engine, log, spark)
-    clash = [c for c in feats.columns if c in points.columns and c != "amount"]
-    carried = points.drop(columns=clash)
-    if "amount" in carried.columns:
-        carried = carried.drop(columns="amount")
+    # a column named like a feature (the shipped repo's amount) is the feature's, not carried
+    carried = points.drop(columns=[c for c in feats.columns if c in points.columns])
     out = pd.concat([carried, feats], axis=1)
     out.attrs["rejected"] = rejected
     return out
@@ -77,10 +77,10 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
 def _events(cfg: Config, transactions, labels):
     """(transactions, labels, {kind: {reason: rows}} set aside from the inputs given)."""
     store = OfflineStore(cfg.offline.path)
-    ids = cfg.ids.types()
+    ids = _ids.types(cfg)
     rejected: dict[str, dict[str, int]] = {"transactions": {}, "labels": {}}
     if transactions is None:
-        tx = schema.stored_ids(store.read("transactions", list(schema.TX_COLUMNS)), ids,
+        tx = schema.stored_ids(store.read("transactions", list(schema.tx_columns())), ids,
                                "the offline store's transactions")
     else:
         raw = (transactions if isinstance(transactions, pd.DataFrame)

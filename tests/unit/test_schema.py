@@ -108,7 +108,7 @@ def test_string_ids_are_supported_when_declared():
     from transformations.ids import INT, STRING, IdTypes
 
     raw = raw_tx().iloc[[0, 5]].assign(customer_id=["c-1", "c-2"], terminal_id=["t-1", "t-1"])
-    norm = schema.normalize_transactions(raw, IdTypes(INT, STRING, STRING))
+    norm = schema.normalize_transactions(raw, IdTypes(INT, default=STRING))
     assert list(norm.rows["customer_id"]) == ["c-1", "c-2"]
     assert np.issubdtype(norm.rows["transaction_id"].dtype, np.integer)
 
@@ -190,3 +190,24 @@ def test_one_timestamp_range_on_every_path(value, ok):
         client_ok = False
         assert "out of range" in str(exc)
     assert (stream_ok, http_ok, client_ok) == (ok, ok, ok)
+
+
+def test_transaction_columns_are_the_loaded_repos():
+    from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+
+    assert schema.TX_COLUMNS == ("transaction_id", "event_timestamp", *KEY_COLUMNS,
+                                 *VALUE_COLUMNS)
+    assert schema.ID_COLUMNS == ("transaction_id", *KEY_COLUMNS)
+    rows = schema.normalize_transactions(raw_tx()).rows
+    assert list(rows.columns[:len(schema.TX_COLUMNS)]) == list(schema.TX_COLUMNS)
+
+
+def test_every_number_column_has_the_amount_rules_named_by_it():
+    raw = pd.DataFrame({"transaction_id": range(5), "customer_id": 1, "terminal_id": 2,
+                        "event_timestamp": "2024-01-01T00:00:00Z",
+                        "amount": ["1.5", "x", float("inf"), -1, 2e9]})
+    norm = schema.normalize_transactions(raw)
+    assert norm.rows["amount"].tolist() == [1.5]
+    assert norm.rejects["reason"].tolist() == [
+        "amount is not a number", "amount is not finite", "amount is negative",
+        "amount above the limit of 1e+09"]

@@ -264,3 +264,23 @@ def test_data_docs_are_written(tmp_path):
     # One site lists every batch validated in the process.
     assert "transactions" in html and "labels" in html
     assert list((site / "validations" / "labels").rglob("*.html"))
+
+
+def test_every_aggregation_has_a_value_rule():
+    """A repo may declare any aggregation on any entity: each gets a rule (a std is null
+    under 2 events and never negative)."""
+    from datetime import timedelta
+
+    from transformations.declarations import Entity, WindowFeature
+    from validation.suites import _window_checks
+
+    pair = Entity("card+shop", ("card_id", "shop_id"))
+    for agg in Agg:
+        f = WindowFeature(f"x_{agg.value}", pair, agg, timedelta(hours=1), "amount",
+                          timedelta(hours=1))
+        rules = {e.expectation_type for e in _window_checks(f)}
+        assert rules & {"expect_column_values_to_be_between",
+                        "expect_column_min_to_be_between"}, agg
+    std = _window_checks(WindowFeature("s", pair, Agg.STD, timedelta(hours=1), "amount"))
+    assert [(e.expectation_type, e.min_value) for e in std] == [
+        ("expect_column_values_to_be_between", 0)]
