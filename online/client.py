@@ -21,25 +21,29 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
 from ffs.config import Config, RedisConfig, Secret
 from ffs.errors import InputError
 from online import layout
-from online.plan import ReadPlan, compile_plan
+from online.plan import EntityPlan, compile_plans
 from online.scripts import READ
 from transformations import ids
 from transformations import timestamps as T
+from transformations.declarations import CENTS, Agg, Entity
 from transformations.features import (
     FEATURE_SERVICE,
-    RECENCY_FEATURES,
+    KEY_COLUMNS,
     REQUEST_FUNCTIONS,
-    WINDOW_FEATURES,
-    Agg,
-    Entity,
+    VALUE_COLUMNS,
+    entity_feature_names,
     feature_names,
+    recency_for,
+    windows_for,
 )
+from transformations.features import entity as entity_named
 from transformations.ids import IdTypes
 from transformations.request import TIME_FIELD
 
@@ -50,18 +54,10 @@ UNAVAILABLE = "UNAVAILABLE"
 
 # request fields the repo's functions read beyond the ones the client itself parses
 _EXTRA_FIELDS = sorted({f for fn in REQUEST_FUNCTIONS for f in fn.request_inputs}
-                       - {TIME_FIELD, "amount", "transaction_id"})
-# stands for the other entity in get_entity_features: keyed as "", which matches no key
-_NO_ID = object()
+                       - {TIME_FIELD, "transaction_id", *VALUE_COLUMNS})
 DEFAULT_IDS = IdTypes()
-
-
-def entity_feature_names(entity: Entity | str) -> list[str]:
-    """The features read from one entity's state: its window features, then its recency
-    features (declaration order)."""
-    entity = Entity(entity)
-    return ([f.name for f in WINDOW_FEATURES if f.entity == entity]
-            + [r.name for r in RECENCY_FEATURES if r.entity == entity])
+__all__ = ["OnlineClient", "OnlineResult", "entity_feature_names", "time_features",
+           "redis_client", "PRESENT", "MISSING_ENTITY", "MISSING_REQUEST_DATA", "UNAVAILABLE"]
 
 
 def time_features(t: int) -> dict[str, object]:
@@ -142,24 +138,24 @@ class _SecretCredentials:
 
 
 class OnlineClient:
-    def __init__(self, redis_conn, prefix: str = "ffs", plan: ReadPlan | None = None,
+    def __init__(self, redis_conn, prefix: str = "ffs", plans: tuple[EntityPlan, ...] | None = None,
                  max_batch: int = 1000, id_types: IdTypes = DEFAULT_IDS):
         """id_types: the config's `ids`, so a request's "007" is the id the stream and the
         backfill stored (transformations/ids.py)."""
         self.redis = redis_conn
         self.id_types = id_types
         self.prefix = prefix
-        self.plan = plan or compile_plan()
+        self.plans = plans or compile_plans()
         self.max_batch = max_batch
         self._script = redis_conn.register_script(READ)
-        self._argv = self.plan.argv()
+        self._argv = {p.entity.name: p.argv() for p in self.plans}
+        self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
-        self._columns = _compile_columns(self.plan)
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs) -> OnlineClient:
         return cls(redis_client(cfg.redis), prefix=cfg.redis.prefix,
-                   id_types=cfg.ids.types(), **kwargs)
+                   id_types=ids.types(cfg), **kwargs)
 
     def get_features(self, rows: Iterable[Mapping[str, object]], as_of: object = None,
                      feature_service: str = FEATURE_SERVICE) -> OnlineResult:
@@ -170,35 +166,90 @@ class OnlineClient:
         if len(rows) > self.max_batch:
             raise InputError(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         default_t = _seconds(as_of) if as_of is not None else int(time.time())
-        req = _requests(rows, default_t, self.id_types)
-        keys: list[str] = []
-        argv: list[object] = list(self._argv)
-        p = self.prefix
-        for cid, tid, t, txid, carries in zip(req.customer, req.terminal, req.t.tolist(),
-                                              req.txid, req.carries_tx.tolist(), strict=False):
-            keys += [f"{p}:c:{cid}:ev", f"{p}:t:{tid}:ev", f"{p}:t:{tid}:fraud"]
-            argv += [t, "" if txid is None else str(txid), str(tid) if carries else ""]
+        req = _requests(rows, default_t, self.id_types, KEY_COLUMNS)
+        if not rows:
+            return OnlineResult(self._names, {n: [] for n in self._names},
+                                {n: [] for n in self._names}, [])
         try:
-            raw = self._script(keys=keys, args=argv) if rows else []
+            raws, seen = self._read(req, self.plans)
         except Exception as exc:  # redis ConnectionError, TimeoutError, BusyLoadingError, ...
             if not _is_redis_error(exc):
                 raise
             return self._unavailable(req, _describe(exc))
-        return self._assemble(req, np.asarray(raw, dtype=np.int64).reshape(len(rows),
-                                                                           self.plan.width))
+        add = req.carries_tx & (seen == 0)
+        values: dict[str, list] = {}
+        statuses: dict[str, list[str]] = {}
+        for plan in self.plans:
+            _assemble(plan, self._ops[plan.entity.name], req, raws[plan.entity.name], add,
+                      values, statuses)
+        for name, (vals, stats) in _request_features(req, values).items():
+            values[name], statuses[name] = vals, stats
+        return OnlineResult(self._names, values, statuses, req.t.tolist())
 
     def get_entity_features(self, entity: Entity | str, ids: Sequence[object],
                             as_of: object = None) -> OnlineResult:
-        """One entity's features (entity_feature_names) for each id, all read at `as_of`
-        (default now), with the values and statuses get_features gives a row with that id.
-        For callers keyed by a single entity, such as the Feast plugin
-        (online/feast_store.py): the other entity's id is a placeholder that matches no key."""
-        entity = Entity(entity)
-        other = next(e for e in Entity if e != entity)
-        res = self.get_features([{entity.key: i, other.key: _NO_ID} for i in ids], as_of)
-        names = entity_feature_names(entity)
-        return OnlineResult(names, {n: res.values[n] for n in names},
-                            {n: res.statuses[n] for n in names}, res.as_of, res.error)
+        """One entity's features (entity_feature_names) for each id (a tuple in the entity's
+        key order for a composite entity), all read at `as_of` (default now), with the values
+        and statuses get_features gives a row with that id. For callers keyed by a single
+        entity, such as the Feast plugin (online/feast_store.py)."""
+        ent = entity_named(entity if isinstance(entity, str) else entity.name)
+        plan = next(p for p in self.plans if p.entity == ent)
+        rows = [dict(zip(ent.keys, i if isinstance(i, (tuple, list)) else (i,), strict=True))
+                for i in ids]
+        default_t = _seconds(as_of) if as_of is not None else int(time.time())
+        req = _requests(rows, default_t, self.id_types, ent.keys)
+        names = entity_feature_names(ent)
+        try:
+            raws, _seen = self._read(req, (plan,)) if rows else ({}, None)
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            n = len(rows)
+            return OnlineResult(names, {k: [None] * n for k in names},
+                                {k: [UNAVAILABLE] * n for k in names}, req.t.tolist(),
+                                _describe(exc))
+        values: dict[str, list] = {}
+        statuses: dict[str, list[str]] = {}
+        if rows:
+            _assemble(plan, self._ops[ent.name], req, raws[ent.name],
+                      np.zeros(len(rows), bool), values, statuses)
+        else:
+            values = {k: [] for k in names}
+            statuses = {k: [] for k in names}
+        return OnlineResult(names, {n: values[n] for n in names},
+                            {n: statuses[n] for n in names}, req.t.tolist())
+
+    def _read(self, req: _Requests, plans) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One script call, one round trip: every entity's windows over all rows, and which
+        rows' transactions are already stored."""
+        n = len(req.t)
+        p = self.prefix
+        keys: list[str] = []
+        argv: list[object] = [len(plans)]
+        for plan in plans:
+            ent = plan.entity
+            argv += self._argv[ent.name]
+            for i in range(n):
+                value = layout.entity_value([req.keys[k][i] for k in ent.keys])
+                keys += [layout.entity_key(p, ent, value), layout.fraud_key(p, ent, value)]
+        argv.append(n)
+        ts = req.t.tolist()
+        for i in range(n):
+            argv.append(ts[i])
+            carries = bool(req.carries_tx[i])
+            for plan in plans:
+                argv += [_scored_text(req, c, i) if carries else "" for c in plan.fmt.texts]
+        asked = [i for i in range(n) if req.carries_tx[i] and req.txid[i] is not None]
+        keys += [layout.tx_key(p, req.txid[i]) for i in asked]
+        reply = np.asarray(self._script(keys=keys, args=argv), dtype=np.int64)
+        raws, at = {}, 0
+        for plan in plans:
+            raws[plan.entity.name] = reply[at:at + n * plan.width].reshape(n, plan.width)
+            at += n * plan.width
+        seen = np.zeros(n, dtype=np.int64)
+        if asked:
+            seen[asked] = reply[at:]
+        return raws, seen
 
     def _unavailable(self, req: _Requests, why: str) -> OnlineResult:
         n = len(req.t)
@@ -216,207 +267,182 @@ class OnlineClient:
                 values[name], statuses[name] = [None] * n, [UNAVAILABLE] * n
         return OnlineResult(self._names, values, statuses, req.t.tolist(), why)
 
-    def _assemble(self, req: _Requests, raw: np.ndarray) -> OnlineResult:
-        c = self._columns
-        c_exists, t_exists, seen, term_in = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
-        # The scored transaction joins windows that end at t, unless already ingested.
-        add = req.carries_tx & (seen == 0)
-        add_i = add.astype(np.int64)
-        cents = np.where(add, req.cents, 0)
 
-        cum_n, cum_s = raw[:, c.cum_n], raw[:, c.cum_s]  # (rows, edges)
-        counts = cum_n[:, c.hi] - cum_n[:, c.lo] + np.outer(add_i, c.ends_at_t)
-        totals = (cum_s[:, c.hi] - cum_s[:, c.lo] + np.outer(cents, c.ends_at_t)) / layout.CENTS
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-        distinct = raw[:, c.distinct] + (add & (term_in == 0))
-        prev = raw[:, c.prev]
-        recency = np.where(prev >= 0, (req.t - prev).astype(np.float64), np.nan)
-        t_counts = raw[:, c.t_counts] + np.outer(add_i, c.t_ends_at_t)
-        frauds = raw[:, c.f_counts]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            risk = np.where(t_counts[:, c.risk_count] > 0,
-                            frauds / np.maximum(t_counts[:, c.risk_count], 1), 0.0)
-
-        values: dict[str, list] = {}
-        for name, col in zip(c.count_names, counts[:, c.count_cols].T.tolist(), strict=False):
-            values[name] = col
-        for name, col in zip(c.sum_names, totals[:, c.sum_cols].T.tolist(), strict=False):
-            values[name] = col
-        for name, col in zip(c.mean_names, means[:, c.mean_cols].T, strict=False):
-            values[name] = _plain(col)
-        for name in c.distinct_names:
-            values[name] = distinct.tolist()
-        for name in c.recency_names:
-            values[name] = _plain(recency)
-        for name, col in zip(c.t_count_names, t_counts[:, c.t_count_cols].T.tolist(), strict=False):
-            values[name] = col
-        for name, col in zip(c.risk_names, risk.T.tolist(), strict=False):
-            values[name] = col
-        for name, k, is_max, at_t in zip(c.x_names, c.x_cols, c.x_max, c.x_ends_at_t,
-                                         strict=True):
-            best = raw[:, k].astype(np.float64)
-            best[best < 0] = np.nan  # an empty window
-            if at_t:  # the scored transaction is in it; fmax/fmin skip the NaN of an empty one
-                joined = (np.fmax if is_max else np.fmin)(best, req.cents.astype(np.float64))
-                best = np.where(add, joined, best)
-            values[name] = _plain(best / layout.CENTS)
-        for name, k in zip(c.s_names, c.s_cols, strict=True):
-            first = raw[:, k]
-            # a customer first seen with the scored transaction itself: 0 seconds
-            first = np.where((first < 0) & add, req.t, first)
-            values[name] = _plain(np.where(first >= 0, (req.t - first).astype(np.float64),
-                                           np.nan))
-        for name, k in zip(c.l_names, c.l_cols, strict=True):
-            # strictly before t: the scored transaction (at t) is never its own previous
-            prev_cents = raw[:, k].astype(np.float64)
-            values[name] = _plain(np.where(prev_cents >= 0, prev_cents / layout.CENTS, np.nan))
-
-        c_status = np.where(c_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
-        t_status = np.where(t_exists.astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
-        statuses = {name: (c_status if name in c.customer_names else t_status)
-                    for name in values}
-        for name, (vals, stats) in _request_features(req, values).items():
-            values[name], statuses[name] = vals, stats
-        return OnlineResult(self._names, values, statuses, req.t.tolist())
+def _scored_text(req: _Requests, column: str, i: int) -> str:
+    """The scored event's value of a distinct-counted column (a key or a value column)."""
+    if column in req.keys:
+        return str(req.keys[column][i])
+    return layout.text_of(column, req.values[column][i])
 
 
 @dataclass(frozen=True)
-class _Columns:
-    """Where each feature's numbers sit in the script's reply, compiled once per client."""
+class _Op:
+    """How one feature is made from its entity's reply: compiled once per client."""
 
-    cum_n: np.ndarray
-    cum_s: np.ndarray
-    lo: np.ndarray  # per customer window feature: edge index of t - delay - W
-    hi: np.ndarray  # ... and of t - delay
-    ends_at_t: np.ndarray  # 1 where the window ends at t (the scored transaction is inside)
-    count_names: list[str]
-    count_cols: list[int]
-    sum_names: list[str]
-    sum_cols: list[int]
-    mean_names: list[str]
-    mean_cols: list[int]
-    distinct: int
-    prev: int
-    distinct_names: list[str]
-    recency_names: list[str]
-    t_counts: np.ndarray
-    t_ends_at_t: np.ndarray
-    t_count_names: list[str]
-    t_count_cols: list[int]
-    f_counts: np.ndarray
-    risk_names: list[str]
-    risk_count: list[int]
-    customer_names: frozenset[str]
-    x_names: list[str] = field(default_factory=list)  # min / max features
-    x_cols: list[int] = field(default_factory=list)
-    x_max: list[bool] = field(default_factory=list)
-    x_ends_at_t: list[bool] = field(default_factory=list)
-    s_names: list[str] = field(default_factory=list)  # first-seen features
-    s_cols: list[int] = field(default_factory=list)
-    l_names: list[str] = field(default_factory=list)  # last-value features
-    l_cols: list[int] = field(default_factory=list)
+    name: str
+    agg: Agg | None  # None: recency
+    at_t: bool  # the window ends at t: a scored transaction not yet stored joins it
+    n: tuple[str, int, int] = ("", 0, 0)  # count source: ("edges", lo, hi) | ("interval", k, 0)
+    cols: tuple[int, ...] = ()  # reply positions the feature reads
+    column: str | None = None
+    is_max: bool = False
+    horizon: int = 0
 
 
-def _compile_columns(plan: ReadPlan) -> _Columns:
-    edge = {e: k for k, e in enumerate(plan.customer_edges)}
-    col = 4 + 2 * len(plan.customer_edges)
-    cust = [f for f in WINDOW_FEATURES
-            if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)]
-    extremes = [f for f in WINDOW_FEATURES
-                if f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX)]
-    first_seen = [f for f in WINDOW_FEATURES
-                  if f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN]
-    last = [f for f in WINDOW_FEATURES if f.entity == Entity.CUSTOMER and f.agg == Agg.LAST]
-    x_start = col + 2 + len(plan.terminal_intervals) + len(plan.fraud_intervals)
-    x_ivs = list(plan.extremes)
-    term_ivs = list(plan.terminal_intervals)
-    by_agg = {agg: [(k, f.name) for k, f in enumerate(cust) if f.agg == agg]
-              for agg in (Agg.COUNT, Agg.SUM, Agg.MEAN)}
-    t_count = [(term_ivs.index((f.delay_s + f.window_s, f.delay_s)), f.name)
-               for f in WINDOW_FEATURES if f.entity == Entity.TERMINAL and f.agg == Agg.COUNT]
-    risk = [f for f in WINDOW_FEATURES if f.agg == Agg.FRAUD_RATE]
-    f_ivs = list(plan.fraud_intervals)
-    return _Columns(
-        cum_n=np.arange(4, col, 2), cum_s=np.arange(5, col, 2),
-        lo=np.array([edge[f.delay_s + f.window_s] for f in cust], dtype=np.int64),
-        hi=np.array([edge[f.delay_s] for f in cust], dtype=np.int64),
-        ends_at_t=np.array([f.delay_s == 0 for f in cust], dtype=np.int64),
-        count_names=[n for _, n in by_agg[Agg.COUNT]], count_cols=[k for k, _ in by_agg[Agg.COUNT]],
-        sum_names=[n for _, n in by_agg[Agg.SUM]], sum_cols=[k for k, _ in by_agg[Agg.SUM]],
-        mean_names=[n for _, n in by_agg[Agg.MEAN]], mean_cols=[k for k, _ in by_agg[Agg.MEAN]],
-        distinct=col, prev=col + 1,
-        distinct_names=[f.name for f in WINDOW_FEATURES if f.agg == Agg.COUNT_DISTINCT],
-        recency_names=[r.name for r in RECENCY_FEATURES],
-        t_counts=np.arange(col + 2, col + 2 + len(term_ivs)),
-        t_ends_at_t=np.array([hi == 0 for _, hi in term_ivs], dtype=np.int64),
-        t_count_names=[n for _, n in t_count], t_count_cols=[k for k, _ in t_count],
-        f_counts=np.arange(col + 2 + len(term_ivs), col + 2 + len(term_ivs) + len(f_ivs))[
-            [f_ivs.index((f.delay_s + f.window_s, f.delay_s)) for f in risk]],
-        risk_names=[f.name for f in risk],
-        risk_count=[term_ivs.index((f.delay_s + f.window_s, f.delay_s)) for f in risk],
-        customer_names=frozenset(
-            [f.name for f in WINDOW_FEATURES if f.entity == Entity.CUSTOMER]
-            + [r.name for r in RECENCY_FEATURES if r.entity == Entity.CUSTOMER]),
-        x_names=[f.name for f in extremes],
-        x_cols=[x_start + x_ivs.index((f.delay_s + f.window_s, f.delay_s,
-                                       int(f.agg == Agg.MAX))) for f in extremes],
-        x_max=[f.agg == Agg.MAX for f in extremes],
-        x_ends_at_t=[f.delay_s == 0 for f in extremes],
-        s_names=[f.name for f in first_seen],
-        s_cols=[x_start + len(x_ivs) + list(plan.first_seen).index(f.window_s)
-                for f in first_seen],
-        l_names=[f.name for f in last],
-        l_cols=[x_start + len(x_ivs) + len(plan.first_seen) + list(plan.last).index(f.window_s)
-                for f in last],
-    )
+def _compile_ops(plan: EntityPlan) -> list[_Op]:
+    ops = []
+    for f in windows_for(plan.entity):
+        lo, hi = f.delay_s + f.window_s, f.delay_s
+        at_t, column = f.delay_s == 0, f.column or ""
+        kw: dict[str, Any] = {}
+        if f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN, Agg.STD, Agg.FRAUD_RATE):
+            kw["n"] = plan.count_source(f)
+        if f.agg in (Agg.SUM, Agg.MEAN):
+            kw["cols"] = (plan.cum_at(lo, column), plan.cum_at(hi, column))
+        elif f.agg is Agg.STD:
+            kw["cols"] = (plan.cum_at(lo, column), plan.cum_at(hi, column),
+                          plan.cum_at(lo, column, True), plan.cum_at(hi, column, True))
+        elif f.agg is Agg.FRAUD_RATE:
+            kw["cols"] = (plan.fraud_at((lo, hi)),)
+        elif f.agg is Agg.COUNT_DISTINCT:
+            kw["cols"] = (plan.distinct_at((lo, hi, plan.fmt.texts.index(column) + 1)),)
+        elif f.agg in (Agg.MIN, Agg.MAX):
+            kw["is_max"] = f.agg is Agg.MAX
+            kw["cols"] = (plan.extreme_at((lo, hi, plan.fmt.numbers.index(column) + 1,
+                                           int(f.agg is Agg.MAX))),)
+        elif f.agg is Agg.FIRST_SEEN:
+            kw["cols"] = (plan.first_at((lo, hi)),)
+        elif f.agg is Agg.LAST:
+            kw["cols"] = (plan.last_at((lo, hi, plan.fmt.numbers.index(column) + 1)),)
+        ops.append(_Op(f.name, f.agg, at_t, column=column, **kw))
+    ops += [_Op(r.name, None, False, horizon=r.horizon_s) for r in recency_for(plan.entity)]
+    return ops
+
+
+def _assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
+              add: np.ndarray, values: dict[str, list], statuses: dict[str, list[str]]) -> None:
+    """One entity's features from its part of the reply. `add`: rows whose scored
+    transaction is not stored yet, so it joins the windows that end at t, as the training
+    set counts it."""
+    t = req.t
+    add_i = add.astype(np.int64)
+    status = np.where(raw[:, 0].astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
+    for op in ops:
+        if op.n[0]:
+            kind, a, b = op.n
+            n = raw[:, b] - raw[:, a] if kind == "edges" else raw[:, a]
+            if op.at_t:
+                n = n + add_i
+        agg = op.agg
+        if agg is Agg.COUNT:
+            col = n.tolist()
+        elif agg in (Agg.SUM, Agg.MEAN, Agg.STD):
+            mine = np.where(add, req.cents[op.column or ""], 0) if op.at_t else 0
+            s = raw[:, op.cols[1]] - raw[:, op.cols[0]] + mine
+            if agg is Agg.SUM:
+                col = (s / CENTS).tolist()
+            elif agg is Agg.MEAN:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    col = _plain(np.where(n > 0, s / np.maximum(n, 1) / CENTS, np.nan))
+            else:
+                v = np.asarray(mine, dtype=np.float64)
+                q = (raw[:, op.cols[3]] - raw[:, op.cols[2]]) + v * v
+                col = _plain(std_of(n, s, q))
+        elif agg is Agg.FRAUD_RATE:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                col = np.where(n > 0, raw[:, op.cols[0]] / np.maximum(n, 1), 0.0).tolist()
+        elif agg is Agg.COUNT_DISTINCT:
+            k = op.cols[0]
+            got = raw[:, k] + ((add & (raw[:, k + 1] == 0)) if op.at_t else 0)
+            col = got.tolist()
+        elif agg in (Agg.MIN, Agg.MAX):
+            best = raw[:, op.cols[0]].astype(np.float64)
+            best[best < 0] = np.nan  # an empty window
+            if op.at_t:  # the scored transaction is in it; fmax/fmin skip an empty one's NaN
+                joined = (np.fmax if op.is_max else np.fmin)(
+                    best, req.cents[op.column or ""].astype(np.float64))
+                best = np.where(add, joined, best)
+            col = _plain(best / CENTS)
+        elif agg is Agg.FIRST_SEEN:
+            first = raw[:, op.cols[0]]
+            if op.at_t:  # first seen with the scored transaction itself: 0 seconds
+                first = np.where((first < 0) & add, t, first)
+            col = _plain(np.where(first >= 0, (t - first).astype(np.float64), np.nan))
+        elif agg is Agg.LAST:
+            # strictly before t - D: the scored transaction (at t) is never its own previous
+            prev = raw[:, op.cols[0]].astype(np.float64)
+            col = _plain(np.where(prev >= 0, prev / CENTS, np.nan))
+        else:  # recency: the previous event strictly before t, within the horizon
+            prev_t = raw[:, 1]
+            gap = (t - prev_t).astype(np.float64)
+            col = _plain(np.where((prev_t >= 0) & (gap < op.horizon), gap, np.nan))
+        values[op.name], statuses[op.name] = col, status
+
+
+def std_of(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Sample standard deviation from the count, the sum of hundredths and the sum of their
+    squares (exact integers), in the one formula every engine uses; NaN under 2 events."""
+    nf, sf, qf = n.astype(np.float64), s.astype(np.float64), q.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (qf - sf * sf / nf) / (nf - 1)
+    return np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)) / CENTS, np.nan)
 
 
 @dataclass
 class _Requests:
-    customer: list
-    terminal: list
+    keys: dict[str, list]  # key column -> canonical ids
     txid: list
     t: np.ndarray
-    amount: np.ndarray
-    cents: np.ndarray
+    values: dict[str, list]  # value column -> as sent (numbers as floats, NaN when missing)
+    cents: dict[str, np.ndarray]  # numeric value column -> hundredths (0 where not carried)
     carries_tx: np.ndarray
     extra: dict[str, list] = field(default_factory=dict)  # other request fields, as sent
 
 
 def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
-              id_types: IdTypes) -> _Requests:
+              id_types: IdTypes, key_columns: Sequence[str] = KEY_COLUMNS) -> _Requests:
     n = len(rows)
-    customer: list[object] = []
-    terminal: list[object] = []
+    keys: dict[str, list] = {k: [] for k in key_columns}
     txid: list[object] = []
     t = np.full(n, default_t, dtype=np.int64)
-    amount = np.full(n, np.nan)
+    numbers = {c: np.full(n, np.nan) for c, kind in VALUE_COLUMNS.items() if kind == "number"}
+    texts: dict[str, list] = {c: [None] * n for c, kind in VALUE_COLUMNS.items()
+                              if kind == "text"}
     for i, row in enumerate(rows):
-        for name, column in (("customer_id", customer), ("terminal_id", terminal)):
+        for name, column in keys.items():
             value = _id(row.get(name), id_types.of(name), f"row {i}: {name}")
             if value is None:
-                raise InputError(f"row {i}: missing {name!r}; every row needs customer_id "
-                                 f"and terminal_id")
+                raise InputError(f"row {i}: missing {name!r}; every row needs "
+                                 f"{' and '.join(key_columns)}")
             column.append(value)
         txid.append(_id(row.get("transaction_id"), id_types.transaction_id,
                         f"row {i}: transaction_id"))
         ts = row.get("event_timestamp")
         if ts is not None:
             t[i] = _seconds(ts, f"row {i}: event_timestamp")
-        a = row.get("amount")
-        if a is not None:
+        for c, col in numbers.items():
+            a = row.get(c)
+            if a is None:
+                continue
             try:
-                amount[i] = float(a)  # type: ignore[arg-type]  # bad values: except below
+                col[i] = float(a)  # type: ignore[arg-type]  # bad values: except below
             except (TypeError, ValueError):
-                raise InputError(f"row {i}: amount must be a number, got {a!r}") from None
-            if not np.isfinite(amount[i]) or amount[i] < 0:
-                raise InputError(f"row {i}: amount must be finite and >= 0, got {a!r}")
+                raise InputError(f"row {i}: {c} must be a number, got {a!r}") from None
+            if not np.isfinite(col[i]) or col[i] < 0:
+                raise InputError(f"row {i}: {c} must be finite and >= 0, got {a!r}")
+        for c, text in texts.items():
+            if row.get(c) is not None:
+                text[i] = _id(row.get(c), ids.STRING, f"row {i}: {c}")
     has_ts = np.array([r.get("event_timestamp") is not None for r in rows], dtype=bool)
-    carries = has_ts & ~np.isnan(amount)
-    cents = layout.to_cents(np.where(carries, amount, 0.0))
+    carries = has_ts.copy()
+    for col in numbers.values():
+        carries &= ~np.isnan(col)
+    for text in texts.values():
+        carries &= np.array([v is not None for v in text], dtype=bool)
+    cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
     extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
-    return _Requests(customer, terminal, txid, t, amount, cents, carries, extra)
+    values: dict[str, list] = {**{c: col.tolist() for c, col in numbers.items()}, **texts}
+    return _Requests(keys, txid, t, values, cents, carries, extra)
 
 
 def _request_features(req: _Requests, values: Mapping[str, list],
@@ -426,7 +452,8 @@ def _request_features(req: _Requests, values: Mapping[str, list],
     MISSING_REQUEST_DATA; any other value or null is PRESENT."""
     n = len(req.t)
     t = req.t.tolist()
-    request = {"amount": _plain(req.amount), **req.extra}
+    request = {**{c: _plain(np.asarray(v, dtype=np.float64)) if VALUE_COLUMNS[c] == "number"
+                  else v for c, v in req.values.items()}, **req.extra}
     out: dict[str, tuple[list, list[str]]] = {}
     for fn in REQUEST_FUNCTIONS:
         fields = [f for f in fn.request_inputs if f != TIME_FIELD]
@@ -450,8 +477,6 @@ def _plain(values: np.ndarray) -> list:
 
 def _id(value: object, kind: str, what: str) -> object:
     """The id's canonical form (transformations/ids.py); None or NaN is missing (None)."""
-    if value is _NO_ID:
-        return ""
     try:
         return ids.canonical(value, kind)
     except ids.BadId as exc:
@@ -516,7 +541,7 @@ def redis_refusal(exc: BaseException) -> str | None:
     if "DB index is out of range" in text:
         return ("redis.url selects a database this Redis server does not have (a default "
                 "server has 0-15, its `databases` setting; Redis Cluster only 0)")
-    if "NOAUTH" in text or "unauthenticated" in text:
+    if "NOAUTH" in text or "unauthenticated" in text or "Authentication required" in text:
         return "Redis requires a password: set redis.password or FFS_REDIS_PASSWORD"
     if "WRONGPASS" in text or "invalid username-password" in text:
         return "Redis refused the password: check redis.password / FFS_REDIS_PASSWORD"

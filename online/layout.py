@@ -1,104 +1,209 @@
 """Online state in Redis: key names and member encodings (pure functions, no I/O).
 
-Per customer (retention = 30 days, the longest customer window):
-    {p}:c:{id}:ev    sorted set, score = event time (s), member = cumulative record:
-                     >I  cumulative count (this event included)   4 bytes, big-endian
-                     >q  cumulative amount in cents (included)     8 bytes
-                     >q  this event's amount in cents              8 bytes
-                     terminal id, a tab, transaction id (utf-8)
-Per terminal (retention = 37 days, longest window + label delay):
-    {p}:t:{id}:ev    sorted set, member = transaction id, score = event time
-    {p}:t:{id}:fraud sorted set, member = transaction id, score = event time, for transactions
-                     whose latest label says fraud
-Per transaction (retention = 37 days), for labels that arrive later:
-    {p}:x:{txid}     string "customer|terminal|event time|cents|label time|is_fraud"
-                     (the last two empty while no label is known)
+One sorted set per entity value, for every entity of the repo (a composite entity's value is
+its ids joined by ","):
+
+    {p}:{<entity>:<value>}:ev     score = event time (s), member = the event's record
+    {p}:{<entity>:<value>}:fraud  score = event time, member = "txid<tab>from<tab>until": one
+                                  per spell during which the transaction was labelled fraud,
+                                  from that label's time until a later label said genuine
+                                  (empty: still fraud); entities with fraud rates only
+    {p}:x:{txid}                  "t|<keys>|<values>|label time|is_fraud": what a label that
+                                  arrives later needs to find the entities it changes
+
+The braces are Redis Cluster hash tags: the keys of one entity value live in one slot, so
+one script can read all of its windows on any node.
+
+A record holds what the entity's features read, and nothing more (RecordFormat):
+
+    >I   cumulative count (this event included)          only with cumulative columns
+    per cumulative column (sum, mean, std): >q  cumulative sum of hundredths
+                                            >d  cumulative sum of squared hundredths (std)
+    per numeric column read: >q  this event's value in hundredths
+    then the text columns counted distinct, each followed by a tab, then the transaction id
 
 Why cumulative members: a window (t - W, t] is "cumulative at t minus cumulative at t - W",
 and "the member with the greatest score <= x" is one O(log n) ZREVRANGEBYSCORE ... LIMIT 0 1.
 Big-endian counts first make members with equal scores sort by their count, so the last one
-of a second is the one with everything in that second. Every read is a fixed number of
-O(log n) lookups, whatever the entity's volume (a terminal with 100,000 payments a day reads
-as fast as a quiet one), and values are exact to the second and to the cent.
+of a second is the one with everything in that second. An entity with no sums keeps no
+cumulative part: its counts are ZCOUNTs, and a late event never rewrites later records.
+
+Why spells: a read at t counts a fraud label only if it was known at t (label time <= t) and
+not yet revised, exactly as the training set does, whatever order labels and transactions
+were written in. So a read at a past time (a transaction that arrives late, on a partition
+behind the others) never sees a label from its future.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from transformations.features import RECENCY_FEATURES, Entity, windows_for
+from transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity
+from transformations.features import (
+    ENTITIES,
+    KEY_COLUMNS,
+    VALUE_COLUMNS,
+    recency_for,
+    windows_for,
+)
 
-RECORD = struct.Struct(">Iqq")
-CENTS = 100
+__all__ = ["CENTS", "RecordFormat", "entity_key", "fraud_key", "tx_key", "entity_value",
+           "retention_s", "index_retention_s", "encode_tx", "decode_tx", "to_cents",
+           "record_format"]
+
+# Events are kept this long beyond the longest window, so that re-scoring a transaction up to
+# a day older than the newest event (replays, retried requests) still sees whole windows.
+REPLAY_MARGIN_S = 86400
+_CUMULATIVE = (Agg.SUM, Agg.MEAN, Agg.STD)
 
 
-def key(prefix: str, kind: str, entity_id: object, part: str) -> str:
-    return f"{prefix}:{kind}:{entity_id}:{part}"
+def entity_value(ids: tuple | list) -> str:
+    """An entity value's text: its canonical ids, joined (composite keys)."""
+    return KEY_SEPARATOR.join(str(i) for i in ids)
 
 
-def customer_key(prefix: str, customer_id: object) -> str:
-    return key(prefix, "c", customer_id, "ev")
+def entity_key(prefix: str, entity: Entity, value: str) -> str:
+    return f"{prefix}:{{{entity.name}:{value}}}:ev"
 
 
-def terminal_keys(prefix: str, terminal_id: object) -> tuple[str, str]:
-    return key(prefix, "t", terminal_id, "ev"), key(prefix, "t", terminal_id, "fraud")
+def fraud_key(prefix: str, entity: Entity, value: str) -> str:
+    return f"{prefix}:{{{entity.name}:{value}}}:fraud"
 
 
 def tx_key(prefix: str, transaction_id: object) -> str:
     return f"{prefix}:x:{transaction_id}"
 
 
-# Events are kept this long beyond the longest window, so that re-scoring a transaction up to
-# a day older than the newest event (replays, retried requests) still sees whole windows.
-REPLAY_MARGIN_S = 86400
-
-
 def retention_s(entity: Entity) -> int:
-    """How long an event stays in the online state: longest window + delay + margin."""
+    """How long an event stays in the entity's state: longest window + delay + margin."""
     spans = [f.window_s + f.delay_s for f in windows_for(entity)]
-    spans += [r.horizon_s for r in RECENCY_FEATURES if r.entity == entity]
-    return max(spans) + REPLAY_MARGIN_S
+    spans += [r.horizon_s for r in recency_for(entity)]
+    return max(spans, default=0) + REPLAY_MARGIN_S
 
 
-def encode_record(cum_count: int, cum_cents: int, cents: int, terminal_id: object,
-                  transaction_id: object) -> bytes:
-    return RECORD.pack(cum_count, cum_cents, cents) + f"{terminal_id}\t{transaction_id}".encode()
+def index_retention_s() -> int:
+    """How long a transaction stays indexed: as long as any entity keeps its event."""
+    return max((retention_s(e) for e in ENTITIES), default=REPLAY_MARGIN_S)
 
 
-def decode_record(member: bytes) -> tuple[int, int, int, str, str]:
-    cum_count, cum_cents, cents = RECORD.unpack_from(member)
-    terminal, txid = member[RECORD.size:].decode().split("\t", 1)
-    return cum_count, cum_cents, cents, terminal, txid
+@dataclass(frozen=True)
+class RecordFormat:
+    """What one entity's records hold (see the module docstring)."""
+
+    cumulative: tuple[str, ...]  # numeric columns summed (sum, mean, std), in order
+    squares: tuple[bool, ...]  # per cumulative column: its squares are summed too (std)
+    numbers: tuple[str, ...]  # numeric columns whose per-event value is kept
+    texts: tuple[str, ...]  # columns counted distinct, kept as text
+    fraud: bool  # the entity has fraud rates (a fraud set, labels change it)
+
+    @property
+    def has_count(self) -> bool:
+        return bool(self.cumulative)
+
+    @property
+    def struct(self) -> str:
+        """The record's fixed part, as Lua's struct and Python's struct both read it."""
+        parts = ["I4"] if self.has_count else []
+        for sq in self.squares:
+            parts += ["i8", "d"] if sq else ["i8"]
+        parts += ["i8"] * len(self.numbers)
+        return ">" + "".join(parts)
+
+    @property
+    def fixed_size(self) -> int:
+        return struct.calcsize(self.struct.replace("I4", "I").replace("i8", "q"))
+
+    def argv(self) -> list[object]:
+        """The format as the Lua scripts read it: count flag, cumulative columns with their
+        square flags and positions among the numbers, the numbers, the text columns."""
+        out: list[object] = [int(self.has_count), len(self.cumulative)]
+        for col, sq in zip(self.cumulative, self.squares, strict=True):
+            out += [self.numbers.index(col) + 1, int(sq)]
+        out += [len(self.numbers), len(self.texts)]
+        return out
 
 
-def encode_records(cum_count: np.ndarray, cum_cents: np.ndarray, cents: np.ndarray,
-                   terminal_ids: np.ndarray, transaction_ids: np.ndarray) -> list[bytes]:
-    """Vectorised encode_record for bulk loads."""
-    fixed = np.empty(len(cum_count), dtype=[("n", ">u4"), ("s", ">i8"), ("a", ">i8")])
-    fixed["n"], fixed["s"], fixed["a"] = cum_count, cum_cents, cents
-    raw = fixed.tobytes()
-    size = RECORD.size
-    return [raw[i * size:(i + 1) * size] + f"{k}\t{t}".encode()
-            for i, (k, t) in enumerate(zip(terminal_ids.tolist(), transaction_ids.tolist(),
-                                           strict=False))]
+def record_format(entity: Entity) -> RecordFormat:
+    feats = windows_for(entity)
+    cum = list(dict.fromkeys(str(f.column) for f in feats if f.agg in _CUMULATIVE))
+    squares = tuple(any(f.agg is Agg.STD and f.column == c for f in feats) for c in cum)
+    numbers = list(cum)
+    numbers += [str(f.column) for f in feats if f.agg in (Agg.MIN, Agg.MAX, Agg.LAST)
+                and f.column not in numbers]
+    texts = tuple(dict.fromkeys(str(f.column) for f in feats if f.agg is Agg.COUNT_DISTINCT))
+    return RecordFormat(tuple(cum), squares, tuple(dict.fromkeys(numbers)), texts,
+                        any(f.agg is Agg.FRAUD_RATE for f in feats))
 
 
 def to_cents(amount: float | np.ndarray):
+    """A numeric value in hundredths (CENTS), as every engine keeps it."""
     return np.rint(np.asarray(amount, dtype=np.float64) * CENTS).astype(np.int64)
 
 
-def encode_tx(customer_id: object, terminal_id: object, t: int, cents: int,
-              label_t: int | None = None, is_fraud: int | None = None) -> str:
-    lab = "" if label_t is None else str(label_t)
-    fr = "" if is_fraud is None else str(is_fraud)
-    return f"{customer_id}|{terminal_id}|{t}|{cents}|{lab}|{fr}"
+def text_of(column: str, value: object) -> str:
+    """A distinct-counted column's value as stored: numbers as their hundredths."""
+    if VALUE_COLUMNS.get(column) == "number":
+        return str(int(to_cents(float(value))))  # type: ignore[arg-type]
+    return str(value)
+
+
+def encode_tx(event: dict[str, Any], label_t: int | None = None,
+              is_fraud: int | None = None) -> str:
+    """The transaction index's value for an event (transaction_id, t, keys, values)."""
+    return content(event) + ("" if label_t is None else str(label_t)) + "|" + (
+        "" if is_fraud is None else str(is_fraud))
+
+
+def content(event: dict[str, Any]) -> str:
+    """What two copies of one transaction must agree on: "t|keys|values|"."""
+    parts = [str(int(event["t"]))] + [str(event[k]) for k in KEY_COLUMNS]
+    for col, kind in VALUE_COLUMNS.items():
+        parts.append(str(int(to_cents(float(event[col])))) if kind == "number"
+                     else str(event[col]))
+    return "|".join(parts) + "|"
 
 
 def decode_tx(value: bytes | str) -> dict[str, Any]:
+    """encode_tx's inverse: an event dict (numbers as floats), label_t and is_fraud."""
     text = value.decode() if isinstance(value, bytes) else value
-    c, t_id, t, cents, lab, fr = text.split("|")
-    return {"customer_id": c, "terminal_id": t_id, "t": int(t), "cents": int(cents),
-            "label_t": int(lab) if lab else None, "is_fraud": int(fr) if fr else None}
+    parts = text.split("|")
+    out: dict[str, Any] = {"t": int(parts[0])}
+    i = 1
+    for k in KEY_COLUMNS:
+        out[k] = parts[i]
+        i += 1
+    for col, kind in VALUE_COLUMNS.items():
+        out[col] = int(parts[i]) / CENTS if kind == "number" else parts[i]
+        i += 1
+    out["label_t"] = int(parts[i]) if parts[i] else None
+    out["is_fraud"] = int(parts[i + 1]) if parts[i + 1] else None
+    return out
+
+
+def fraud_spells(txid: str, labels: list[tuple[int, int]]) -> list[str]:
+    """The fraud-set members of one transaction from its labels [(label time, is_fraud)] in
+    time order: a spell opens at a fraud label that follows a non-fraud state and closes at
+    the next genuine one."""
+    out, start = [], None
+    for label_t, fraud in labels:
+        if fraud and start is None:
+            start = label_t
+        elif not fraud and start is not None:
+            if label_t > start:
+                out.append(f"{txid}\t{start}\t{label_t}")
+            start = None
+    if start is not None:
+        out.append(f"{txid}\t{start}\t")
+    return out
+
+
+def decode_member(fmt: RecordFormat, member: bytes) -> tuple[tuple, list[str], str]:
+    """(fixed fields, texts, transaction id) of one record."""
+    size = fmt.fixed_size
+    fixed = struct.unpack(fmt.struct.replace("I4", "I").replace("i8", "q"), member[:size])
+    *texts, txid = member[size:].decode().split("\t")
+    return fixed, texts, txid

@@ -12,6 +12,7 @@ from ffs.config import Config
 from ffs.errors import TransientError
 from jobs.batch.offline_store import OfflineStore
 from online.loader import LoadSummary, load_state
+from transformations import ids as _ids
 from transformations import schema
 
 
@@ -23,7 +24,7 @@ def materialize(cfg: Config, transactions: str | Path | None = None,
     from online.client import redis_client
 
     store = OfflineStore(cfg.offline.path)
-    ids = cfg.ids.types()
+    ids = _ids.types(cfg)
     if transactions is None:
         tx = schema.stored_ids(store.read("transactions", list(schema.TX_COLUMNS)), ids,
                                "the offline store's transactions")

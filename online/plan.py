@@ -1,116 +1,136 @@
-"""Compile the feature declarations into the lookups one online read performs.
+"""Compile an entity's feature declarations into the lookups one online read performs.
 
-The Redis script (online/scripts.py) is generic: it reads cumulative records at a list of
-offsets back from t, counts members in a list of intervals, and so on. This module decides
-those lists from the feature repo (transformations/features.py), and refuses at load time
-(with the feature's name) anything the online layout cannot serve exactly.
+The Redis script (online/scripts.py READ) is generic: it reads cumulative records at a list
+of offsets back from t, counts members in a list of intervals, scans windows for distinct
+values and extremes, and so on. This module decides those lists for each entity of the repo
+(transformations/features.py) and where each feature's numbers sit in the reply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformations.features import (
-    RECENCY_FEATURES,
-    WINDOW_FEATURES,
-    Agg,
-    Entity,
-    WindowFeature,
-)
-
-UNSUPPORTED = "the online store does not support"
-
-
-class UnsupportedOnline(NotImplementedError):
-    pass
-
-
-@dataclass(frozen=True)
-class ReadPlan:
-    customer_edges: tuple[int, ...]  # seconds back from t where cumulative records are read
-    distinct_window: int  # customer distinct terminals over (t - w, t]
-    recency_horizon: int
-    terminal_intervals: tuple[tuple[int, int], ...]  # (lo_back, hi_back): (t - lo, t - hi]
-    fraud_intervals: tuple[tuple[int, int], ...]
-    # (lo_back, hi_back, 1 = max / 0 = min) of the customers' amounts in (t - lo, t - hi]
-    extremes: tuple[tuple[int, int, int], ...] = ()
-    first_seen: tuple[int, ...] = ()  # windows (t - w, t] whose first event time is read
-    last: tuple[int, ...] = ()  # windows (t - w, t) whose latest amount is read
-
-    @property
-    def width(self) -> int:
-        """Numbers the script returns per row."""
-        return (4 + 2 * len(self.customer_edges) + 2 + len(self.terminal_intervals)
-                + len(self.fraud_intervals) + len(self.extremes) + len(self.first_seen)
-                + len(self.last))
-
-    def argv(self) -> list[int]:
-        out = [len(self.customer_edges), *self.customer_edges, self.distinct_window,
-               self.recency_horizon, len(self.terminal_intervals)]
-        for lo, hi in self.terminal_intervals:
-            out += [lo, hi]
-        out.append(len(self.fraud_intervals))
-        for lo, hi in self.fraud_intervals:
-            out += [lo, hi]
-        out.append(len(self.extremes))
-        for lo, hi, kind in self.extremes:
-            out += [lo, hi, kind]
-        out += [len(self.first_seen), *self.first_seen]
-        out += [len(self.last), *self.last]
-        return out
+from online.layout import RecordFormat, record_format
+from transformations.declarations import Agg, Entity, WindowFeature
+from transformations.features import ENTITIES, recency_for, windows_for
 
 
 def _interval(f: WindowFeature) -> tuple[int, int]:
+    """(lo, hi) backs from t: the window (t - lo, t - hi]."""
     return f.delay_s + f.window_s, f.delay_s
 
 
-def compile_plan(features: tuple[WindowFeature, ...] = WINDOW_FEATURES) -> ReadPlan:
+@dataclass(frozen=True)
+class EntityPlan:
+    entity: Entity
+    fmt: RecordFormat
+    edges: tuple[int, ...]  # backs from t where cumulative records are read (ascending)
+    intervals: tuple[tuple[int, int], ...]  # counted by ZCOUNT (no cumulative records)
+    frauds: tuple[tuple[int, int], ...]
+    distinct: tuple[tuple[int, int, int], ...]  # (lo, hi, text column, 1-based)
+    extremes: tuple[tuple[int, int, int, int], ...]  # (lo, hi, number column, 1 = max)
+    firsts: tuple[tuple[int, int], ...]
+    lasts: tuple[tuple[int, int, int], ...]  # (lo, hi, number column)
+    recency: bool
+
+    @property
+    def edge_width(self) -> int:
+        """Numbers per edge: the count, then per cumulative column its sum (and squares)."""
+        return 1 + sum(2 if sq else 1 for sq in self.fmt.squares)
+
+    @property
+    def width(self) -> int:
+        return (2 + len(self.edges) * self.edge_width + len(self.intervals) + len(self.frauds)
+                + 2 * len(self.distinct) + len(self.extremes) + len(self.firsts)
+                + len(self.lasts))
+
+    def argv(self) -> list[object]:
+        out: list[object] = [*self.fmt.argv(), len(self.edges), *self.edges]
+        for items in (self.intervals, self.frauds, self.distinct, self.extremes, self.firsts,
+                      self.lasts):
+            out.append(len(items))
+            for item in items:
+                out += list(item)
+        out.append(int(self.recency))
+        return out
+
+    # where things sit in one row's reply
+    def edge_at(self, back: int) -> int:
+        return 2 + self.edges.index(back) * self.edge_width
+
+    def cum_at(self, back: int, column: str, square: bool = False) -> int:
+        k = self.edge_at(back) + 1
+        for col, sq in zip(self.fmt.cumulative, self.fmt.squares, strict=True):
+            if col == column:
+                return k + (1 if square else 0)
+            k += 2 if sq else 1
+        raise KeyError(column)
+
+    def interval_at(self, iv: tuple[int, int]) -> int:
+        return 2 + len(self.edges) * self.edge_width + self.intervals.index(iv)
+
+    def fraud_at(self, iv: tuple[int, int]) -> int:
+        return 2 + len(self.edges) * self.edge_width + len(self.intervals) + \
+            self.frauds.index(iv)
+
+    def _after_frauds(self) -> int:
+        return 2 + len(self.edges) * self.edge_width + len(self.intervals) + len(self.frauds)
+
+    def distinct_at(self, item: tuple[int, int, int]) -> int:
+        return self._after_frauds() + 2 * self.distinct.index(item)
+
+    def extreme_at(self, item: tuple[int, int, int, int]) -> int:
+        return self._after_frauds() + 2 * len(self.distinct) + self.extremes.index(item)
+
+    def first_at(self, iv: tuple[int, int]) -> int:
+        return (self._after_frauds() + 2 * len(self.distinct) + len(self.extremes)
+                + self.firsts.index(iv))
+
+    def last_at(self, item: tuple[int, int, int]) -> int:
+        return (self._after_frauds() + 2 * len(self.distinct) + len(self.extremes)
+                + len(self.firsts) + self.lasts.index(item))
+
+    def count_source(self, f: WindowFeature) -> tuple[str, int, int]:
+        """Where a window's event count comes from: ("edges", lo index, hi index) or
+        ("interval", position, 0)."""
+        lo, hi = _interval(f)
+        if self.fmt.has_count:
+            return "edges", self.edge_at(lo), self.edge_at(hi)
+        return "interval", self.interval_at((lo, hi)), 0
+
+
+def compile_plan(entity: Entity) -> EntityPlan:
+    fmt = record_format(entity)
     edges: set[int] = set()
-    distinct: list[int] = []
-    t_int: list[tuple[int, int]] = []
-    f_int: list[tuple[int, int]] = []
-    x_int: list[tuple[int, int, int]] = []
-    seen: list[int] = []
-    last: list[int] = []
-    for f in features:
-        if f.entity == Entity.CUSTOMER and f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN):
-            if f.agg != Agg.COUNT and f.column != "amount":
-                raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} sums of {f.column!r}")
-            edges.update(_interval(f))
-        elif f.entity == Entity.CUSTOMER and f.agg == Agg.FIRST_SEEN and not f.delay_s:
-            seen.append(f.window_s)
-        elif (f.entity == Entity.CUSTOMER and f.agg == Agg.LAST and not f.delay_s
-              and f.column == "amount"):
-            last.append(f.window_s)
-        elif f.entity == Entity.CUSTOMER and f.agg in (Agg.MIN, Agg.MAX):
-            if f.column != "amount":
-                raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} {f.agg.value} of "
-                                        f"{f.column!r}")
-            x_int.append((*_interval(f), int(f.agg == Agg.MAX)))
-        elif f.entity == Entity.CUSTOMER and f.agg == Agg.COUNT_DISTINCT:
-            if f.column != "terminal_id" or f.delay_s:
-                raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} distinct "
-                                        f"{f.column!r} with a delay")
-            distinct.append(f.window_s)
-        elif f.entity == Entity.TERMINAL and f.agg == Agg.COUNT:
-            t_int.append(_interval(f))
-        elif f.entity == Entity.TERMINAL and f.agg == Agg.FRAUD_RATE:
-            t_int.append(_interval(f))
-            f_int.append(_interval(f))
-        else:
-            raise UnsupportedOnline(f"feature {f.name!r}: {UNSUPPORTED} {f.agg.value} on "
-                                    f"{f.entity.value}")
-    if len(set(distinct)) > 1:
-        raise UnsupportedOnline(f"{UNSUPPORTED} more than one distinct-terminal window")
-    recency = [r.horizon_s for r in RECENCY_FEATURES if r.entity == Entity.CUSTOMER]
-    edges.add(0)
-    return ReadPlan(
-        customer_edges=tuple(sorted(edges)),
-        distinct_window=distinct[0] if distinct else 0,
-        recency_horizon=recency[0] if recency else 0,
-        terminal_intervals=tuple(dict.fromkeys(t_int)),
-        fraud_intervals=tuple(dict.fromkeys(f_int)),
-        extremes=tuple(dict.fromkeys(x_int)),
-        first_seen=tuple(dict.fromkeys(seen)),
-        last=tuple(dict.fromkeys(last)),
-    )
+    intervals: list[tuple[int, int]] = []
+    frauds: list[tuple[int, int]] = []
+    distinct: list[tuple[int, int, int]] = []
+    extremes: list[tuple[int, int, int, int]] = []
+    firsts: list[tuple[int, int]] = []
+    lasts: list[tuple[int, int, int]] = []
+    for f in windows_for(entity):
+        lo, hi = _interval(f)
+        counted = f.agg in (Agg.COUNT, Agg.SUM, Agg.MEAN, Agg.STD, Agg.FRAUD_RATE)
+        if counted and fmt.has_count:
+            edges.update((lo, hi))
+        elif counted:
+            intervals.append((lo, hi))
+        if f.agg is Agg.FRAUD_RATE:
+            frauds.append((lo, hi))
+        elif f.agg is Agg.COUNT_DISTINCT:
+            distinct.append((lo, hi, fmt.texts.index(f.column) + 1))
+        elif f.agg in (Agg.MIN, Agg.MAX):
+            extremes.append((lo, hi, fmt.numbers.index(f.column) + 1, int(f.agg is Agg.MAX)))
+        elif f.agg is Agg.FIRST_SEEN:
+            firsts.append((lo, hi))
+        elif f.agg is Agg.LAST:
+            lasts.append((lo, hi, fmt.numbers.index(f.column) + 1))
+    return EntityPlan(entity, fmt, tuple(sorted(edges)), tuple(dict.fromkeys(intervals)),
+                      tuple(dict.fromkeys(frauds)), tuple(dict.fromkeys(distinct)),
+                      tuple(dict.fromkeys(extremes)), tuple(dict.fromkeys(firsts)),
+                      tuple(dict.fromkeys(lasts)), bool(recency_for(entity)))
+
+
+def compile_plans() -> tuple[EntityPlan, ...]:
+    """One plan per entity of the repo, in the service's order."""
+    return tuple(compile_plan(e) for e in ENTITIES)

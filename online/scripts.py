@@ -1,156 +1,189 @@
-"""The Redis Lua script behind every online read: all windows of a batch in one round trip.
+"""The Redis Lua script behind every online read: all windows of every entity for a batch of
+rows in one round trip, and which rows' transactions are already stored.
 
-KEYS, 3 per row: customer events, terminal events, terminal frauds.
-ARGV: the read plan (online/plan.py ReadPlan.argv), then 3 per row: t (epoch seconds), the
-scored transaction's id ('' if none), the scored transaction's terminal ('' if none).
-Returns, per row, ReadPlan.width integers:
-    customer exists, terminal exists, transaction already ingested, scored terminal already
-    among the customer's distinct terminals in the window (0/1),
-    (cumulative count, cumulative cents) at each customer edge,
-    distinct terminals, previous event time (-1: none within the horizon),
-    terminal counts per interval, fraud counts per interval, the largest or smallest amount
-    (cents, -1 if none) per extreme window, the first event's time (-1 if none) per
-    first-seen window, the previous event's amount (cents, -1 if none) per last window.
-Every lookup is O(log n) in the entity's size, except the distinct-terminal count, which reads
-the customer's records of the last day (O(customer's payments that day)).
+KEYS: per entity (the repo's order), 2 per row: the entity value's events and its fraud set
+(online/layout.py); then the transaction index keys of the rows that carry a transaction.
+ARGV: the number of entities, each entity's plan (its record format, layout.RecordFormat.argv,
+then online/plan.py EntityPlan.argv), the number of rows, then per row: t (epoch seconds) and,
+per entity, the scored event's values of its text columns ('' when the row carries none).
+Returns, per entity and per row, EntityPlan.width integers:
+    exists (0/1), previous event time strictly before t (-1: none, or not read),
+    per cumulative edge: count, then per cumulative column its sum (and sum of squares),
+    per counted interval: its count (entities without cumulative records),
+    per fraud interval: the frauds in it known at t (online/layout.py: fraud spells),
+    per distinct window: the distinct values in it, and 1 if the scored value is among them,
+    per extreme window: the largest or smallest value (hundredths, -1 if empty),
+    per first-seen window: the first event's time (-1 if none),
+    per last-value window: the latest earlier event's value (hundredths, -1 if none);
+then 0/1 per transaction index key: already stored.
+Every lookup is O(log n) in the entity's size, except distinct counts and extremes, which read
+the window's records (O(the entity's events in that window)), and fraud counts, which read
+the window's fraud spells (O(its frauds)).
 """
 
 READ = r"""
 local i = 1
-local n_edges = tonumber(ARGV[i]); i = i + 1
-local edges = {}
-for e = 1, n_edges do edges[e] = tonumber(ARGV[i]); i = i + 1 end
-local distinct_w = tonumber(ARGV[i]); i = i + 1
-local horizon = tonumber(ARGV[i]); i = i + 1
-local n_t = tonumber(ARGV[i]); i = i + 1
-local t_int = {}
-for e = 1, n_t do t_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}; i = i + 2 end
-local n_f = tonumber(ARGV[i]); i = i + 1
-local f_int = {}
-for e = 1, n_f do f_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}; i = i + 2 end
-local n_x = tonumber(ARGV[i]); i = i + 1
-local x_int = {}
-for e = 1, n_x do
-  x_int[e] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])}; i = i + 3
+local function num() local v = tonumber(ARGV[i]); i = i + 1; return v end
+local function list_of(width)
+  local n = num(); local out = {}
+  for e = 1, n do
+    local item = {}
+    for w = 1, width do item[w] = num() end
+    out[e] = item
+  end
+  return out
 end
-local n_s = tonumber(ARGV[i]); i = i + 1
-local s_win = {}
-for e = 1, n_s do s_win[e] = tonumber(ARGV[i]); i = i + 1 end
-local n_l = tonumber(ARGV[i]); i = i + 1
-local l_win = {}
-for e = 1, n_l do l_win[e] = tonumber(ARGV[i]); i = i + 1 end
+-- one plan per entity: record format, then the lookups
+local function plan()
+  local P = {cum = {}, num_at = {}}
+  P.has_count = num() == 1
+  local n_cum = num()
+  for c = 1, n_cum do P.cum[c] = {num(), num() == 1} end
+  P.n_num, P.n_txt = num(), num()
+  local fmt, pos = '>', 0
+  if P.has_count then fmt = fmt .. 'I4'; pos = 1 end
+  for c = 1, n_cum do
+    fmt = fmt .. 'i8'; pos = pos + 1
+    if P.cum[c][2] then fmt = fmt .. 'd'; pos = pos + 1 end
+  end
+  for c = 1, P.n_num do fmt = fmt .. 'i8'; pos = pos + 1; P.num_at[c] = pos end
+  P.fmt = fmt
+  P.size = (fmt == '>') and 0 or struct.size(fmt)
+  local n_edges = num()
+  P.edges = {}
+  for e = 1, n_edges do P.edges[e] = num() end
+  P.intervals, P.frauds, P.distinct = list_of(2), list_of(2), list_of(3)
+  P.extremes, P.firsts, P.lasts = list_of(4), list_of(2), list_of(3)
+  P.recency = num() == 1
+  return P
+end
+local n_ent = num()
+local plans = {}
+for e = 1, n_ent do plans[e] = plan() end
+local rows = num()
+local times, scored = {}, {}
+for r = 1, rows do
+  times[r] = num()
+  scored[r] = {}
+  for e = 1, n_ent do
+    local s = {}
+    for c = 1, plans[e].n_txt do s[c] = ARGV[i]; i = i + 1 end
+    scored[r][e] = s
+  end
+end
 
-local out = {}
-local o = 0
+local out, o = {}, 0
 local function put(v) o = o + 1; out[o] = v end
-local rows = #KEYS / 3
-for r = 0, rows - 1 do
-  local c_ev, t_ev, t_fraud = KEYS[3*r+1], KEYS[3*r+2], KEYS[3*r+3]
-  local t = tonumber(ARGV[i]); local txid = ARGV[i + 1]; local term = ARGV[i + 2]; i = i + 3
-  -- the oldest record kept: existence, and the prefix before it (any edge older than it)
-  local first = redis.call('ZRANGE', c_ev, 0, 0, 'WITHSCORES')
-  local base_n, base_s, first_t = 0, 0, nil
-  if #first > 0 then
-    local n, s, a = struct.unpack('>I4i8i8', first[1])
-    base_n, base_s, first_t = n - 1, s - a, tonumber(first[2])
-  end
-  local t_size = redis.call('ZCARD', t_ev)
-  put(#first > 0 and 1 or 0)
-  put(t_size > 0 and 1 or 0)
-  local seen = 0
-  if txid ~= '' and t_size > 0 and redis.call('ZSCORE', t_ev, txid) then seen = 1 end
-  put(seen)
-  -- distinct terminals in (t - w, t], from the records themselves (exact at any t)
-  local n_distinct, term_in = 0, 0
-  if distinct_w > 0 and first_t then
-    local recs = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - distinct_w), t)
-    local terms = {}
-    for _, m in ipairs(recs) do
-      local rest = string.sub(m, 21)
-      local id = string.sub(rest, 1, string.find(rest, '\t', 1, true) - 1)
-      if not terms[id] then terms[id] = true; n_distinct = n_distinct + 1 end
+
+local function read(P, ev, fr, t, mine)
+  local function fields(m) return {struct.unpack(P.fmt, m)} end
+  local function texts(m)
+    local got, k = {}, 0
+    for part in string.gmatch(string.sub(m, P.size + 1), '([^\t]*)\t') do
+      k = k + 1; got[k] = part
     end
-    if term ~= '' and terms[term] then term_in = 1 end
+    return got
   end
-  put(term_in)
-  -- edges ascend (0 first): the record found for a later edge is also the answer for an
-  -- earlier edge whenever its time is already at or before that edge, so quiet customers
-  -- cost one lookup for all their short windows
-  local rec_t, rec_n, rec_s = nil, base_n, base_s
-  local at_t = nil
-  for e = 1, n_edges do
-    local x = t - edges[e]
-    if not first_t or x < first_t then
-      put(base_n); put(base_s)
-    elseif rec_t and rec_t <= x then
-      put(rec_n); put(rec_s)
-    else
-      local rec = redis.call('ZREVRANGEBYSCORE', c_ev, x, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-      rec_n, rec_s = struct.unpack('>I4i8', rec[1])
-      rec_t = tonumber(rec[2])
-      put(rec_n); put(rec_s)
-    end
-    if e == 1 then at_t = rec_t end
-  end
-  put(n_distinct)
+  local first = redis.call('ZRANGE', ev, 0, 0, 'WITHSCORES')
+  local exists = #first > 0
+  put(exists and 1 or 0)
   local prev_t = -1
-  if at_t and at_t < t then
-    prev_t = at_t  -- the newest record at or before t is strictly before t: it is the previous
-  elseif first_t and first_t < t then
-    local prev = redis.call('ZREVRANGEBYSCORE', c_ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    if #prev > 0 then prev_t = tonumber(prev[2]) end
+  if P.recency and exists then
+    local p = redis.call('ZREVRANGEBYSCORE', ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #p > 0 then prev_t = tonumber(p[2]) end
   end
-  if prev_t >= 0 and t - prev_t >= horizon then prev_t = -1 end
   put(prev_t)
-  for e = 1, n_t do
-    if t_size > 0 then
-      put(redis.call('ZCOUNT', t_ev, '(' .. (t - t_int[e][1]), t - t_int[e][2]))
-    else
-      put(0)
+  -- cumulative edges, ascending backs: the record found for one edge also answers a later
+  -- (older) edge whenever its time is already at or before it
+  if #P.edges > 0 then
+    local base, first_t = nil, nil
+    if exists then
+      local f = fields(first[1])
+      base = {f[1] - 1}
+      local k = 2
+      for c = 1, #P.cum do
+        local v = f[P.num_at[P.cum[c][1]]]
+        base[#base + 1] = f[k] - v; k = k + 1
+        if P.cum[c][2] then base[#base + 1] = f[k] - v * v; k = k + 1 end
+      end
+      first_t = tonumber(first[2])
+    end
+    local rec, rec_t = nil, nil
+    local width = 1
+    for c = 1, #P.cum do width = width + (P.cum[c][2] and 2 or 1) end
+    for e = 1, #P.edges do
+      local x = t - P.edges[e]
+      local vals
+      if not first_t or x < first_t then
+        vals = base
+      else
+        if not (rec_t and rec_t <= x) then
+          local got = redis.call('ZREVRANGEBYSCORE', ev, x, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+          rec, rec_t = fields(got[1]), tonumber(got[2])
+        end
+        vals = rec
+      end
+      for w = 1, width do put(vals and vals[w] or 0) end
     end
   end
-  local has_fraud = t_size > 0 and redis.call('EXISTS', t_fraud) == 1
-  for e = 1, n_f do
+  for _, iv in ipairs(P.intervals) do
+    put(exists and redis.call('ZCOUNT', ev, '(' .. (t - iv[1]), t - iv[2]) or 0)
+  end
+  -- frauds: the window's spells known at t and not yet revised (O(frauds in the window))
+  local has_fraud = #P.frauds > 0 and exists and redis.call('EXISTS', fr) == 1
+  for _, iv in ipairs(P.frauds) do
+    local n = 0
     if has_fraud then
-      put(redis.call('ZCOUNT', t_fraud, '(' .. (t - f_int[e][1]), t - f_int[e][2]))
-    else
-      put(0)
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', fr, '(' .. (t - iv[1]), t - iv[2])) do
+        local from, till = string.match(m, '\t(%d+)\t(%d*)$')
+        if tonumber(from) <= t and (till == '' or t < tonumber(till)) then n = n + 1 end
+      end
     end
+    put(n)
   end
-  -- the largest (or smallest) amount in cents in (t - lo, t - hi], -1 when empty: reads the
-  -- window's records, O(the customer's payments in that window)
-  for e = 1, n_x do
+  for _, d in ipairs(P.distinct) do
+    local n, inside = 0, 0
+    if exists then
+      local seen = {}
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - d[1]), t - d[2])) do
+        local v = texts(m)[d[3]]
+        if not seen[v] then seen[v] = true; n = n + 1 end
+      end
+      if mine[d[3]] ~= '' and seen[mine[d[3]]] then inside = 1 end
+    end
+    put(n); put(inside)
+  end
+  for _, x in ipairs(P.extremes) do
     local best = -1
-    if first_t then
-      local recs = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - x_int[e][1]), t - x_int[e][2])
-      local is_max = x_int[e][3] == 1
-      for _, m in ipairs(recs) do
-        local _, _, a = struct.unpack('>I4i8i8', m)
+    if exists then
+      local at, is_max = P.num_at[x[3]], x[4] == 1
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - x[1]), t - x[2])) do
+        local a = fields(m)[at]
         if best < 0 or (is_max and a > best) or (not is_max and a < best) then best = a end
       end
     end
     put(best)
   end
-  -- the time of the first event in (t - w, t], -1 when none: one O(log n) lookup
-  for e = 1, n_s do
+  for _, iv in ipairs(P.firsts) do
     local f = -1
-    if first_t then
-      local r = redis.call('ZRANGEBYSCORE', c_ev, '(' .. (t - s_win[e]), t, 'WITHSCORES',
-                           'LIMIT', 0, 1)
-      if #r > 0 then f = tonumber(r[2]) end
+    if exists then
+      local got = redis.call('ZRANGEBYSCORE', ev, '(' .. (t - iv[1]), t - iv[2],
+                             'WITHSCORES', 'LIMIT', 0, 1)
+      if #got > 0 then f = tonumber(got[2]) end
     end
     put(f)
   end
-  -- the amount (cents) of the latest event strictly before t within (t - w, t), the
-  -- largest of that second's when several; -1 when none
-  for e = 1, n_l do
+  -- the latest event strictly before t - D within (t - D - W, t - D); of that second's
+  -- events, the largest value
+  for _, l in ipairs(P.lasts) do
     local v = -1
-    if first_t then
-      local r = redis.call('ZREVRANGEBYSCORE', c_ev, '(' .. t, '(' .. (t - l_win[e]),
-                           'WITHSCORES', 'LIMIT', 0, 1)
-      if #r > 0 then
-        for _, m in ipairs(redis.call('ZRANGEBYSCORE', c_ev, r[2], r[2])) do
-          local _, _, a = struct.unpack('>I4i8i8', m)
+    if exists then
+      local got = redis.call('ZREVRANGEBYSCORE', ev, '(' .. (t - l[2]), '(' .. (t - l[1]),
+                             'WITHSCORES', 'LIMIT', 0, 1)
+      if #got > 0 then
+        local at = P.num_at[l[3]]
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, got[2], got[2])) do
+          local a = fields(m)[at]
           if a > v then v = a end
         end
       end
@@ -158,5 +191,14 @@ for r = 0, rows - 1 do
     put(v)
   end
 end
+
+for e = 1, n_ent do
+  local base = (e - 1) * 2 * rows
+  for r = 1, rows do
+    read(plans[e], KEYS[base + 2 * r - 1], KEYS[base + 2 * r], times[r], scored[r][e])
+  end
+end
+-- the rest of KEYS: transaction index keys, whether each is stored
+for k = n_ent * 2 * rows + 1, #KEYS do put(redis.call('EXISTS', KEYS[k])) end
 return out
 """

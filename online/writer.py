@@ -1,13 +1,14 @@
 """Event-at-a-time writes to the online state, idempotent and safe for late events.
 
 What the streaming job (and any producer) calls: `write_transactions` and `write_labels`.
-Each event is applied by one Lua script, atomically:
+Each event is applied by one Lua script, atomically, to every entity of the repo:
 
 * a transaction whose id is already in the transaction index is a duplicate and changes
   nothing, so replaying a batch after a crash is harmless (exactly-once effects);
-* a transaction older than others already stored is inserted at its place in time: the
-  customer's later cumulative records are rewritten (+1, +cents), which costs the number of
-  records after it, bounded by the allowed lateness;
+* a transaction older than others already stored is inserted at its place in time: an
+  entity's later cumulative records are rewritten (+1, +value), which costs the number of
+  records after it, bounded by the allowed lateness (entities without sums keep no
+  cumulative part and rewrite nothing);
 * a label applies only if it is at least as new as the label already known for that
   transaction ("is this write newer"), so reordered or replayed labels converge;
 * records older than the retention are trimmed on each write; keys expire after retention.
@@ -22,101 +23,197 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from online import layout
-from transformations.features import Agg, Entity, windows_for
+from online.layout import RecordFormat
+from transformations.declarations import Agg, Entity
+from transformations.features import ENTITIES, KEY_COLUMNS, windows_for
 
 WRITE_TX = r"""
--- KEYS: customer events, terminal events, transaction index key
--- ARGV: t, txid, terminal, customer, cents, customer retention, terminal retention,
---       keep customer records from, keep terminal records from (a huge number: no floor)
--- returns {status, late}: status written | duplicate | conflict; late = 1 when events of the
--- same customer or terminal at or after t were already stored (their enriched rows, computed
+-- KEYS: transaction index key, then each entity's events and fraud keys (the repo's entities,
+--       in order)
+-- ARGV: t, txid, content ("t|keys|values|"), number of entities, then per entity: its record
+--       format (layout.RecordFormat.argv), its numbers (hundredths), the record's tail
+--       (texts, each with a tab, then txid), retention, keep records from (a floor)
+-- returns {status, late}: status written | duplicate | conflict; late = 1 when events of one
+-- of the event's entities at or after t were already stored (their enriched rows, computed
 -- before this event arrived, need recomputing)
-local c_ev, t_ev, x_key = KEYS[1], KEYS[2], KEYS[3]
-local t, txid, term, cust = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local cents, ret_c, ret_t = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local x_key = KEYS[1]
+local t, txid, content = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local n_ent = tonumber(ARGV[4])
+local i = 5
+local function num() local v = tonumber(ARGV[i]); i = i + 1; return v end
+local ents = {}
+for e = 1, n_ent do
+  local d = {key = KEYS[2 * e], fraud = KEYS[2 * e + 1], cum = {}, vals = {}}
+  d.has_count = num() == 1
+  local n_cum = num()
+  for c = 1, n_cum do d.cum[c] = {num(), num() == 1} end
+  d.n_num, d.n_txt = num(), num()
+  for c = 1, d.n_num do d.vals[c] = num() end
+  d.tail = ARGV[i]; i = i + 1
+  d.ret, d.keep = num(), num()
+  local fmt = '>'
+  if d.has_count then fmt = fmt .. 'I4' end
+  for c = 1, n_cum do fmt = fmt .. (d.cum[c][2] and 'i8d' or 'i8') end
+  for c = 1, d.n_num do fmt = fmt .. 'i8' end
+  d.fmt = fmt
+  d.size = (fmt == '>') and 0 or struct.size(fmt)
+  ents[e] = d
+end
 local function late()
-  if redis.call('ZCOUNT', c_ev, t, '+inf') > 1 or redis.call('ZCOUNT', t_ev, t, '+inf') > 1 then
-    return 1
+  for e = 1, n_ent do
+    if redis.call('ZCOUNT', ents[e].key, t, '+inf') > 1 then return 1 end
   end
   return 0
 end
 local x = redis.call('GET', x_key)
 if x then
-  local c0, term0, t0, cents0 = string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-  if c0 ~= cust or term0 ~= term or tonumber(t0) ~= t or tonumber(cents0) ~= cents then
-    return {'conflict', 0}
-  end
+  if string.sub(x, 1, #content) ~= content then return {'conflict', 0} end
   return {'duplicate', late()}
 end
 
--- cumulative record just before this event (the last at or before t)
-local n0, s0 = 0, 0
-local prev = redis.call('ZREVRANGEBYSCORE', c_ev, t, '-inf', 'LIMIT', 0, 1)
-if #prev > 0 then
-  n0, s0 = struct.unpack('>I4i8', prev[1])
-else
-  local first = redis.call('ZRANGE', c_ev, 0, 0)
-  if #first > 0 then
-    local n, s, a = struct.unpack('>I4i8i8', first[1])
-    n0, s0 = n - 1, s - a
+-- cumulative fields of a record: {count, sum, [squares], ...}; own values of its numbers
+local function cum_fields(d, f)
+  local out, k = {f[1]}, 2
+  for c = 1, #d.cum do
+    out[#out + 1] = f[k]; k = k + 1
+    if d.cum[c][2] then out[#out + 1] = f[k]; k = k + 1 end
   end
+  return out
 end
--- a late event: every later record moves up by one payment and its cents
-local later = redis.call('ZRANGEBYSCORE', c_ev, '(' .. t, '+inf', 'WITHSCORES')
-for k = 1, #later, 2 do
-  local m = later[k]
-  local n, s, a = struct.unpack('>I4i8i8', m)
-  redis.call('ZREM', c_ev, m)
-  redis.call('ZADD', c_ev, later[k + 1],
-             struct.pack('>I4i8i8', n + 1, s + cents, a) .. string.sub(m, 21))
+local function pack(d, cum)
+  if d.size == 0 then return '' end
+  local args = {}
+  if cum then for _, v in ipairs(cum) do args[#args + 1] = v end end
+  for c = 1, d.n_num do args[#args + 1] = d.vals[c] end
+  return struct.pack(d.fmt, unpack(args))
 end
-redis.call('ZADD', c_ev, t, struct.pack('>I4i8i8', n0 + 1, s0 + cents, cents)
-           .. term .. '\t' .. txid)
-redis.call('ZADD', t_ev, t, txid)
-
--- trim what no read can need any more: older than the retention behind the entity's newest
--- event, and behind the caller's floor (the stream still reads its batch at older times)
-local newest_c = tonumber(redis.call('ZRANGE', c_ev, -1, -1, 'WITHSCORES')[2])
-redis.call('ZREMRANGEBYSCORE', c_ev, '-inf', '(' .. math.min(newest_c - ret_c, tonumber(ARGV[8])))
-local newest_t = tonumber(redis.call('ZRANGE', t_ev, -1, -1, 'WITHSCORES')[2])
-redis.call('ZREMRANGEBYSCORE', t_ev, '-inf', '(' .. math.min(newest_t - ret_t, tonumber(ARGV[9])))
-redis.call('EXPIRE', c_ev, ret_c)
-redis.call('EXPIRE', t_ev, ret_t)
-redis.call('SET', x_key, cust .. '|' .. term .. '|' .. t .. '|' .. cents .. '||', 'EX', ret_t)
+local max_ret = 0
+for e = 1, n_ent do
+  local d = ents[e]
+  local fixed
+  if d.has_count then
+    -- the cumulative record just before this event (the last at or before t), or the base
+    -- before the oldest record kept
+    local before = nil
+    local prev = redis.call('ZREVRANGEBYSCORE', d.key, t, '-inf', 'LIMIT', 0, 1)
+    if #prev > 0 then
+      before = cum_fields(d, {struct.unpack(d.fmt, prev[1])})
+    else
+      local first = redis.call('ZRANGE', d.key, 0, 0)
+      if #first > 0 then
+        local f = {struct.unpack(d.fmt, first[1])}
+        before = cum_fields(d, f)
+        local own_at = #before  -- own values follow the cumulative fields
+        before[1] = before[1] - 1
+        local k = 2
+        for c = 1, #d.cum do
+          local v = f[own_at + d.cum[c][1]]
+          before[k] = before[k] - v; k = k + 1
+          if d.cum[c][2] then before[k] = before[k] - v * v; k = k + 1 end
+        end
+      end
+    end
+    local function plus(cum)
+      local out = {(cum and cum[1] or 0) + 1}
+      local k = 2
+      for c = 1, #d.cum do
+        local v = d.vals[d.cum[c][1]]
+        out[k] = (cum and cum[k] or 0) + v; k = k + 1
+        if d.cum[c][2] then out[k] = (cum and cum[k] or 0) + v * v; k = k + 1 end
+      end
+      return out
+    end
+    -- a late event: every later record moves up by one event and its values
+    local later = redis.call('ZRANGEBYSCORE', d.key, '(' .. t, '+inf', 'WITHSCORES')
+    for k = 1, #later, 2 do
+      local m = later[k]
+      local f = {struct.unpack(d.fmt, m)}
+      local moved = plus(cum_fields(d, f))
+      local own = {}
+      for c = 1, d.n_num do own[c] = f[#moved + c] end
+      local args = {}
+      for _, v in ipairs(moved) do args[#args + 1] = v end
+      for c = 1, d.n_num do args[#args + 1] = own[c] end
+      redis.call('ZREM', d.key, m)
+      redis.call('ZADD', d.key, later[k + 1],
+                 struct.pack(d.fmt, unpack(args)) .. string.sub(m, d.size + 1))
+    end
+    fixed = pack(d, plus(before))
+  else
+    fixed = pack(d, nil)
+  end
+  redis.call('ZADD', d.key, t, fixed .. d.tail)
+  -- trim what no read can need any more: older than the retention behind the entity's
+  -- newest event, and behind the caller's floor (the stream still reads older times)
+  local newest = tonumber(redis.call('ZRANGE', d.key, -1, -1, 'WITHSCORES')[2])
+  local cutoff = '(' .. math.min(newest - d.ret, d.keep)
+  redis.call('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
+  redis.call('ZREMRANGEBYSCORE', d.fraud, '-inf', cutoff)  -- spells of events trimmed too
+  redis.call('EXPIRE', d.key, d.ret)
+  if d.ret > max_ret then max_ret = d.ret end
+end
+redis.call('SET', x_key, content .. '|', 'EX', max_ret)
 return {'written', late()}
 """
 
 WRITE_LABEL = r"""
--- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, terminal retention,
--- label delay of the fraud-rate windows
--- returns {status, terminal, since}: when the label changed the terminal's fraud set and
--- transactions of that terminal at or after `since` are already stored, their enriched rows
--- (computed without this label) need recomputing; otherwise terminal is ''
+-- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, index retention, number
+-- of entities with fraud rates, then per entity: name, number of keys, each key's position
+-- among the index's keys (1-based), retention, label delay of its fraud rates
+-- returns {status, anchors}: anchors = {entity, value, since, ...} for each entity whose fraud
+-- set the label changed while its events at or after `since` are already stored (their
+-- enriched rows, computed without this label, need recomputing). A label opens a fraud
+-- spell (layout.py) or closes the open one at its own time: reads before it are unchanged.
 local x = redis.call('GET', KEYS[1])
-if not x then return {'unknown_transaction', '', 0} end
-local c, term, t, cents, lt, f =
-  string.match(x, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-local fraud, label_t = ARGV[2], tonumber(ARGV[3])
-if label_t < tonumber(t) then return {'before_transaction', '', 0} end
-if lt ~= '' and tonumber(lt) > label_t then return {'stale', '', 0} end
-local txid = string.sub(KEYS[1], #ARGV[1] + 4)
-local fraud_key = ARGV[1] .. ':t:' .. term .. ':fraud'
-local changed
-if fraud == '1' then
-  changed = redis.call('ZADD', fraud_key, t, txid)
-  redis.call('EXPIRE', fraud_key, ARGV[4])
-else
-  changed = redis.call('ZREM', fraud_key, txid)
-end
-redis.call('SET', KEYS[1], c .. '|' .. term .. '|' .. t .. '|' .. cents .. '|' .. label_t
-           .. '|' .. fraud, 'KEEPTTL')
-if changed == 1 then
-  local since = math.max(label_t, tonumber(t) + tonumber(ARGV[5]))
-  if redis.call('ZCOUNT', ARGV[1] .. ':t:' .. term .. ':ev', since, '+inf') > 0 then
-    return {'written', term, since}
+if not x then return {'unknown_transaction', {}} end
+local parts = {}
+for p in string.gmatch(x, '([^|]*)|') do parts[#parts + 1] = p end
+parts[#parts + 1] = string.match(x, '([^|]*)$')
+local n = #parts
+local lt = parts[n - 1]
+local prefix, fraud, label_t = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local t = tonumber(parts[1])
+if label_t < t then return {'before_transaction', {}} end
+if lt ~= '' and tonumber(lt) > label_t then return {'stale', {}} end
+local txid = string.sub(KEYS[1], #prefix + 4)
+local anchors = {}
+local i = 6
+for e = 1, tonumber(ARGV[5]) do
+  local name, nk = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  local ids = {}
+  for k = 1, nk do ids[k] = parts[1 + tonumber(ARGV[i])]; i = i + 1 end
+  local ret, delay = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+  local value = table.concat(ids, ',')
+  local base = prefix .. ':{' .. name .. ':' .. value .. '}:'
+  -- the open spell of this transaction (labelled fraud, not yet revised), if any
+  local open = nil
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'fraud', t, t)) do
+    if string.sub(m, 1, #txid + 1) == txid .. '\t' and string.sub(m, -1) == '\t' then open = m end
+  end
+  local changed = 0
+  if fraud == '1' and not open then
+    redis.call('ZADD', base .. 'fraud', t, txid .. '\t' .. label_t .. '\t')
+    changed = 1
+  elseif fraud ~= '1' and open then
+    redis.call('ZREM', base .. 'fraud', open)
+    local from = tonumber(string.match(open, '\t(%d+)\t$'))
+    if label_t > from then
+      redis.call('ZADD', base .. 'fraud', t, open .. label_t)
+    end
+    changed = 1
+  end
+  if changed == 1 then redis.call('EXPIRE', base .. 'fraud', ret) end
+  if changed == 1 then
+    local since = math.max(label_t, t + delay)
+    if redis.call('ZCOUNT', base .. 'ev', since, '+inf') > 0 then
+      anchors[#anchors + 1] = name; anchors[#anchors + 1] = value
+      anchors[#anchors + 1] = since
+    end
   end
 end
-return {'written', '', 0}
+local content = string.sub(x, 1, #x - #lt - #parts[n] - 1)
+redis.call('SET', KEYS[1], content .. label_t .. '|' .. fraud, 'KEEPTTL')
+return {'written', anchors}
 """
 
 
@@ -135,62 +232,124 @@ class WriteOutcome:
         return name
 
 
+def entity_ids(entity: Entity, event: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(str(event[k]) for k in entity.keys)
+
+
+def record_tail(fmt: RecordFormat, event: Mapping[str, object]) -> str:
+    """A record's text part: each distinct-counted value with a tab, then the txid."""
+    return "".join(layout.text_of(c, event[c]) + "\t" for c in fmt.texts) + str(
+        event["transaction_id"])
+
+
 class OnlineWriter:
     def __init__(self, redis_conn, prefix: str = "ffs"):
         self.redis, self.prefix = redis_conn, prefix
         self._tx = redis_conn.register_script(WRITE_TX)
         self._label = redis_conn.register_script(WRITE_LABEL)
-        self._ret_c = layout.retention_s(Entity.CUSTOMER)
-        self._ret_t = layout.retention_s(Entity.TERMINAL)
-        delays = [w.delay_s for w in windows_for(Entity.TERMINAL) if w.agg is Agg.FRAUD_RATE]
-        self._label_delay = min(delays) if delays else 0
+        self._formats = [(e, layout.record_format(e), layout.retention_s(e)) for e in ENTITIES]
+        self._index_ret = layout.index_retention_s()
+        self._fraud_args: list[object] = []
+        n = 0
+        for e, fmt, ret in self._formats:
+            if not fmt.fraud:
+                continue
+            d = min(w.delay_s for w in windows_for(e) if w.agg is Agg.FRAUD_RATE)
+            self._fraud_args += [e.name, len(e.keys),
+                                 *[KEY_COLUMNS.index(k) + 1 for k in e.keys], ret, d]
+            n += 1
+        self._fraud_args.insert(0, n)
 
     def write_transactions(self, events: Iterable[Mapping[str, object]],
                            reads_from: int | None = None, trim: bool = True
                            ) -> tuple[WriteOutcome, list[str], list[bool]]:
-        """events: transaction_id, customer_id, terminal_id, t (epoch seconds), amount.
+        """events: transaction_id, t (epoch seconds), every key column and value column.
         Pipelined; each event is one atomic script call. Returns totals, per-event outcomes
-        and per-event "late" flags (events of its customer or terminal at or after it were
+        and per-event "late" flags (events of one of its entities at or after it were
         already stored).
 
         reads_from: the oldest request time the caller will still read at (the stream reads
         each batch at its events' own times, which can be days behind the newest event of a
         backlog); records that such a read needs are not trimmed. trim=False keeps all."""
-        if not trim:
-            keep_c = keep_t = -1e18
-        elif reads_from is None:
-            keep_c = keep_t = 1e18
-        else:
-            keep_c, keep_t = reads_from - self._ret_c, reads_from - self._ret_t
         p = self.prefix
         pipe = self.redis.pipeline(transaction=False)
         for e in events:
-            cid, tid, txid = e["customer_id"], e["terminal_id"], e["transaction_id"]
-            self._tx(keys=[layout.customer_key(p, cid), layout.terminal_keys(p, tid)[0],
-                           layout.tx_key(p, txid)],
-                     args=[int(e["t"]), str(txid), str(tid), str(cid),  # type: ignore[call-overload]
-                           int(layout.to_cents(float(e["amount"]))),  # type: ignore[arg-type]
-                           self._ret_c, self._ret_t,
-                           keep_c, keep_t],
-                     client=pipe)
+            keys = [layout.tx_key(p, e["transaction_id"])]
+            args: list[object] = [int(e["t"]), str(e["transaction_id"]),  # type: ignore[call-overload]
+                                  layout.content(dict(e)), len(self._formats)]
+            for entity, fmt, ret in self._formats:
+                value = layout.entity_value(entity_ids(entity, e))
+                keys += [layout.entity_key(p, entity, value), layout.fraud_key(p, entity, value)]
+                args += fmt.argv()
+                args += [int(layout.to_cents(float(e[c]))) for c in fmt.numbers]  # type: ignore[arg-type]
+                args.append(record_tail(fmt, e))
+                if not trim:
+                    keep = -1e18
+                elif reads_from is None:
+                    keep = 1e18
+                else:
+                    keep = reads_from - ret
+                args += [ret, keep]
+            self._tx(keys=keys, args=args, client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)
         return total, statuses, [bool(r[1]) for r in replies]
 
     def write_labels(self, labels: Iterable[Mapping[str, object]]
-                     ) -> tuple[WriteOutcome, list[str], list[tuple[str, int] | None]]:
+                     ) -> tuple[WriteOutcome, list[str], list[list[tuple[str, str, int]]]]:
         """labels: transaction_id, is_fraud (0/1), label_t (epoch seconds). Returns totals,
-        per-label outcomes and, per label, (terminal, since) when transactions of that terminal
-        from `since` on were stored before the label changed their fraud counts."""
+        per-label outcomes and, per label, the (entity, value, since) whose events from
+        `since` on were stored before the label changed their fraud counts."""
         pipe = self.redis.pipeline(transaction=False)
         for lab in labels:
             self._label(keys=[layout.tx_key(self.prefix, lab["transaction_id"])],
                         args=[self.prefix, int(lab["is_fraud"]),  # type: ignore[call-overload]
                               int(lab["label_t"]),  # type: ignore[call-overload]
-                              self._ret_t, self._label_delay], client=pipe)
+                              self._index_ret, *self._fraud_args], client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)
-        return total, statuses, [(_text(r[1]), int(r[2])) if r[1] else None for r in replies]
+        anchors = []
+        for r in replies:
+            flat = r[1]
+            anchors.append([(_text(flat[k]), _text(flat[k + 1]), int(flat[k + 2]))
+                            for k in range(0, len(flat), 3)])
+        return total, statuses, anchors
+
+    def stored_events(self, anchors: Mapping[tuple[str, str], int]) -> list[dict]:
+        """The stored events of these (entity, value)s at or after each one's `since`, as
+        event dicts (transaction_id, t, keys, values), from the transaction index."""
+        if not anchors:
+            return []
+        by_name = {e.name: (e, fmt) for e, fmt, _ in self._formats}
+        pipe = self.redis.pipeline(transaction=False)
+        order = list(anchors.items())
+        for (name, value), since in order:
+            pipe.zrangebyscore(layout.entity_key(self.prefix, by_name[name][0], value), since,
+                               "+inf")
+        txids: dict[str, None] = {}
+        for ((name, _value), _since), members in zip(order, pipe.execute(), strict=True):
+            fmt = by_name[name][1]
+            for m in members:
+                txids[m[fmt.fixed_size:].decode().rsplit("\t", 1)[-1]] = None
+        return [e for e in self.events(list(txids)) if e is not None]
+
+    def events(self, txids: list[str]) -> list[dict | None]:
+        """Each transaction's event as indexed (None when it is not stored)."""
+        if not txids:
+            return []
+        raw = self.redis.mget([layout.tx_key(self.prefix, t) for t in txids])
+        out: list[dict | None] = []
+        for txid, value in zip(txids, raw, strict=True):
+            if value is None:
+                out.append(None)
+                continue
+            event = layout.decode_tx(value)
+            event["transaction_id"] = txid
+            out.append(event)
+        return out
+
+    def transaction_times(self, txids: list[str]) -> list[int | None]:
+        return [None if e is None else int(e["t"]) for e in self.events(txids)]
 
     @staticmethod
     def _outcomes(replies) -> tuple[WriteOutcome, list[str]]:

@@ -20,6 +20,7 @@ from online import layout
 from online.client import MISSING_ENTITY, PRESENT, OnlineClient
 from online.loader import load_state
 from tests.conftest import text_ids
+from transformations import ids as _ids
 
 pytestmark = pytest.mark.redis
 
@@ -124,16 +125,16 @@ def test_loading_twice_gives_the_same_state(world):
 
 def test_state_is_bounded_by_retention_and_expires(world):
     cfg, tx, labels, conn, summary = world
-    from transformations.features import Entity
+    from transformations.features import entity
 
-    keep = layout.retention_s(Entity.CUSTOMER)
+    keep = layout.retention_s(entity("customer"))
     cid = tx["customer_id"].iloc[0]
-    ev_key = layout.customer_key("ffs", cid)
+    ev_key = layout.entity_key("ffs", entity("customer"), str(cid))
     times = [s for _, s in conn.zrange(ev_key, 0, -1, withscores=True)]
     assert min(times) > summary.as_of - keep
     assert 0 < conn.ttl(ev_key) <= keep
     tx_keys = list(conn.scan_iter(match="ffs:x:*", count=1000))
-    assert tx_keys and 0 < conn.ttl(tx_keys[0]) <= layout.retention_s(Entity.TERMINAL)
+    assert tx_keys and 0 < conn.ttl(tx_keys[0]) <= layout.retention_s(entity("terminal"))
 
 
 def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
@@ -163,13 +164,13 @@ def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
     with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
         summary = load_state(conn, stored_tx, stored_labels)
-        assert summary.customers == stored_tx["customer_id"].nunique() > 0
+        assert summary.entities["customer"] == stored_tx["customer_id"].nunique() > 0
         t = pd.Timestamp(summary.as_of, unit="s", tz="UTC") + pd.Timedelta("2h")
         customers = stored_tx["customer_id"].drop_duplicates().head(30).tolist()
         terminals = stored_tx["terminal_id"].drop_duplicates().head(30).tolist()
         rows = [{"customer_id": c, "terminal_id": k}
                 for c, k in zip(customers, terminals, strict=True)]
-        result = OnlineClient(conn, id_types=cfg.ids.types()).get_features(rows, as_of=t)
+        result = OnlineClient(conn, id_types=_ids.types(cfg)).get_features(rows, as_of=t)
         entities = pd.DataFrame({"customer_id": customers, "terminal_id": terminals,
                                  "event_timestamp": [t] * len(rows)})
         expected = training_set(entities, cfg, engine="local")[result.feature_names]
