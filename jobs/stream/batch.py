@@ -20,10 +20,12 @@ and how long a label waits for its transaction: a partition that stops receiving
 it back, which costs memory but never correctness.
 
 Enriched rows are read after the whole batch is written. A read at t counts only events at or
-before t, so every transaction of the batch gets exactly its training-set features, whatever
-the order inside the batch. An event that arrives after a later event of the same customer or
-terminal was already enriched (late, or a label whose transaction's terminal moved on) makes
-the writer flag it; the affected transactions are read again and re-published, so the last
+before t and labels known by t (online/layout.py, fraud spells), so every transaction of the
+batch gets exactly its training-set features, whatever the order inside the batch or across
+batches (a transaction arriving late, on a partition behind the others, never sees a label
+from its future). An event that arrives after a later event of one of its entities
+was already enriched (late, or a label whose transaction's entity moved on) makes the writer
+flag it; the affected transactions are read again and re-published, so the last
 row per key is exact.
 
 Labels whose transaction is not known yet (the two topics are not ordered with each other)
@@ -45,7 +47,8 @@ from jobs.stream import rules
 from online import layout
 from online.client import OnlineClient
 from online.writer import OnlineWriter
-from transformations.features import Entity
+from transformations import ids as _ids
+from transformations.features import ENTITIES
 
 log = logging.getLogger("ffs.stream")
 
@@ -101,12 +104,11 @@ class BatchProcessor:
         self.prefix = p
         self.writer = OnlineWriter(redis_conn, p)
         self.client = OnlineClient(redis_conn, prefix=p, max_batch=READ_CHUNK,
-                                   id_types=cfg.ids.types())
+                                   id_types=_ids.types(cfg))
         self.state_key, self.pending_key = f"{p}:stream:state", f"{p}:stream:pending_labels"
-        self.retention = {Entity.CUSTOMER: layout.retention_s(Entity.CUSTOMER),
-                          Entity.TERMINAL: layout.retention_s(Entity.TERMINAL)}
+        self.tx_retention, self.label_retention = rules.retentions()
         self.k = cfg.kafka
-        self.id_types = cfg.ids.types()
+        self.id_types = _ids.types(cfg)
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -121,24 +123,13 @@ class BatchProcessor:
         wm_after = min(after.values()) if after else None
 
         ok_txs = self._write_transactions(txs, now_ms, rep, wm_before)
-        todo = self._label_todo(labels)
-        safe, risky = self._split_labels(todo) if self.cfg.stream.enrich else (todo, [])
-        self._label_anchors: list[tuple[str, int]] = []
-        applied = self._apply_labels(safe, wm_after, now_ms, rep)
-        # A label known only at label_t must not count in reads before label_t. Labels that
-        # can reach such a read (more than the label delay after their transaction) are
-        # applied in time order between the reads of the batch's transactions.
-        batch = [tx for tx, _ in txs if tx in ok_txs]  # sorted by t; no conflicting copy
+        self._label_anchors: list[tuple[str, str, int]] = []
+        applied = self._apply_labels(self._label_todo(labels), wm_after, now_ms, rep)
+        # reads count a label only from its own label time (online/layout.py, fraud
+        # spells), so every read of the batch is exact whatever was written before it
+        batch = [tx for tx, _ in txs if tx in ok_txs]  # no conflicting copy
         self._source_ts = {tx.transaction_id: src[4] for tx, src in txs}
-        i = 0
-        for item in risky:
-            j = i
-            while j < len(batch) and batch[j].t < item[0].label_t:
-                j += 1
-            self._enrich(batch[i:j], now_ms)
-            i = j
-            applied += self._apply_labels([item], wm_after, now_ms, rep)
-        self._enrich(batch[i:], now_ms)
+        self._enrich(batch, now_ms)
         rep.enriched = len(batch) if self.cfg.stream.enrich else 0
         seen = {tx.transaction_id for tx in batch}
         fixes = [tx for tx in self._affected() if tx.transaction_id not in seen] \
@@ -196,8 +187,7 @@ class BatchProcessor:
         now_s = now_ms // 1000
         txs: list[tuple[M.Transaction, tuple]] = []
         labels: list[tuple[M.Label, tuple]] = []
-        ret_c = self.retention[Entity.CUSTOMER]
-        ret_t = self.retention[Entity.TERMINAL]
+        ret_c, ret_t = self.tx_retention, self.label_retention
         newest = dict(progress)
         topics, parts, offs = rows["topic"], rows["partition"], rows["offset"]
         keys, values, stamps = rows["key"], rows["value"], rows["timestamp_ms"]
@@ -236,9 +226,7 @@ class BatchProcessor:
         or already present with the same content (both get enriched rows); not a conflicting
         copy, even when another copy of its id in the batch is fine."""
         self._write_order(txs)
-        events = [{"transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
-                   "terminal_id": tx.terminal_id, "t": tx.t, "amount": tx.amount}
-                  for tx, _ in txs]
+        events = [tx.event() for tx, _ in txs]
         self._late: list[M.Transaction] = []
         if not events:
             return set()
@@ -259,8 +247,8 @@ class BatchProcessor:
                                                                      strict=False):
             if status == "conflict":
                 self._dead(rep, M.CONFLICT, f"transaction_id {tx.transaction_id!r} was already "
-                           f"stored with another customer, terminal, time or amount; the "
-                           f"first one stays", topic, part, off, key,
+                           f"stored with other keys, time or values; the first one stays",
+                           topic, part, off, key,
                            M.transaction_message(tx), ts, now_ms)
                 continue
             ok.add(tx)
@@ -295,22 +283,6 @@ class BatchProcessor:
         todo = [(lab, src, None) for lab, src in labels] + waiting
         todo.sort(key=lambda x: x[0].label_t)
         return todo
-
-    def _split_labels(self, todo):
-        """(safe, risky): risky labels came more than the label delay after their
-        transaction, so reads between the two may not count them yet."""
-        if not todo:
-            return [], []
-        raw = self.redis.mget([layout.tx_key(self.prefix, lab.transaction_id)
-                               for lab, _, _ in todo])
-        safe, risky = [], []
-        delay = self.writer._label_delay
-        for item, value in zip(todo, raw, strict=False):
-            if value is not None and item[0].label_t > layout.decode_tx(value)["t"] + delay:
-                risky.append(item)
-            else:
-                safe.append(item)
-        return safe, risky
 
     def _apply_labels(self, todo, wm_after: int | None, now_ms: int,
                       rep: BatchReport) -> list[M.Label]:
@@ -349,8 +321,7 @@ class BatchProcessor:
                 continue
             if status == "written":
                 applied.append(lab)
-                if anchor is not None:
-                    self._label_anchors.append(anchor)
+                self._label_anchors += anchor
             elif status == "stale":
                 rep.stale_labels += 1
         if park:
@@ -386,10 +357,7 @@ class BatchProcessor:
         topic = self.k.enriched_topic
         for i in range(0, len(rows), READ_CHUNK):
             chunk = rows[i:i + READ_CHUNK]
-            res = self.client.get_features(
-                [{"customer_id": tx.customer_id, "terminal_id": tx.terminal_id,
-                  "transaction_id": tx.transaction_id, "event_timestamp": tx.t,
-                  "amount": tx.amount} for tx in chunk])
+            res = self.client.get_features([tx.row() for tx in chunk])
             if res.error:
                 raise RuntimeError(f"online read failed while enriching: {res.error}")
             names, values = res.feature_names, res.values
@@ -401,36 +369,16 @@ class BatchProcessor:
                                 source_ts.get(tx.transaction_id))
 
     def _affected(self) -> list[M.Transaction]:
-        """Stored transactions whose features a late event or label just changed."""
-        p = self.prefix
-        anchors_c: dict[str, int] = {}
-        anchors_t: dict[str, int] = {}
+        """Stored transactions whose features a late event or label just changed: each
+        entity's events from the late event's time (or the label's `since`) on."""
+        anchors: dict[tuple[str, str], int] = {}
+
+        def anchor(name: str, value: str, since: int) -> None:
+            anchors[(name, value)] = min(since, anchors.get((name, value), since))
+
         for tx in self._late:
-            anchors_c[tx.customer_id] = min(tx.t, anchors_c.get(tx.customer_id, tx.t))
-            anchors_t[tx.terminal_id] = min(tx.t, anchors_t.get(tx.terminal_id, tx.t))
-        for term, since in self._label_anchors:
-            anchors_t[term] = min(since, anchors_t.get(term, since))
-        if not anchors_c and not anchors_t:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for cid, t in anchors_c.items():
-            pipe.zrangebyscore(layout.customer_key(p, cid), t, "+inf", withscores=True)
-        for tid, t in anchors_t.items():
-            pipe.zrangebyscore(layout.terminal_keys(p, tid)[0], t, "+inf", withscores=True)
-        replies = pipe.execute()
-        found: dict[str, M.Transaction] = {}
-        for cid, members in zip(anchors_c, replies[:len(anchors_c)], strict=False):
-            for member, score in members:
-                _n, _s, cents, term, txid = layout.decode_record(member)
-                found[txid] = M.Transaction(txid, cid, term, int(score), cents / layout.CENTS)
-        term_ids = [txid.decode() for members in replies[len(anchors_c):] for txid, _ in members]
-        term_ids = [txid for txid in term_ids if txid not in found]
-        if term_ids:
-            raw = self.redis.mget([layout.tx_key(p, txid) for txid in term_ids])
-            for txid, value in zip(term_ids, raw, strict=False):
-                if value is not None:
-                    x = layout.decode_tx(value)
-                    found[txid] = M.Transaction(txid, str(x["customer_id"]),
-                                                str(x["terminal_id"]), int(x["t"]),
-                                                int(x["cents"]) / layout.CENTS)
-        return list(found.values())
+            for e in ENTITIES:
+                anchor(e.name, layout.entity_value([tx.get(k) for k in e.keys]), tx.t)
+        for name, value, since in self._label_anchors:
+            anchor(name, value, since)
+        return [M.Transaction.from_event(e) for e in self.writer.stored_events(anchors)]

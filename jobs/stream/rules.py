@@ -20,6 +20,20 @@ was read) depends on when the stream ran.
 from __future__ import annotations
 
 from bus import messages as M
+from online import layout
+from transformations.declarations import Agg
+from transformations.features import ENTITIES, windows_for
+
+
+def retentions() -> tuple[int, int]:
+    """(transactions, labels) retention in seconds: an event older than an entity's
+    retention cannot be placed in that entity's state (its history is trimmed), so
+    transactions are judged by the shortest retention of all entities, labels by the
+    shortest of the entities with fraud rates."""
+    rets = {e: layout.retention_s(e) for e in ENTITIES}
+    fraud = [rets[e] for e in ENTITIES if any(f.agg is Agg.FRAUD_RATE for f in windows_for(e))]
+    fallback = layout.index_retention_s()
+    return min(rets.values(), default=fallback), min(fraud, default=fallback)
 
 
 def log_order(topics: list, partitions: list, offsets: list) -> list[int]:

@@ -10,6 +10,7 @@ offline features at that transaction, with missing and extra rows.
 
 Sampled request times fall in the last day before the newest event: the online state keeps
 each entity's longest window + label delay, so older reads are not promised (README).
+The events' columns are the loaded repo's (bus/messages.py): every join key and value column.
 """
 
 from __future__ import annotations
@@ -28,15 +29,27 @@ from bus import kafka
 from bus import messages as M
 from ffs.config import Config
 from jobs.stream import rules
-from online import layout
-from online.client import MISSING_ENTITY, OnlineClient, entity_feature_names, redis_client
+from online.client import MISSING_ENTITY, OnlineClient, redis_client
+from transformations import ids as _ids
+from transformations.declarations import KEY_SEPARATOR
 from transformations.engine import compute_features
-from transformations.features import Entity, feature_names
+from transformations.features import (
+    ENTITIES,
+    KEY_COLUMNS,
+    VALUE_COLUMNS,
+    Entity,
+    entity_feature_names,
+    feature_names,
+)
 
 DAY = 86_400
-# a customer feature: its status says whether the customer has state online
-CUSTOMER_SIDE = entity_feature_names(Entity.CUSTOMER)[0]
-COMPARED = [n for n in feature_names() if n not in ("amount",)]
+# the first entity with features: a feature's status says whether it has state online, and
+# a point is known offline when that entity has a transaction on the bus
+SIDE: Entity = next(e for e in ENTITIES if entity_feature_names(e))
+SIDE_FEATURE = entity_feature_names(SIDE)[0]
+# the value columns are request features too where the repo serves them as such (the shipped
+# amount): a point without a transaction has none, so they are not compared
+COMPARED = [n for n in feature_names() if n not in VALUE_COLUMNS]
 
 
 @dataclass
@@ -137,13 +150,13 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decis
     stream's dead letters. Only the wall-clock rule (future_timestamp) is taken from the
     dead letters: it depended on when the stream ran."""
     k, s = cfg.kafka, cfg.stream
-    id_types = cfg.ids.types()
+    id_types = _ids.types(cfg)
     refused: dict[tuple[str, int, int], str] = {}
     for rec in kafka.read_all(k, k.dead_letter_topic):
         if rec.value is not None:
             d = json.loads(rec.value)
             refused[(d["source_topic"], d["partition"], d["offset"])] = d["reason"]
-    ret_c, ret_t = layout.retention_s(Entity.CUSTOMER), layout.retention_s(Entity.TERMINAL)
+    ret_tx, ret_labels = rules.retentions()
     verdict: dict[tuple[str, int, int], str | None] = {}
     newest: dict[tuple[str, int], int] = {}
 
@@ -169,7 +182,7 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decis
     tx_recs = sorted(kafka.read_all(k, k.transactions_topic), key=lambda r: (r.partition,
                                                                               r.offset))
     for rec in tx_recs:
-        tx = timed(rec, M.parse_transaction, lambda e: e.t, ret_c)
+        tx = timed(rec, M.parse_transaction, lambda e: e.t, ret_tx)
         if tx is not None:
             copies.setdefault(tx.transaction_id, []).append((rec, tx))
     winners: dict[str, M.Transaction] = {}
@@ -183,7 +196,7 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decis
     lab_rows = []
     lab_recs = sorted(kafka.read_all(k, k.labels_topic), key=lambda r: (r.partition, r.offset))
     for rec in lab_recs:
-        lab = timed(rec, M.parse_label, lambda e: e.label_t, ret_t)
+        lab = timed(rec, M.parse_label, lambda e: e.label_t, ret_labels)
         if lab is None:
             continue
         where = (rec.topic, rec.partition, rec.offset)
@@ -198,10 +211,9 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decis
     for rec in tx_recs + lab_recs:
         where = (rec.topic, rec.partition, rec.offset)
         decisions.add(rec, verdict.get(where), refused.get(where))
-    tx_rows = [(t.transaction_id, t.customer_id, t.terminal_id, t.t, t.amount)
+    tx_rows = [(t.transaction_id, *(t.get(c) for c in M.COLUMNS), t.t)
                for t in winners.values()]
-    tx = pd.DataFrame(tx_rows, columns=["transaction_id", "customer_id", "terminal_id", "t",
-                                        "amount"])
+    tx = pd.DataFrame(tx_rows, columns=["transaction_id", *M.COLUMNS, "t"])
     tx["event_timestamp"] = pd.to_datetime(tx.pop("t"), unit="s", utc=True)
     labels = pd.DataFrame(lab_rows, columns=["transaction_id", "is_fraud", "label_t"])
     labels["label_timestamp"] = pd.to_datetime(labels.pop("label_t"), unit="s", utc=True)
@@ -212,8 +224,9 @@ def events_from_bus(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, Decis
 
 
 def sample_points(tx: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """n request points in the last day: (customer, terminal) pairs seen in that day, at
-    uniformly drawn seconds, plus the day's own transactions at their own time."""
+    """n request points in the last day: the join keys of transactions seen in that day
+    (every key, as a scoring request carries them), at uniformly drawn seconds, plus the
+    day's own transactions at their own time."""
     rng = np.random.default_rng(seed)
     newest = tx["event_timestamp"].max()
     recent = tx[tx["event_timestamp"] > newest - pd.Timedelta(days=1)]
@@ -222,11 +235,13 @@ def sample_points(tx: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     pick = recent.iloc[rng.integers(0, len(recent), n // 2)]
     offsets = rng.integers(0, DAY, len(pick))
     at = newest - pd.to_timedelta(offsets, unit="s")
-    free = pd.DataFrame({"customer_id": pick["customer_id"].to_numpy(),
-                         "terminal_id": pick["terminal_id"].to_numpy(),
-                         "event_timestamp": at, "amount": np.nan, "transaction_id": None})
+    free = pd.DataFrame({**{k: pick[k].to_numpy() for k in KEY_COLUMNS},
+                         "event_timestamp": at,
+                         **{c: np.nan if kind == M.NUMBER else None
+                            for c, kind in VALUE_COLUMNS.items()},
+                         "transaction_id": None})
     own = recent.iloc[rng.choice(len(recent), min(n - n // 2, len(recent)), replace=False)]
-    own = own[["customer_id", "terminal_id", "event_timestamp", "amount", "transaction_id"]]
+    own = own[[*KEY_COLUMNS, "event_timestamp", *VALUE_COLUMNS, "transaction_id"]]
     return pd.concat([free, own], ignore_index=True)
 
 
@@ -263,15 +278,14 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
         return ConsistencyReport(Rates(), None, 0, len(labels), excluded, 0.0, decisions)
     points = sample_points(tx, samples, seed)
     offline = compute_features(tx, labels, points)
-    customers_seen = set(tx["customer_id"])
-    known = points["customer_id"].isin(customers_seen).to_numpy()
+    known = _seen(points, tx, SIDE)
     client = OnlineClient(redis_client(dataclasses.replace(cfg.redis, timeout_ms=30_000)),
-                          prefix=cfg.redis.prefix, max_batch=1000, id_types=cfg.ids.types())
+                          prefix=cfg.redis.prefix, max_batch=1000, id_types=_ids.types(cfg))
     rows = points.to_dict("records")
-    for r in rows:
-        if r["transaction_id"] is None or (isinstance(r["amount"], float)
-                                           and math.isnan(r["amount"])):
-            r.pop("amount"), r.pop("transaction_id")
+    for r in rows:  # a free point is a read without a transaction: no id, no values
+        if r["transaction_id"] is None or any(_missing(r[c]) for c in VALUE_COLUMNS):
+            for c in (*VALUE_COLUMNS, "transaction_id"):
+                r.pop(c)
     online = Rates()
     for i in range(0, len(rows), 1000):
         chunk = rows[i:i + 1000]
@@ -279,16 +293,32 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
         if res.error:
             raise RuntimeError(f"online read failed: {res.error}")
         got = [res.row(j) for j in range(len(chunk))]
-        present = [res.statuses[CUSTOMER_SIDE][j] != MISSING_ENTITY
+        present = [res.statuses[SIDE_FEATURE][j] != MISSING_ENTITY
                    for j in range(len(chunk))]
         _compare(offline.iloc[i:i + len(chunk)].reset_index(drop=True), got, present,
-                 known[i:i + len(chunk)], [f"{r['customer_id']}@{r['event_timestamp']}"
+                 known[i:i + len(chunk)], [f"{_side_id(r)}@{r['event_timestamp']}"
                                            for r in chunk], online)
     log(online.line("online"))
     rep_enriched = _check_enriched(cfg, tx, labels, enriched_samples, seed, log) \
         if enriched else None
     return ConsistencyReport(online, rep_enriched, len(tx), len(labels), excluded,
                              time.perf_counter() - started, decisions)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _seen(points: pd.DataFrame, tx: pd.DataFrame, entity: Entity) -> np.ndarray:
+    """Per point: whether `entity`'s id (its key tuple) has a transaction in `tx`."""
+    keys = list(entity.keys)
+    seen = set(tx[keys].itertuples(index=False, name=None))
+    return np.array([k in seen for k in points[keys].itertuples(index=False, name=None)],
+                    dtype=bool)
+
+
+def _side_id(row: dict) -> str:
+    return KEY_SEPARATOR.join(str(row[k]) for k in SIDE.keys)
 
 
 def _check_enriched(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, n: int, seed: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
 import time
 
 import numpy as np
@@ -19,8 +20,10 @@ from jobs.stream.batch import BatchProcessor
 from jobs.tools.consistency import _same
 from online import layout
 from tests.conftest import text_ids
-from transformations.features import feature_names
+from transformations.features import entity, feature_names
 from transformations.ids import ALL_STRING
+
+CUSTOMER, TERMINAL = entity("customer"), entity("terminal")
 
 # the events carry text ids ("c1", "t-1"): every id column is declared string
 parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
@@ -210,7 +213,9 @@ def _canonical(members: list[tuple[bytes, float]]) -> list[tuple]:
         groups.setdefault(score, []).append(member)
     out = []
     for score, group in groups.items():
-        recs = sorted(layout.RECORD.unpack_from(m) + (m[layout.RECORD.size:],) for m in group)
+        fmt = layout.record_format(CUSTOMER)
+        size = fmt.fixed_size
+        recs = sorted(struct.unpack(">Iqq", m[:size]) + (m[size:],) for m in group)
         first, last = recs[0], recs[-1]
         out.append((score, sorted((a, rest) for _n, _s, a, rest in recs),
                     (first[0] - 1, first[1] - first[2]), (last[0], last[1])))
@@ -225,7 +230,7 @@ def snapshot(conn, skip_stream: bool = True) -> dict:
         kind = conn.type(key)
         if kind == b"zset":
             members = conn.zrange(key, 0, -1, withscores=True)
-            out[key] = ("zset", _canonical(members) if key.endswith(b":ev") and b":c:" in key
+            out[key] = ("zset", _canonical(members) if key.endswith(b":ev") and b"{customer:" in key
                         else members)
         elif kind == b"string":
             out[key] = ("string", conn.get(key))
@@ -361,7 +366,8 @@ def test_rerun_of_a_batch_changes_nothing_and_keeps_its_watermark(conn, crash):
         assert r1.watermark == newest
     before, state = snapshot(conn), _state(conn, cfg)
     assert layout.tx_key("ffs", "c").encode() in before
-    assert conn.zrange(layout.terminal_keys("ffs", "m2")[1], 0, -1) == [b"d"]
+    spells = conn.zrange(layout.fraud_key("ffs", TERMINAL, "m2"), 0, -1)
+    assert [m.split(b"\t")[0] for m in spells] == [b"d"] and spells[0].endswith(b"\t")  # open
 
     again = proc.process(1, batch1)
     assert again.n_dead == 0 and bus.dead(cfg) == []  # "c" is judged as in the first run
@@ -394,7 +400,7 @@ def test_late_old_and_future_events_go_to_dead_letters(conn):
     future = int(time.time()) + cfg.stream.max_future_s + 3600
     events = [_tx("ok-edge", t - lateness),  # exactly the allowed lateness: accepted
               _tx("late", t - lateness - 1),
-              _tx("ancient", t - layout.retention_s(layout.Entity.CUSTOMER)),
+              _tx("ancient", t - layout.retention_s(CUSTOMER)),
               _tx("future", future),
               _label("base", t - lateness - 1),
               _label("base", t - 60 * DAY),
@@ -421,8 +427,8 @@ def test_late_old_and_future_events_go_to_dead_letters(conn):
     for txid in ("late", "ancient", "future"):
         assert conn.exists(layout.tx_key("ffs", txid)) == 0
     assert conn.exists(layout.tx_key("ffs", "ok-edge")) == 1
-    assert conn.zcard(layout.customer_key("ffs", "c1")) == 2  # base and ok-edge only
-    assert conn.zcard(layout.terminal_keys("ffs", "m1")[1]) == 0  # no fraud label applied
+    assert conn.zcard(layout.entity_key("ffs", CUSTOMER, "c1")) == 2  # base and ok-edge only
+    assert conn.zcard(layout.fraud_key("ffs", TERMINAL, "m1")) == 0  # no fraud label applied
     assert layout.decode_tx(conn.get(layout.tx_key("ffs", "base")))["label_t"] == t
 
 
@@ -441,7 +447,9 @@ def test_a_label_waits_for_its_transaction(conn):
             for r in bus.enriched(cfg, "label")] == [("x1", 1, (t + 100) * 1000)]
     stored = layout.decode_tx(conn.get(layout.tx_key("ffs", "x1")))
     assert stored["label_t"] == t + 100 and stored["is_fraud"] == 1
-    assert conn.zrange(layout.terminal_keys("ffs", "m7")[1], 0, -1) == [b"x1"]
+    # one fraud spell, open since the label's own time
+    assert conn.zrange(layout.fraud_key("ffs", TERMINAL, "m7"), 0, -1) == [
+        f"x1\t{t + 100}\t".encode()]
 
 
 def test_a_label_without_transaction_is_dead_lettered_after_the_lateness(conn):
@@ -484,11 +492,11 @@ def test_conflicting_and_exact_duplicates(conn):
     assert r1.dead_letters == {M.CONFLICT: 3}
     assert r1.written == 0 and r1.duplicates == 1
     assert conn.get(layout.tx_key("ffs", "d1")) == stored  # the first one stays
-    assert conn.zcard(layout.customer_key("ffs", "c1")) == 1  # counted once
-    assert conn.exists(layout.customer_key("ffs", "c9")) == 0
+    assert conn.zcard(layout.entity_key("ffs", CUSTOMER, "c1")) == 1  # counted once
+    assert conn.exists(layout.entity_key("ffs", CUSTOMER, "c9")) == 0
     dead = bus.dead(cfg)
     assert sorted(d["offset"] for d in dead) == [2, 3, 4]
-    assert {parse_transaction(d["value"].encode()).amount for d in dead} == {99.0, 10.0}
+    assert {parse_transaction(d["value"].encode()).get("amount") for d in dead} == {99.0, 10.0}
     assert all(r["amount"] == 10.0 and r["customer_nb_tx_1d"] == 1
                for r in bus.enriched(cfg, "transaction"))
 
