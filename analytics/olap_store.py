@@ -5,7 +5,8 @@
     threading.Thread(target=store.run, args=(stop_event,), daemon=True).start()
     store.run_named("riskiest_terminals")   # an analyst query (the repo's queries.py)
 
-Table `ffs_enriched` has the Pinot table's columns, one row per transaction_id. A message is
+Table `ffs_enriched` has the Pinot table's columns, one row per transaction_id: the
+transaction id, the loaded repo's join keys and value columns, the features, the label. A message is
 a PARTIAL upsert, as in Pinot: its non-null fields overwrite, its null or absent fields keep
 the stored value. So a label that arrives before its transaction leaves a row holding only
 the label, completed when the transaction row comes; a re-published transaction row with
@@ -44,18 +45,22 @@ import pyarrow as pa
 from analytics import queries
 from ffs.config import KafkaConfig
 from ffs.errors import InputError, MissingDependency, TransientError
-from transformations.features import feature_dtypes, feature_names
+from transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_dtypes, feature_names
 
 log = logging.getLogger("ffs.olap")
 
-_BASE = (("transaction_id", "VARCHAR"), ("customer_id", "VARCHAR"),
-         ("terminal_id", "VARCHAR"), ("event_time_ms", "BIGINT"), ("amount", "DOUBLE"))
+# the enriched message's columns before the features (bus/messages.py): ids as text, then
+# the event time and the value columns (numbers DOUBLE, texts VARCHAR)
+_BASE = (("transaction_id", "VARCHAR"), *((k, "VARCHAR") for k in KEY_COLUMNS),
+         ("event_time_ms", "BIGINT"),
+         *((c, "DOUBLE" if kind == "number" else "VARCHAR") for c, kind in VALUE_COLUMNS.items()))
 _TAIL = (("is_fraud", "INTEGER"), ("label_time_ms", "BIGINT"),
          ("processed_at_ms", "BIGINT"), ("kind", "VARCHAR"))
 _SQL_TYPES = {"int64": "BIGINT", "float64": "DOUBLE"}
 _ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(),
           "INTEGER": pa.int32()}
-_IDS = ("transaction_id", "customer_id", "terminal_id")
+_IDS = ("transaction_id", *KEY_COLUMNS,
+        *(c for c, kind in VALUE_COLUMNS.items() if kind != "number"))
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the partition's first retained message
 
 

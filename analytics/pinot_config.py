@@ -6,8 +6,8 @@ Two tables read the enriched topic (bus/messages.py):
   keeps the value already stored, so the label does not wipe the features and a corrected
   transaction row does not wipe the label. What analysts and the analyst queries read.
 - `ffs_enriched_agg`: append-only copy of the transaction rows with a star-tree index for
-  fast per-terminal / per-hour rollups. A separate table because Pinot forbids a star-tree
-  on an upsert table.
+  fast per-hour rollups, per id of the entity the repo's risk feature (its shortest fraud
+  rate) is keyed by. A separate table because Pinot forbids a star-tree on an upsert table.
 
 Written for the Pinot this project pins and runs, 0.11.0 (infra/jvm/pinot; started by
 analytics/pinot_cluster.py; tests/integration/test_pinot_live.py applies these configs to it
@@ -15,10 +15,11 @@ for real): the Kafka 2.x consumer factory, `stream.kafka.consumer.type` (0.11 re
 `replicasPerPartition` (what 0.11 reads for a REALTIME table) and one `comparisonColumn`
 (0.11 has no list form). Moving to Pinot 1.x means revisiting these four.
 
-Nothing here is hand-copied: every feature column comes from `feature_names()` and
-`feature_dtypes()` of the loaded feature repo (transformations/features.py), so a feature
-added to the repo reaches Pinot with `ffs pinot generate` (tests fail until the files in
-infra/pinot are regenerated).
+Nothing here is hand-copied: the id columns are the transaction id and the loaded feature
+repo's join keys (KEY_COLUMNS), the value columns its VALUE_COLUMNS, and every feature column
+comes from `feature_names()` and `feature_dtypes()` (transformations/features.py), so a
+feature added to the repo reaches Pinot with `ffs pinot generate` (tests fail until the
+files in infra/pinot are regenerated).
 Secrets never reach a generated file: the SASL password is the placeholder
 `${KAFKA_SASL_PASSWORD}`, filled in by `analytics.pinot_apply` only in the request it sends.
 """
@@ -30,7 +31,16 @@ from pathlib import Path
 
 from ffs.config import Config
 from ffs.errors import ConfigError
-from transformations.features import WINDOW_FEATURES, Agg, Entity, feature_dtypes, feature_names
+from transformations.features import (
+    ENTITIES,
+    KEY_COLUMNS,
+    VALUE_COLUMNS,
+    WINDOW_FEATURES,
+    Agg,
+    Entity,
+    feature_dtypes,
+    feature_names,
+)
 
 ENRICHED = "ffs_enriched"
 AGG = "ffs_enriched_agg"
@@ -49,9 +59,11 @@ TIME_COLUMN = "processed_at_ms"
 SQLALCHEMY_URL = "pinot://broker:8099/query/sql?controller=http://controller:9000/"
 
 _PINOT_TYPES = {"int32": "INT", "int64": "LONG", "float32": "FLOAT", "float64": "DOUBLE"}
-# Columns of the enriched message besides the features (bus/messages.py), with their type.
-_IDS = ("transaction_id", "customer_id", "terminal_id")
-_BASE_METRICS = {"amount": "DOUBLE"}
+# Columns of the enriched message besides the features (bus/messages.py), with their type:
+# ids and text value columns are STRING dimensions, number value columns DOUBLE metrics.
+_IDS = ("transaction_id", *KEY_COLUMNS,
+        *(c for c, kind in VALUE_COLUMNS.items() if kind != "number"))
+_BASE_METRICS = {c: "DOUBLE" for c, kind in VALUE_COLUMNS.items() if kind == "number"}
 _TIMES = ("event_time_ms", "label_time_ms", "processed_at_ms")
 
 
@@ -65,7 +77,8 @@ def pinot_type(name: str, dtype: str) -> str:
 
 def feature_columns() -> list[tuple[str, str]]:
     """(name, Pinot type) of every feature, in `feature_names()` order. A feature that is
-    also a message column (amount) must agree on its type, and is listed once."""
+    also a value column of the message (the shipped repo's amount) must agree on its type,
+    and is listed once."""
     dtypes = feature_dtypes()
     out = []
     for name in feature_names():
@@ -86,7 +99,7 @@ def _datetime(name: str) -> dict:
 
 def _metrics(labels: bool) -> list[dict]:
     cols = dict(_BASE_METRICS)
-    cols.update(feature_columns())  # amount is both: one column
+    cols.update(feature_columns())  # a value column that is also a feature: one column
     if labels:
         cols["is_fraud"] = "INT"  # null until the label arrives
     return [{"name": n, "dataType": t} for n, t in cols.items()]
@@ -192,9 +205,12 @@ def _table(name: str, cfg: Config, null_handling: bool) -> dict:
 
 def enriched_table(cfg: Config) -> dict:
     t = _table(ENRICHED, cfg, null_handling=True)  # PARTIAL upsert requires it
-    # the analyst queries filter on time ranges and group by terminal or customer
+    # the analyst queries filter on time ranges and group by an entity's id: every join
+    # key, the rollup entity's first (as the star-tree of the agg table splits by it)
+    rollup = _rollup_keys()
     t["tableIndexConfig"].update({"rangeIndexColumns": ["event_time_ms", "label_time_ms"],
-                                  "invertedIndexColumns": ["terminal_id", "customer_id"]})
+                                  "invertedIndexColumns": [
+                                      *rollup, *(k for k in KEY_COLUMNS if k not in rollup)]})
     # Upsert needs every row of a key on one server: the topic is keyed by transaction_id,
     # so Kafka partitions already split by key; strictReplicaGroup keeps a query on the
     # replica holding all of a partition's segments.
@@ -216,17 +232,34 @@ def enriched_table(cfg: Config) -> dict:
     return t
 
 
+def _risk_feature():
+    rates = [f for f in WINDOW_FEATURES if f.agg == Agg.FRAUD_RATE]
+    return min(rates, key=lambda f: (f.window_s, f.name)) if rates else None
+
+
+def rollup_entity() -> Entity | None:
+    """The entity the star-tree rolls up by: the one the risk feature (the shortest fraud
+    rate) is keyed by, what risk dashboards group by; None without a fraud rate."""
+    risk = _risk_feature()
+    return risk.entity if risk is not None else None
+
+
+def _rollup_keys() -> tuple[str, ...]:
+    entity = rollup_entity()
+    return entity.keys if entity is not None else ()
+
+
 def _velocity_and_risk() -> tuple[list[str], list[str]]:
     """Shortest undelayed count per entity (velocity) and shortest fraud rate (risk)."""
     velocity, risk = [], []
-    for entity in Entity:
+    for entity in ENTITIES:
         counts = [f for f in WINDOW_FEATURES
                   if f.entity == entity and f.agg == Agg.COUNT and f.delay_s == 0]
         if counts:
             velocity.append(min(counts, key=lambda f: f.window_s).name)
-    rates = [f for f in WINDOW_FEATURES if f.agg == Agg.FRAUD_RATE]
-    if rates:
-        risk.append(min(rates, key=lambda f: (f.window_s, f.name)).name)
+    rate = _risk_feature()
+    if rate is not None:
+        risk.append(rate.name)
     return velocity, risk
 
 
@@ -235,8 +268,10 @@ def agg_table(cfg: Config) -> dict:
     # transaction row (counts, sums, rates), so null handling stays off.
     t = _table(AGG, cfg, null_handling=False)
     velocity, risk = _velocity_and_risk()
+    rollup = _rollup_keys()
+    numbers = list(_BASE_METRICS)
     t["ingestionConfig"].update({
-        # Label rows carry neither terminal_id nor event_time_ms, so they cannot be
+        # Label rows carry neither join keys nor event_time_ms, so they cannot be
         # bucketed: labelled fraud is read from ffs_enriched, where labels join their
         # transaction. A row is dropped when the filter is true.
         "filterConfig": {"filterFunction": "strcmp(kind, 'transaction') <> 0"},
@@ -246,10 +281,13 @@ def agg_table(cfg: Config) -> dict:
         ],
     })
     t["tableIndexConfig"]["starTreeIndexConfigs"] = [{
-        "dimensionsSplitOrder": ["event_day", "event_hour", "terminal_id"],
+        "dimensionsSplitOrder": ["event_day", "event_hour", *rollup],
         "skipStarNodeCreationForDimensions": [],
-        "functionColumnPairs": (["COUNT__*", "SUM__amount", "MAX__amount",
-                                 "DISTINCTCOUNTHLL__customer_id"]
+        # per value column its sum and maximum; the other entities' ids counted distinct
+        "functionColumnPairs": (["COUNT__*"]
+                                + [f"{fn}__{c}" for c in numbers for fn in ("SUM", "MAX")]
+                                + [f"DISTINCTCOUNTHLL__{k}" for k in KEY_COLUMNS
+                                   if k not in rollup]
                                 + [f"MAX__{v}" for v in velocity]
                                 + [f"AVG__{r}" for r in risk]),
         "maxLeafRecords": 10000,
@@ -285,6 +323,10 @@ def write_artifacts(out_dir: str | Path, cfg: Config) -> list[Path]:
 
 def _readme(cfg: Config) -> str:
     n = len(feature_columns())
+    values = "".join(f"`{c}`, " for c in VALUE_COLUMNS)
+    entity = rollup_entity()
+    star = f"day, hour, {entity.name}" if entity is not None else "day, hour"
+    lacking = entity.name if entity is not None else "join key"
     return f"""# Pinot tables for the enriched topic
 
 Generated by `ffs pinot generate` from the feature repo and the config: do not edit
@@ -293,7 +335,7 @@ committed files come from the default config; regenerate with yours before apply
 elsewhere, or let `ffs pinot apply` fill the placeholders.
 
 - `{ENRICHED}.schema.json`: one row per `transaction_id` (primary key): ids, `kind`,
-  `amount`, the {n} features, `is_fraud`, `label_time_ms`, `event_time_ms`,
+  {values}the {n} features, `is_fraud`, `label_time_ms`, `event_time_ms`,
   `processed_at_ms` (the time column: every row has it; retention counts from it).
 - `{ENRICHED}.table.json`: REALTIME table fed from topic `{cfg.kafka.enriched_topic}`,
   PARTIAL upsert: a null field keeps the stored value, so the label row adds `is_fraud` to
@@ -301,8 +343,8 @@ elsewhere, or let `ffs pinot apply` fill the placeholders.
 - `{AGG}.schema.json`: append-only copy of the transaction rows, plus `event_hour` /
   `event_day` buckets.
 - `{AGG}.table.json`: REALTIME table, same topic, no upsert (Pinot forbids a star-tree on
-  an upsert table), star-tree on (day, hour, terminal); label rows are filtered out (they
-  carry no terminal). A re-published (corrected) transaction appears twice here: exact
+  an upsert table), star-tree on ({star}); label rows are filtered out (they
+  carry no {lacking}). A re-published (corrected) transaction appears twice here: exact
   counts come from `{ENRICHED}`.
 
 Pinot version: written for Apache Pinot 0.11.0, the version this project pins

@@ -1,22 +1,33 @@
 """Message schemas on the bus, and the parsing that turns raw bytes into events or a
 dead-letter reason. Every topic carries JSON objects (UTF-8), one per message.
 
-transactions topic (key: customer_id, so one customer's payments keep their order)
+The transaction's columns are the loaded feature repo's (transformations/features.py): its
+join keys (KEY_COLUMNS) and the value columns its windows read (VALUE_COLUMNS). The shipped
+repo (feature_repo/) is the example below: keys customer_id and terminal_id, one value
+column, amount.
+
+transactions topic (key: the first entity's key value, e.g. customer_id, so one entity's
+payments keep their order on one partition; a composite first entity joins its key values
+with KEY_SEPARATOR)
     transaction_id   string or integer, read by its declared type (config `ids`; the id model
                      of transformations/ids.py: 1-128 characters of [A-Za-z0-9_.:@/+=-]);
                      outgoing messages carry the canonical id as text
-    customer_id      same rules
-    terminal_id      same rules
+    <each join key>  same rules, by its own declared type (e.g. customer_id, terminal_id);
+                     a bad one is bad_entity_id naming the column
     event_timestamp  ISO 8601 (naive means UTC) or epoch seconds / milliseconds / microseconds
-    amount           number, finite, >= 0
+    <each value column>
+                     "number" (e.g. amount): a JSON number, finite, 0 <= x <= MAX_AMOUNT
+                     (bad_amount naming the column); "text": an id-like text, the ids' rule
+                     (bad_entity_id naming the column), kept as text
 labels topic (key: transaction_id)
     transaction_id   as above; the transaction must be known (or arrive within the allowed
                      lateness)
     is_fraud         0/1 or true/false
     label_timestamp  when the label became known, as event_timestamp
 enriched topic (key: transaction_id), two kinds of rows that upsert one record per key
-    {"kind": "transaction", transaction_id, customer_id, terminal_id, event_time_ms, amount,
-     <every feature of the fraud_detection_v1 service, null when undefined>, processed_at_ms}
+    {"kind": "transaction", transaction_id, <each join key>, event_time_ms, <each value
+     column>, <every feature of the repo's service, null when undefined>, processed_at_ms}
+    (the shipped repo: transaction_id, customer_id, terminal_id, event_time_ms, amount, ...)
     {"kind": "label", transaction_id, is_fraud, label_time_ms, processed_at_ms}
     A transaction row may be published again with corrected features when an event of the
     same entity arrives late; the last row per key is the exact one (upsert semantics).
@@ -33,11 +44,14 @@ import base64
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from transformations import ids
+from transformations.declarations import KEY_SEPARATOR
+from transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import RANGE_TEXT, in_range, parse_iso, per_second
 
@@ -72,13 +86,70 @@ class Refused(Exception):
         self.reason, self.detail = reason, detail
 
 
+# the columns a transaction carries besides its id and time, in the order they are stored,
+# sent and compared: every join key, then every value column
+COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *VALUE_COLUMNS)
+NUMBER, TEXT = "number", "text"
+# Kafka key of a transaction: the first entity's key value(s). One entity's events then stay
+# in order on one partition (the stream judges lateness per partition); the first entity is
+# the service's first, the shipped repo's customer_id.
+PARTITION_KEYS: tuple[str, ...] = ENTITIES[0].keys if ENTITIES else ()
+
+
 @dataclass(frozen=True)
 class Transaction:
+    """One accepted transaction event (hashable: the stream keeps sets of them).
+
+    columns: (name, value) of every join key (canonical id text) and every value column
+    (float for "number", str for "text"), in COLUMNS order."""
+
     transaction_id: str
-    customer_id: str
-    terminal_id: str
     t: int  # epoch seconds (the store's resolution)
-    amount: float
+    columns: tuple[tuple[str, object], ...]
+
+    @classmethod
+    def of(cls, transaction_id: object, t: int, values: Mapping[str, object]) -> Transaction:
+        """From any mapping holding every key and value column (a writer event, a stored
+        record, a test's dict); other entries are ignored. Ids become text, numbers float."""
+        return cls(str(transaction_id), int(t),
+                   tuple((c, _plain(c, values[c])) for c in COLUMNS))
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, object]) -> Transaction:
+        """From a writer event dict (transaction_id, t, keys, values): the inverse of event()."""
+        return cls.of(event["transaction_id"], int(event["t"]), event)  # type: ignore[call-overload]
+
+    def get(self, name: str) -> object:
+        for column, value in self.columns:
+            if column == name:
+                return value
+        raise KeyError(f"a transaction has no column {name!r}; it has {list(COLUMNS)}")
+
+    def event(self) -> dict[str, object]:
+        """The OnlineWriter.write_transactions event: transaction_id, t, keys, values."""
+        return {"transaction_id": self.transaction_id, "t": self.t, **dict(self.columns)}
+
+    def row(self) -> dict[str, object]:
+        """The OnlineClient.get_features row that scores this transaction at its own time."""
+        return {"transaction_id": self.transaction_id, "event_timestamp": self.t,
+                **dict(self.columns)}
+
+    def key(self) -> str:
+        """The Kafka message key (PARTITION_KEYS)."""
+        return message_key(dict(self.columns))
+
+
+def _plain(column: str, value: object) -> object:
+    if VALUE_COLUMNS.get(column) == NUMBER:
+        return float(value)  # type: ignore[arg-type]
+    return str(value)
+
+
+def message_key(values: Mapping[str, object]) -> str:
+    """The Kafka key of a transaction given as a mapping: its first entity's key value(s)
+    as text, joined by KEY_SEPARATOR when that entity is composite ("" for a missing one:
+    an unvalidated send keeps its message, the stream dead-letters it)."""
+    return KEY_SEPARATOR.join(str(values.get(k, "")) for k in PARTITION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -147,26 +218,39 @@ def _in_range(t: int, name: str, value: object) -> int:
     return t
 
 
-def parse_amount(obj: dict) -> float:
-    value = _field(obj, "amount")
+def parse_number(obj: dict, name: str) -> float:
+    """A "number" value column (the amount rule): a JSON number, finite, 0 <= x <= MAX_AMOUNT."""
+    value = _field(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, str):  # "NaN", "12.5": text is a producer bug, say so
-            raise Refused(BAD_TYPE, f"'amount' must be a JSON number, found text {value[:20]!r}")
-        raise Refused(BAD_TYPE, f"'amount' must be a number, found {type(value).__name__}")
-    amount = float(value)
-    if not math.isfinite(amount) or amount < 0:
-        raise Refused(BAD_AMOUNT, f"'amount' = {value!r}: must be finite and >= 0")
-    if amount > MAX_AMOUNT:
-        raise Refused(BAD_AMOUNT, f"'amount' = {value!r} is above the limit of {MAX_AMOUNT:g}")
-    return amount
+            raise Refused(BAD_TYPE, f"{name!r} must be a JSON number, found text {value[:20]!r}")
+        raise Refused(BAD_TYPE, f"{name!r} must be a number, found {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise Refused(BAD_AMOUNT, f"{name!r} = {value!r}: must be finite and >= 0")
+    if number > MAX_AMOUNT:
+        raise Refused(BAD_AMOUNT, f"{name!r} = {value!r} is above the limit of {MAX_AMOUNT:g}")
+    return number
+
+
+def parse_value(obj: dict, name: str, kind: str) -> float | str:
+    """A value column by its kind: "number" as parse_number, "text" by the ids' rule (an
+    id-like text, kept as text: the same value on every path and in Redis keys)."""
+    if kind == NUMBER:
+        return parse_number(obj, name)
+    return parse_id(obj, name, ids.STRING)
 
 
 def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Transaction:
+    """Fields checked in order: transaction_id, every join key, event_timestamp, every value
+    column; the first bad one is the reason."""
     obj = _object(raw)
-    return Transaction(parse_id(obj, "transaction_id", id_types.transaction_id),
-                       parse_id(obj, "customer_id", id_types.customer_id),
-                       parse_id(obj, "terminal_id", id_types.terminal_id),
-                       parse_time(obj, "event_timestamp"), parse_amount(obj))
+    txid = parse_id(obj, "transaction_id", id_types.transaction_id)
+    columns: list[tuple[str, object]] = [(k, parse_id(obj, k, id_types.of(k)))
+                                         for k in KEY_COLUMNS]
+    t = parse_time(obj, "event_timestamp")
+    columns += [(c, parse_value(obj, c, kind)) for c, kind in VALUE_COLUMNS.items()]
+    return Transaction(txid, t, tuple(columns))
 
 
 def parse_label(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Label:
@@ -182,10 +266,17 @@ def parse_label(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) ->
 
 def transaction_message(tx: Transaction | dict) -> bytes:
     """What a producer sends for a transaction (ISO 8601 UTC timestamps)."""
-    d = tx if isinstance(tx, dict) else {
-        "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
-        "terminal_id": tx.terminal_id, "event_timestamp": iso(tx.t), "amount": tx.amount}
+    d = tx if isinstance(tx, dict) else _fields(tx, "event_timestamp", iso(tx.t))
     return json.dumps(d, separators=(",", ":"), default=str).encode()
+
+
+def _fields(tx: Transaction, time_name: str, time_value: object) -> dict:
+    """transaction_id, the keys, the time, the values: the field order of every message."""
+    out: dict[str, object] = {"transaction_id": tx.transaction_id}
+    out.update((c, v) for c, v in tx.columns if c not in VALUE_COLUMNS)
+    out[time_name] = time_value
+    out.update((c, v) for c, v in tx.columns if c in VALUE_COLUMNS)
+    return out
 
 
 def label_message(label: Label | dict) -> bytes:
@@ -201,9 +292,7 @@ def iso(t: int) -> str:
 
 def enriched_transaction(tx: Transaction, features: dict, processed_at_ms: int) -> bytes:
     """Undefined values (NaN: a mean over an empty window) are written as null."""
-    row = {"kind": "transaction", "transaction_id": tx.transaction_id,
-           "customer_id": tx.customer_id, "terminal_id": tx.terminal_id,
-           "event_time_ms": tx.t * 1000, "amount": tx.amount}
+    row = {"kind": "transaction", **_fields(tx, "event_time_ms", tx.t * 1000)}
     for name, value in features.items():
         if name not in row:
             row[name] = value

@@ -1,8 +1,10 @@
 """The producer API for scoring services: publish a transaction when it is scored and a
 fraud label when it becomes known. Messages are checked with the same rules as the stream,
 so a bad event fails at the caller (InputError) instead of landing in dead letters later.
+A transaction carries transaction_id, event_timestamp and the loaded repo's key and value
+columns (bus/messages.py); with the shipped repo:
 
-    with EventProducer(cfg.kafka, id_types=cfg.ids.types()) as bus:
+    with EventProducer(cfg.kafka, id_types=ids.types(cfg)) as bus:
         bus.send_transaction({"transaction_id": 991, "customer_id": 42, "terminal_id": 7,
                               "event_timestamp": "2026-11-22T10:00:00Z", "amount": 12.5})
         bus.send_label({"transaction_id": 991, "is_fraud": 1,
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from bus import kafka, messages
 from ffs.config import KafkaConfig, StreamConfig
 from ffs.errors import InputError, TransientError
+from transformations.features import VALUE_COLUMNS
 from transformations.ids import IdTypes
 
 DEFAULT_IDS = IdTypes()
@@ -28,7 +31,8 @@ DEFAULT_IDS = IdTypes()
 class EventProducer:
     """Publishes with our own partitioner (CRC-32 of the key, like librdkafka's "consistent"
     one), so every producer of this project, whatever its client library, sends one key to
-    one partition: the stream relies on one customer's events staying in order, and Pinot's
+    one partition: the stream relies on one entity's events staying in order (transactions
+    are keyed by the first entity's key, messages.PARTITION_KEYS), and Pinot's
     upsert on the enriched topic on one transaction's rows meeting on one partition."""
 
     def __init__(self, cfg: KafkaConfig, validate: bool = True,
@@ -91,7 +95,8 @@ class EventProducer:
         except ValueError:
             bad = sorted(k for k, v in event.items()
                          if isinstance(v, float) and not math.isfinite(v))
-            reason = messages.BAD_AMOUNT if "amount" in bad else messages.BAD_TYPE
+            numbers = [c for c, kind in VALUE_COLUMNS.items() if kind == messages.NUMBER]
+            reason = messages.BAD_AMOUNT if set(bad) & set(numbers) else messages.BAD_TYPE
             raise InputError(f"{what} refused ({reason}): {bad} must be finite numbers, "
                              f"found {[event[k] for k in bad]}") from None
 
@@ -103,9 +108,9 @@ class EventProducer:
             except messages.Refused as exc:
                 raise InputError(f"transaction refused ({exc.reason}): {exc.detail}") from None
             self._refuse_future(parsed.t, "transaction")
-            key = parsed.customer_id
+            key = parsed.key()
         else:
-            key = str(tx.get("customer_id", ""))
+            key = messages.message_key(tx)
         self.send_raw(self.cfg.transactions_topic, key.encode(), value)
 
     def _refuse_future(self, t: int, what: str) -> None:

@@ -1,7 +1,11 @@
 """`ffs replay`: publish a transactions file (and its labels) to the bus in event-time order,
 as fast as possible or at N times real time. Transactions and labels are merged into one
 timeline (a label at its label_timestamp, after its transaction on ties), so the stream sees
-what production would: payments, and chargebacks days later."""
+what production would: payments, and chargebacks days later.
+
+The transactions are the normalized frame the offline store keeps (transformations/schema.py):
+transaction_id, the loaded repo's join keys, event_timestamp and its value columns; each
+becomes the message bus/messages.py describes, keyed as the producer keys it."""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bus.messages import NUMBER, PARTITION_KEYS
 from bus.producer import EventProducer
 from ffs.config import KafkaConfig
 from transformations import schema
+from transformations.declarations import KEY_SEPARATOR
+from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
 from transformations.ids import TEXT, IdTypes
 from transformations.timestamps import to_seconds
 
@@ -46,12 +53,26 @@ def _iso(seconds: np.ndarray) -> np.ndarray:
 
 
 def transaction_values(tx: pd.DataFrame) -> np.ndarray:
+    """The messages' JSON text, built column-wise in the field order of
+    bus/messages.transaction_message (ids as text, numbers as Python's repr)."""
     ts = to_seconds(tx["event_timestamp"])
-    body = ('{"transaction_id":' + _text(tx["transaction_id"]) + ',"customer_id":'
-            + _text(tx["customer_id"]) + ',"terminal_id":' + _text(tx["terminal_id"])
-            + ',"event_timestamp":"' + _iso(ts) + '","amount":'
-            + tx["amount"].astype(float).map(repr) + "}")
-    return body.to_numpy()
+    body = '{"transaction_id":' + _text(tx["transaction_id"])
+    for key in KEY_COLUMNS:
+        body = body + f',"{key}":' + _text(tx[key])
+    body = body + ',"event_timestamp":"' + _iso(ts) + '"'
+    for column, kind in VALUE_COLUMNS.items():
+        value = tx[column].astype(float).map(repr) if kind == NUMBER else _text(tx[column])
+        body = body + f',"{column}":' + value
+    return (body + "}").to_numpy()
+
+
+def transaction_keys(tx: pd.DataFrame) -> np.ndarray:
+    """Each transaction's Kafka key (bus/messages.message_key): its first entity's key."""
+    parts = [tx[k].astype(str) for k in PARTITION_KEYS]
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + KEY_SEPARATOR + part
+    return keys.to_numpy()
 
 
 def label_values(labels: pd.DataFrame) -> np.ndarray:
@@ -99,7 +120,7 @@ def replay(cfg: KafkaConfig, tx: pd.DataFrame, labels: pd.DataFrame, speed: floa
         tx_t, lab_t = tx_t + shift, lab_t + shift
     values = np.concatenate([transaction_values(tx) if len(tx) else np.zeros(0, object),
                              label_values(labels) if len(labels) else np.zeros(0, object)])
-    keys = np.concatenate([tx["customer_id"].astype(str).to_numpy(),
+    keys = np.concatenate([transaction_keys(tx) if len(tx) else np.zeros(0, object),
                            labels["transaction_id"].astype(str).to_numpy()])
     times = np.concatenate([tx_t, lab_t])
     is_tx = np.arange(len(times)) < len(tx_t)

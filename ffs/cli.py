@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ffs.config import port
 from ffs.errors import FFSError, TransientError, ValidationFailed
+from transformations import ids as _ids
 
 
 def _log(msg: str) -> None:
@@ -23,16 +24,23 @@ def _log(msg: str) -> None:
 
 def cmd_features(args, cfg) -> int:
     from transformations.features import (
+        ENTITIES,
         FEATURE_SERVICE,
         RECENCY_FEATURES,
         REQUEST_FEATURES,
         REQUEST_FUNCTIONS,
+        VALUE_COLUMNS,
         WINDOW_FEATURES,
         human,
     )
     from transformations.repo import repo_dir
 
     print(f"repo {repo_dir(cfg)}")
+    types = _ids.types(cfg)  # the events' columns: what every request and event carries
+    print("entities: " + ", ".join(
+        f"{e.name} ({', '.join(f'{k} {types.of(k)}' for k in e.keys)})" for e in ENTITIES))
+    print("value columns: " + (", ".join(f"{c} ({kind})" for c, kind in VALUE_COLUMNS.items())
+                               or "none"))
     print(f"feature service {FEATURE_SERVICE}: "
           f"{len(REQUEST_FEATURES) + len(WINDOW_FEATURES) + len(RECENCY_FEATURES)} features")
     for fn in REQUEST_FUNCTIONS:
@@ -84,11 +92,11 @@ def cmd_validate(args, cfg) -> int:
     tx_rows = None
     if args.transactions:
         norm = schema.normalize_transactions(schema.read_table(args.transactions),
-                                             cfg.ids.types())
+                                             _ids.types(cfg))
         tx_rows = norm.rows
         failed += _report(validate("transactions", norm.rows, docs), norm.reject_summary())
     if args.labels:
-        norm = schema.normalize_labels(schema.read_table(args.labels), tx_rows, cfg.ids.types())
+        norm = schema.normalize_labels(schema.read_table(args.labels), tx_rows, _ids.types(cfg))
         failed += _report(validate("labels", norm.rows, docs), norm.reject_summary())
     if args.features:
         failed += _report(validate("features", schema.read_table(args.features), docs), {})
@@ -151,9 +159,8 @@ def cmd_materialize(args, cfg) -> int:
     if args.redis_url:
         cfg.redis.url = args.redis_url
     s = materialize(cfg, args.transactions, args.labels, _log)
-    _log(f"online state loaded in {s.seconds:.1f} s: {s.customers:,} customers "
-         f"({s.customer_events:,} events), {s.terminals:,} terminals ({s.terminal_events:,} "
-         f"events, {s.frauds:,} frauds), {s.transactions_indexed:,} transactions indexed; "
+    _log(f"online state loaded in {s.seconds:.1f} s: {s.describe()}, {s.frauds:,} frauds, "
+         f"{s.transactions_indexed:,} transactions indexed; "
          f"reads are exact from {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s.as_of))} UTC on")
     return 0
 
@@ -228,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("training-set", help="features as of each entity row's own timestamp")
     s.add_argument("--entities", required=True,
-                   help="Parquet/CSV with customer_id, terminal_id, event_timestamp (+ any)")
+                   help="Parquet/CSV with the repo's join keys (`ffs features` lists "
+                        "them), event_timestamp (+ any)")
     s.add_argument("--output", required=True, help="Parquet (or .csv) to write")
     s.add_argument("--transactions", help="default: the offline store's transactions")
     s.add_argument("--labels", help="default: the offline store's labels")
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default="data/demo")
     s.add_argument("--linger", type=float, metavar="SECONDS",
                    help="keep the dashboard up this long at the end (default: until Ctrl-C "
-                        "when run from a terminal, 0 otherwise)")
+                        "when run interactively (a TTY), 0 otherwise)")
     s.add_argument("--engine", choices=["spark", "local"], default="spark")
     s.add_argument("--no-pinot", action="store_true",
                    help="skip the live Apache Pinot in the analytics step (saves about 20 s "
@@ -310,7 +318,7 @@ def cmd_replay(args, cfg) -> int:
     _kafka_override(args, cfg)
     delay = None if args.label_delay is None else int(args.label_delay * 86400)
     tx, labels, rejected = load_events(args.transactions, args.labels, delay,
-                                         cfg.ids.types())
+                                         _ids.types(cfg))
     if rejected:
         _log(f"  {rejected:,} input rows rejected by normalization (not published)")
     kafka.ensure_topics(cfg.kafka)

@@ -22,6 +22,7 @@ project's repo with it):
 then, as with any Feast store:
 
     store = FeatureStore(repo_path=...)
+    # the shipped repo: its service, a row with each of its join keys
     store.get_online_features(features=store.get_feature_service("fraud_detection_v1"),
                               entity_rows=[{"customer_id": 42, "terminal_id": 7}]).to_dict()
 
@@ -29,13 +30,19 @@ The `online` package must be importable by the process running Feast (it is when
 project is installed: `make setup` / `pip install -e .`).
 
 What Feast gets, per feature view and entity key:
-- `customer_features`, `terminal_features`: every window (and recency) feature computed at
-  the read time t: `as_of` if set, else now. One t is taken per `get_online_features` call,
-  so every view of a call is read at the same second; the event timestamp Feast reports for
-  each row is that t (`to_dict(include_event_timestamps=True)` shows it). Feast calls
-  `online_read` once per feature view; when the entity rows carry both customer_id and
-  terminal_id as integers, the first view's read fetches both entities of every row in one
-  Redis round trip (`OnlineClient.get_features`) and the second view is served from it.
+- A view of the loaded repo (transformations/features.py) serves its entity's features:
+  the compiled repo names each view's entity (`COMPILED.views`), and Feast's entity key
+  holds that entity's join key, or every join key of a composite view (a view with several
+  entities: one id per key, read as one composite id). A view the repo does not declare
+  (a plain FeatureView over the same features, such as the Feast peer of the benchmarks)
+  serves each feature from the entity the repo computes it for.
+- Every window (and recency) feature is computed at the read time t: `as_of` if set, else
+  now. One t is taken per `get_online_features` call, so every view of a call is read at
+  the same second; the event timestamp Feast reports for each row is that t
+  (`to_dict(include_event_timestamps=True)` shows it). Feast calls `online_read` once per
+  feature view; when the entity rows carry every join key of the repo (KEY_COLUMNS) as
+  plain integers or texts, the first view's read fetches every entity of every row in one
+  Redis round trip (`OnlineClient.get_features`) and the other views are served from it.
   Otherwise (other row shapes, `online_read` called directly) each view reads its own
   entity (`OnlineClient.get_entity_features`).
 - An entity with no state in Redis (never seen, or expired): by default (`missing_entity:
@@ -53,7 +60,7 @@ What Feast gets, per feature view and entity key:
   need it come back null with status NOT_FOUND, and those that need only the request time
   (the shipped repo's weekend and night flags) are computed at t (PRESENT), as
   `OnlineClient` does for a row without a transaction. A scoring service that has the
-  transaction (timestamp, amount, transaction id) should call `OnlineClient.get_features`
+  transaction (timestamp, value columns, transaction id) should call `OnlineClient.get_features`
   or our HTTP server with that request data: they count the transaction in its own windows,
   which Feast cannot.
 
@@ -61,7 +68,7 @@ Failures:
 - Redis down or slower than timeout_ms: `online_read` raises `FFSOnlineStoreUnavailable`
   (a TransientError) naming the Redis URL (without password) and the cause, after at most
   about timeout_ms. It does not return NOT_FOUND: a Feast caller would then score an outage
-  as "unknown customer, unknown terminal". This is also what Feast's own Redis store does
+  as "every entity unknown". This is also what Feast's own Redis store does
   (it raises redis' ConnectionError). Our `OnlineClient` and HTTP server, which can report
   statuses, answer with status UNAVAILABLE instead of raising.
 - Writes from Feast (`feast materialize`, `materialize-incremental`, push to online,
@@ -100,39 +107,50 @@ from pydantic import PositiveInt, SecretStr, StrictStr, field_validator
 
 from ffs.config import RedisConfig, Secret, load_config
 from ffs.errors import ConfigError, TerminalError, TransientError
-from online.client import (
-    MISSING_ENTITY,
-    OnlineClient,
+from online.client import MISSING_ENTITY, OnlineClient, redis_client, time_features
+from transformations import ids as _ids
+from transformations.features import (
+    COMPILED,
+    ENTITIES,
+    KEY_COLUMNS,
+    REQUEST_FEATURES,
+    Entity,
     entity_feature_names,
-    redis_client,
-    time_features,
 )
-from transformations.features import REQUEST_FEATURES, Entity
+from transformations.features import entity as entity_named
 
 TYPE: Literal["online.feast_store.FFSOnlineStore"] = "online.feast_store.FFSOnlineStore"
 NOT_FOUND: Literal["not_found"] = "not_found"
 EMPTY_WINDOWS: Literal["empty_windows"] = "empty_windows"
 
-_ENTITY_OF = {name: e for e in Entity for name in entity_feature_names(e)}
+_ENTITY_OF = {name: e for e in ENTITIES for name in entity_feature_names(e)}
 _TIME_FEATURES = set(time_features(0))
 _NEEDS_REQUEST_DATA = {f.name for f in REQUEST_FEATURES} - _TIME_FEATURES
+_ENTITY_NAMES = {e.name for e in ENTITIES}
+
+
+def _id_of(entity: Entity, values: Mapping[str, Any]) -> Any:
+    """An entity's id in `values` (by join key): the value of its key, or the tuple of its
+    keys' values (entity.keys order) for a composite entity, as get_entity_features takes."""
+    if entity.composite:
+        return tuple(values[k] for k in entity.keys)
+    return values[entity.keys[0]]
 
 
 @dataclass
 class _Call:
     """The get_online_features call in progress: its read time (every feature view of one
-    call is read at the same second) and, when its rows carry both ids as plain integers,
-    the distinct (customer, terminal) pairs, read in one round trip by the first view."""
+    call is read at the same second) and, when its rows carry every join key as a plain id,
+    the distinct rows (KEY_COLUMNS tuples), read in one round trip by the first view."""
 
     t: int
-    pairs: Optional[list[tuple[int, int]]]
+    rows: Optional[list[tuple]]
     cache: Optional[dict[Entity, dict[Any, tuple[str, dict[str, Any]]]]] = None
     ids: dict[Entity, set] = field(init=False)
 
     def __post_init__(self) -> None:
-        pairs = self.pairs or []
-        self.ids = {Entity.CUSTOMER: {c for c, _ in pairs},
-                    Entity.TERMINAL: {t for _, t in pairs}}
+        rows = [dict(zip(KEY_COLUMNS, r, strict=True)) for r in self.rows or []]
+        self.ids = {e: {_id_of(e, r) for r in rows} for e in ENTITIES}
 
 
 _CALL: contextvars.ContextVar[Optional[_Call]] = contextvars.ContextVar("ffs_feast_call",
@@ -140,27 +158,35 @@ _CALL: contextvars.ContextVar[Optional[_Call]] = contextvars.ContextVar("ffs_fea
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    """A plain id, as Feast hands it back in an entity key (int64_val or string_val)."""
+    return isinstance(value, (int, np.integer, str)) and not isinstance(value, bool)
 
 
-def _pairs(entity_rows: Any) -> Optional[list[tuple[int, int]]]:
-    """Distinct (customer_id, terminal_id) of get_online_features' entity rows (a list of
-    dicts or a columnar mapping of plain integers); None for any other shape."""
-    ck, tk = Entity.CUSTOMER.key, Entity.TERMINAL.key
+def _plain_id(value: Any) -> Any:
+    return value if isinstance(value, str) else int(value)
+
+
+def _key_rows(entity_rows: Any) -> Optional[list[tuple]]:
+    """Distinct KEY_COLUMNS tuples of get_online_features' entity rows (a list of dicts or
+    a columnar mapping of plain ids); None for any other shape. A cached answer is found
+    only under the very value Feast's entity key holds, so a row whose id Feast converts
+    (text for an integer key) just misses the cache and is read on its own."""
     if isinstance(entity_rows, list):
-        if not all(isinstance(r, Mapping) and ck in r and tk in r for r in entity_rows):
+        if not all(isinstance(r, Mapping) and all(k in r for k in KEY_COLUMNS)
+                   for r in entity_rows):
             return None
-        cs, ts = [r[ck] for r in entity_rows], [r[tk] for r in entity_rows]
-    elif isinstance(entity_rows, Mapping) and ck in entity_rows and tk in entity_rows:
-        cs, ts = entity_rows[ck], entity_rows[tk]
-        if not (isinstance(cs, (list, tuple)) and isinstance(ts, (list, tuple))
-                and len(cs) == len(ts)):
+        columns = [[r[k] for r in entity_rows] for k in KEY_COLUMNS]
+    elif isinstance(entity_rows, Mapping) and all(k in entity_rows for k in KEY_COLUMNS):
+        columns = [entity_rows[k] for k in KEY_COLUMNS]
+        if not all(isinstance(c, (list, tuple)) for c in columns) or \
+                len({len(c) for c in columns}) > 1:
             return None
     else:
         return None
-    if not all(_is_id(v) for v in cs) or not all(_is_id(v) for v in ts):
+    if not all(_is_id(v) for c in columns for v in c):
         return None
-    return list(dict.fromkeys(zip(map(int, cs), map(int, ts), strict=False))) or None
+    rows = zip(*[[_plain_id(v) for v in c] for c in columns], strict=True)
+    return list(dict.fromkeys(rows)) or None
 
 
 def _split(result, names: list[str], rows) -> list[tuple[str, dict[str, Any]]]:
@@ -305,7 +331,7 @@ class FFSOnlineStore(OnlineStore):
                 redis_cfg = self._redis_settings(cfg)
                 # ids are read by the types of the ffs config, as `ffs materialize` wrote them
                 client = OnlineClient(redis_client(redis_cfg), prefix=redis_cfg.prefix,
-                                      id_types=load_config().ids.types())
+                                      id_types=_ids.types(load_config()))
                 self._clients[ident] = (client, redis_cfg)
             return self._clients[ident]
 
@@ -323,7 +349,7 @@ class FFSOnlineStore(OnlineStore):
     def get_online_features(self, config, features, entity_rows, registry, project,
                             full_feature_names=False,
                             include_feature_view_version_metadata=False):
-        token = _CALL.set(_Call(self.read_time(config), _pairs(entity_rows)))
+        token = _CALL.set(_Call(self.read_time(config), _key_rows(entity_rows)))
         try:
             return super().get_online_features(
                 config, features, entity_rows, registry, project,
@@ -335,7 +361,7 @@ class FFSOnlineStore(OnlineStore):
     async def get_online_features_async(self, config, features, entity_rows, registry,
                                         project, full_feature_names=False,
                                         include_feature_view_version_metadata=False):
-        token = _CALL.set(_Call(self.read_time(config), _pairs(entity_rows)))
+        token = _CALL.set(_Call(self.read_time(config), _key_rows(entity_rows)))
         try:
             return await super().get_online_features_async(
                 config, features, entity_rows, registry, project,
@@ -353,9 +379,15 @@ class FFSOnlineStore(OnlineStore):
         requested = list(types) if requested_features is None else list(requested_features)
         by_entity: dict[Entity, list[str]] = {}
         timed: list[str] = []
+        view_entity = self._view_entity(table)
         for name in requested:
             if name in _ENTITY_OF:
-                by_entity.setdefault(_ENTITY_OF[name], []).append(name)
+                entity = _ENTITY_OF[name]
+                if view_entity is not None and entity != view_entity:
+                    raise ConfigError(f"feature view {table.name!r} serves {view_entity} "
+                                      f"features, but {name!r} is a feature of {entity}: the "
+                                      f"registry may be out of date: run `ffs apply`")
+                by_entity.setdefault(entity, []).append(name)
             elif name in _TIME_FEATURES:
                 timed.append(name)
             elif name not in _NEEDS_REQUEST_DATA:
@@ -382,14 +414,18 @@ class FFSOnlineStore(OnlineStore):
         for entity, names in by_entity.items():
             ids = []
             for kv in keys:
-                if entity.key not in kv:
-                    raise ConfigError(f"feature view {table.name!r} serves {entity.value} "
+                lacking = [k for k in entity.keys if k not in kv]
+                if lacking:
+                    raise ConfigError(f"feature view {table.name!r} serves {entity} "
                                       f"features but is keyed by {sorted(kv)}; it needs "
-                                      f"{entity.key!r}")
-                ids.append(kv[entity.key])
+                                      f"{', '.join(repr(k) for k in lacking)}")
+                key_values = {k: kv[k] for k in entity.keys}
+                # a null in any key: nothing to look up
+                ids.append(None if any(v is None for v in key_values.values())
+                           else _id_of(entity, key_values))
             asked = [i for i, v in enumerate(ids) if v is not None]
             for i, v in enumerate(ids):
-                if v is None:  # a null key: nothing to look up
+                if v is None:
                     missing[i] = True
             if not asked:
                 continue
@@ -412,17 +448,25 @@ class FFSOnlineStore(OnlineStore):
                 out.append((ts, rows[i]))
         return out
 
+    @staticmethod
+    def _view_entity(table) -> Optional[Entity]:
+        """The entity a view of the loaded repo is keyed by (COMPILED.views); None for a
+        view the repo does not declare, whose features each name their own entity."""
+        name = COMPILED.views.get(table.name)
+        return entity_named(name) if name in _ENTITY_NAMES else None
+
     def _entity_rows(self, config: RepoConfig, entity: Entity, ids: list, t: int
                      ) -> list[tuple[str, dict[str, Any]]]:
-        """(status, {feature: value}) of one entity's features for each id, at t. Inside a
-        get_online_features call whose rows carry both ids, the first view read fetches
-        every (customer, terminal) row in one Redis round trip and the other views are
-        served from it; otherwise each view reads its own entity."""
+        """(status, {feature: value}) of one entity's features for each id (a tuple for a
+        composite entity), at t. Inside a get_online_features call whose rows carry every
+        join key, the first view read fetches every entity of every row in one Redis round
+        trip and the other views are served from it; otherwise each view reads its own
+        entity."""
         call = _CALL.get()
         if call is not None and call.t == t:
-            if call.pairs and call.cache is None and all(
+            if call.rows and call.cache is None and all(
                     i in call.ids[entity] for i in ids):
-                call.cache = self._read_pairs(config, call.pairs, t)
+                call.cache = self._read_rows(config, call.rows, t)
             if call.cache is not None:
                 cache = call.cache[entity]
                 if all(i in cache for i in ids):
@@ -437,22 +481,25 @@ class FFSOnlineStore(OnlineStore):
             out += _split(result, result.feature_names, range(len(result.as_of)))
         return out
 
-    def _read_pairs(self, config: RepoConfig, pairs: list[tuple[int, int]], t: int
-                    ) -> dict[Entity, dict[Any, tuple[str, dict[str, Any]]]]:
+    def _read_rows(self, config: RepoConfig, rows: list[tuple], t: int
+                   ) -> dict[Entity, dict[Any, tuple[str, dict[str, Any]]]]:
+        """Every entity's features for each distinct row of join keys, in one Redis round
+        trip per max_batch rows, by entity and id."""
         client, redis_cfg = self._connection(config)
-        cache: dict[Entity, dict[Any, tuple[str, dict[str, Any]]]] = {e: {} for e in Entity}
-        names = {e: entity_feature_names(e) for e in Entity}
-        for start in range(0, len(pairs), client.max_batch):
-            chunk = pairs[start:start + client.max_batch]
-            result = client.get_features(
-                [{Entity.CUSTOMER.key: c, Entity.TERMINAL.key: tid} for c, tid in chunk],
-                as_of=t)
+        cache: dict[Entity, dict[Any, tuple[str, dict[str, Any]]]] = {e: {} for e in ENTITIES}
+        names = {e: entity_feature_names(e) for e in ENTITIES}
+        for start in range(0, len(rows), client.max_batch):
+            chunk = [dict(zip(KEY_COLUMNS, r, strict=True))
+                     for r in rows[start:start + client.max_batch]]
+            result = client.get_features(chunk, as_of=t)
             if result.error is not None:
                 raise _unavailable(redis_cfg, result.error)
-            for e, pos in ((Entity.CUSTOMER, 0), (Entity.TERMINAL, 1)):
+            for e in ENTITIES:
+                if not names[e]:
+                    continue
                 found_all = _split(result, names[e], range(len(chunk)))
-                for pair, found in zip(chunk, found_all, strict=False):
-                    cache[e][pair[pos]] = found
+                for row, found in zip(chunk, found_all, strict=True):
+                    cache[e][_id_of(e, row)] = found
         return cache
 
     async def online_read_async(self, config: RepoConfig, table,

@@ -13,10 +13,13 @@ PING within the timeout), GET /metrics (Prometheus), GET /openapi.json and /docs
 When `serve.api_key` is set, every endpoint but /health needs `X-API-Key: <key>` or
 `Authorization: Bearer <key>`.
 
-Request: Feast's shape. `entities` holds customer_id and terminal_id columns; the scored
-transaction's `transaction_id`, `event_timestamp` (ISO 8601 or epoch seconds) and `amount`
-go in `request_data` (or, as Feast does it, in `entities`); all columns have one value per
-row. `as_of` (ISO 8601 or epoch seconds) sets the read time of rows without a transaction
+Request: Feast's shape, with the loaded repo's columns (transformations/features.py).
+`entities` holds a column for every join key (KEY_COLUMNS; the shipped repo: customer_id and
+terminal_id); the scored transaction's `transaction_id`, `event_timestamp` (ISO 8601 or epoch
+seconds), its value columns (VALUE_COLUMNS; the shipped repo: amount) and any other field the
+repo's request functions read go in `request_data` (or, as Feast does it, in `entities`); all
+columns have one value per row (/openapi.json documents each, a key by its declared id
+type). `as_of` (ISO 8601 or epoch seconds) sets the read time of rows without a transaction
 (default: now). Response: Feast's columnar shape (`OnlineResult.to_feast_response`): the
 entity columns, then every feature of the service, each with values, statuses and
 event_timestamps (the instant each row was read at).
@@ -44,11 +47,11 @@ import logging
 import math
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -63,17 +66,25 @@ from online.client import (
     redis_client,
 )
 from transformations import ids
-from transformations.features import FEATURE_SERVICE, REQUEST_FUNCTIONS, feature_names
+from transformations.features import (
+    FEATURE_SERVICE,
+    KEY_COLUMNS,
+    REQUEST_FUNCTIONS,
+    VALUE_COLUMNS,
+    feature_names,
+)
 from transformations.schema import MAX_AMOUNT
 from transformations.timestamps import RANGE_TEXT, in_range, parse_iso
 
 log = logging.getLogger("ffs.server")
 
-ENTITY_KEYS = ("customer_id", "terminal_id")
+ENTITY_KEYS = KEY_COLUMNS  # every join key of the loaded repo: each row needs all of them
+NUMBER = "number"  # a VALUE_COLUMNS kind; the other is "text"
 # the scored transaction's fields, and any other field the repo's request functions read
 EXTRA_KEYS = tuple(sorted({f for fn in REQUEST_FUNCTIONS for f in fn.request_inputs}
-                          - {"transaction_id", "event_timestamp", "amount"}))
-REQUEST_KEYS = ("transaction_id", "event_timestamp", "amount", *EXTRA_KEYS)
+                          - {"transaction_id", "event_timestamp", *VALUE_COLUMNS,
+                             *ENTITY_KEYS}))
+REQUEST_KEYS = ("transaction_id", "event_timestamp", *VALUE_COLUMNS, *EXTRA_KEYS)
 TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "features",
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -90,28 +101,112 @@ LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
 Scalar = Union[int, str]
 
 
+def _listing(names) -> str:
+    """"a", "a and b", "a, b and c"."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _request_text() -> str:
+    """The request columns as request_data's description lists them."""
+    parts = ["transaction_id", "event_timestamp (ISO 8601 or epoch seconds; naive = UTC)"]
+    parts += [f"{c} ({'a number >= 0' if kind == NUMBER else 'an id-like text'})"
+              for c, kind in VALUE_COLUMNS.items()]
+    parts += [f"{k} (read by the repo's request functions)" for k in EXTRA_KEYS]
+    return _listing(parts)
+
+
 class GetOnlineFeaturesRequest(BaseModel):
-    """Feast's request, plus the scored transaction and an optional read time."""
+    """Feast's request, plus the scored transaction and an optional read time. `entities`
+    and `request_data` are documented per column of the loaded repo by request_schema()."""
 
     # required, as the server checks it: a schema default would tell clients they may omit it
     feature_service: str = Field(..., examples=[FEATURE_SERVICE])
     entities: dict[str, list[Scalar]] = Field(
-        description="customer_id and terminal_id columns, one value per row (ids: integer "
-                    "or string). transaction_id, event_timestamp and amount may also go here, "
-                    "as Feast passes request data.",
-        examples=[{"customer_id": [42], "terminal_id": [7]}])
+        description=f"{_listing(ENTITY_KEYS)} columns, one value per row (ids, by their "
+                    f"declared type). {_listing(REQUEST_KEYS)} may also go here, as Feast "
+                    f"passes request data.")
     request_data: Optional[dict[str, list[Union[int, float, str, None]]]] = Field(
-        None, description="The scored transaction, columnar, same length as entities: "
-        "transaction_id, event_timestamp (ISO 8601 or epoch seconds; naive = UTC), amount "
-        "(>= 0). A row with event_timestamp and amount is scored at its own timestamp and "
-        "counted in its windows (once, by transaction_id).",
-        examples=[{"transaction_id": [991], "event_timestamp": ["2026-03-01T12:00:00Z"],
-                   "amount": [12.5]}])
+        None, description=f"The scored transaction, columnar, same length as entities: "
+        f"{_request_text()}. A row with {_listing(['event_timestamp', *VALUE_COLUMNS])} is "
+        f"scored at its own timestamp and counted in its windows (once, by transaction_id).")
     as_of: Optional[Union[str, float]] = Field(
         None, description="Read time of rows without an event_timestamp: ISO 8601 or epoch "
         "seconds. Default: now.")
     full_feature_names: Literal[False] = Field(False, description="Only false is supported "
                                                "(feature names are unique in the service).")
+
+
+# What the server accepts as an id of each declared type (transformations/ids.py), so the
+# document neither refuses good ids nor promises bad ones: an int id is an integer in int64's
+# range or its decimal text; a string id is the ids' text (an integer stands for its text).
+_INT_ID = Union[Annotated[int, Field(ge=-(2**63), le=2**63 - 1)],
+                Annotated[str, Field(pattern=r"^[+-]?[0-9]+(\.0*)?$",
+                                     max_length=ids.MAX_LENGTH)]]
+_TEXT_ID = Annotated[str, Field(pattern=f"^{ids.TEXT.pattern}$")]
+_STRING_ID = Union[_TEXT_ID, int]
+_EXAMPLE_IDS = (42, 7, 3, 11, 5, 19, 23, 29)
+
+
+def _id_type(kind: str):
+    return _INT_ID if kind == ids.INT else _STRING_ID
+
+
+def _column_schema(item, description: str) -> dict:
+    schema = TypeAdapter(list[item]).json_schema()
+    schema["description"] = description
+    return schema
+
+
+def entity_example(id_types: ids.IdTypes) -> dict[str, list]:
+    """One row of entity columns, e.g. {"customer_id": [42], "terminal_id": [7]}."""
+    examples = (_EXAMPLE_IDS[i % len(_EXAMPLE_IDS)] for i in range(len(ENTITY_KEYS)))
+    return {k: [n if id_types.of(k) == ids.INT else str(n)]
+            for k, n in zip(ENTITY_KEYS, examples, strict=True)}
+
+
+def _request_columns(id_types: ids.IdTypes) -> dict[str, dict]:
+    """Schemas of the request columns: the transaction id, time, value columns, extras."""
+    cols = {"transaction_id": _column_schema(
+                Optional[_id_type(id_types.transaction_id)],
+                f"the scored transaction's id ({id_types.transaction_id}), or null"),
+            "event_timestamp": _column_schema(
+                Union[int, float, str, None], "ISO 8601 or epoch seconds (naive = UTC), or "
+                "null: the row is read at as_of")}
+    for column, kind in VALUE_COLUMNS.items():
+        if kind == NUMBER:
+            item: Any = Optional[Annotated[float, Field(ge=0, le=MAX_AMOUNT)]]
+            cols[column] = _column_schema(item, f"a number, 0 to {MAX_AMOUNT:g}, or null")
+        else:
+            cols[column] = _column_schema(Optional[_TEXT_ID], "an id-like text, or null")
+    for key in EXTRA_KEYS:
+        cols[key] = _column_schema(Union[int, float, str, bool, None],
+                                   "read by the repo's request functions, as sent")
+    return cols
+
+
+def request_schema(id_types: ids.IdTypes) -> dict:
+    """The request's JSON schema for /openapi.json, with a property for every column of the
+    loaded repo (keys typed by `id_types`); other columns are refused, as the server does."""
+    schema = GetOnlineFeaturesRequest.model_json_schema()
+    props = schema["properties"]
+    requests = _request_columns(id_types)
+    keys = {k: _column_schema(_id_type(id_types.of(k)),
+                              f"join key, one {id_types.of(k)} id per row") for k in ENTITY_KEYS}
+    props["entities"] = {
+        "type": "object", "title": "Entities", "description": props["entities"]["description"],
+        "properties": {**keys, **requests}, "required": list(ENTITY_KEYS),
+        "additionalProperties": False, "examples": [entity_example(id_types)]}
+    example: dict[str, list] = {"transaction_id": [991 if id_types.transaction_id == ids.INT
+                                                   else "991"],
+                                "event_timestamp": ["2026-03-01T12:00:00Z"]}
+    example.update({c: [12.5 if kind == NUMBER else "a1"] for c, kind in VALUE_COLUMNS.items()})
+    props["request_data"] = {
+        "anyOf": [{"type": "object", "properties": requests, "additionalProperties": False},
+                  {"type": "null"}],
+        "default": None, "title": "Request Data",
+        "description": props["request_data"]["description"], "examples": [example]}
+    return schema
 
 
 class FeatureColumn(BaseModel):
@@ -284,8 +379,8 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
 
     entities = req.get("entities")
     if not isinstance(entities, dict):
-        raise BadRequest("missing \"entities\": an object of columns, e.g. "
-                         "{\"customer_id\": [42], \"terminal_id\": [7]}")
+        raise BadRequest(f"missing \"entities\": an object of columns, e.g. "
+                         f"{json.dumps(entity_example(id_types))}")
     request_data = req.get("request_data")
     if request_data is None:
         request_data = {}
@@ -308,20 +403,19 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
     for key in ENTITY_KEYS:
         if key not in columns:
             raise BadRequest(f"entities: missing column {key!r}; every row needs "
-                             f"{' and '.join(ENTITY_KEYS)}")
+                             f"{_listing(ENTITY_KEYS)}")
     lengths = {k: len(v) for k, v in columns.items()}
-    n = lengths["customer_id"]
+    n = lengths[ENTITY_KEYS[0]]
     if any(length != n for length in lengths.values()):
         raise BadRequest(f"columns must all have one value per row; lengths: {lengths}")
     if n > max_batch:
         raise BadRequest(f"batch of {n} rows is over the limit of {max_batch}; split it",
                          status=413, reason="batch_too_large")
 
-    customers, terminals = columns["customer_id"], columns["terminal_id"]
-    _check_ids(customers, "customer_id", id_types.customer_id)
-    _check_ids(terminals, "terminal_id", id_types.terminal_id)
-    rows = [{"customer_id": c, "terminal_id": t}
-            for c, t in zip(customers, terminals, strict=False)]
+    keys = {key: columns[key] for key in ENTITY_KEYS}
+    for key, values in keys.items():
+        _check_ids(values, key, id_types.of(key))
+    rows = [dict(zip(ENTITY_KEYS, row, strict=True)) for row in zip(*keys.values(), strict=True)]
     if "transaction_id" in columns:
         txids = columns["transaction_id"]
         _check_ids(txids, "transaction_id", id_types.transaction_id, nullable=True)
@@ -330,12 +424,10 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
     if "event_timestamp" in columns:
         for i, (row, ts) in enumerate(zip(rows, columns["event_timestamp"], strict=False)):
             row["event_timestamp"] = None if ts is None else _epoch(ts, f"event_timestamp[{i}]")
-    if "amount" in columns:
-        for i, (row, a) in enumerate(zip(rows, columns["amount"], strict=False)):
-            if a is not None and (type(a) not in (int, float) or not 0 <= a <= MAX_AMOUNT):
-                raise BadRequest(f"amount[{i}]: expected a number between 0 and "
-                                 f"{MAX_AMOUNT:g}, found {_show(a)}")
-            row["amount"] = a
+    for column, kind in VALUE_COLUMNS.items():
+        if column in columns:
+            for i, (row, v) in enumerate(zip(rows, columns[column], strict=False)):
+                row[column] = _value(v, f"{column}[{i}]", kind)
     for key in EXTRA_KEYS:  # as sent: JSON scalars, for the request functions to read
         for i, (row, v) in enumerate(zip(rows, columns.get(key, [None] * n), strict=True)):
             if v is not None and type(v) not in (int, float, str, bool):
@@ -344,7 +436,23 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
             row[key] = v
     as_of = req.get("as_of")
     as_of = None if as_of is None else _epoch(as_of, "as_of")
-    return rows, as_of, {"customer_id": customers, "terminal_id": terminals}
+    return rows, as_of, keys
+
+
+def _value(value: object, what: str, kind: str) -> object:
+    """A value column's entry: a number (the amount rule: 0 to MAX_AMOUNT) or an id-like
+    text (canonical text), or None where the row has none."""
+    if value is None:
+        return None
+    if kind == NUMBER:
+        if type(value) not in (int, float) or not 0 <= value <= MAX_AMOUNT:  # type: ignore[operator]
+            raise BadRequest(f"{what}: expected a number between 0 and {MAX_AMOUNT:g}, "
+                             f"found {_show(value)}")
+        return value
+    try:
+        return ids.canonical(value, ids.STRING)
+    except ids.BadId as exc:
+        raise BadRequest(f"{what}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ the app
@@ -505,8 +613,8 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         rcfg = dataclasses.replace(cfg.redis, timeout_ms=min(cfg.redis.timeout_ms,
                                                              scfg.timeout_ms))
         client = OnlineClient(redis_client(rcfg), prefix=cfg.redis.prefix,
-                              max_batch=scfg.max_batch, id_types=cfg.ids.types())
-    id_types = cfg.ids.types()
+                              max_batch=scfg.max_batch, id_types=ids.types(cfg))
+    id_types = ids.types(cfg)
     metrics = Metrics()
     breaker = _Breaker(client, scfg.timeout_ms)
     names = feature_names()
@@ -617,7 +725,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
 
     @app.post(FEATURES_PATH, response_model=None, summary="Features for entity rows",
               openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": GetOnlineFeaturesRequest.model_json_schema()}}}},
+                  "application/json": {"schema": request_schema(id_types)}}}},
               responses={200: {"model": GetOnlineFeaturesResponse,
                                "description": "Feast's columnar response"},
                          400: {"model": ErrorBody, "description": "Bad request"},

@@ -109,8 +109,8 @@ def score_online(cfg: Config, store, log: Callable[[str], None], n: int = 400) -
     with RedisServer() as server:  # private, on a free port; stopped on exit
         conn = redis.Redis.from_url(server.url)
         loaded = load_state(conn, tx, labels)
-        log(f"  loaded {loaded.customers:,} customers and {loaded.terminals:,} terminals in "
-            f"{loaded.seconds:.1f} s ({_used_memory(conn)} in Redis)")
+        log(f"  loaded {loaded.describe()} in {loaded.seconds:.1f} s "
+            f"({_used_memory(conn)} in Redis)")
         client = OnlineClient(conn)
         rng = np.random.default_rng(3)
         t0 = pd.Timestamp(loaded.as_of, unit="s", tz="UTC")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ffs.config import Config
+from transformations import ids as _ids
 
 BURST = 12  # payments of the stolen card
 BURST_GAP_S = 25  # event-time seconds between them (a card-testing run)
@@ -82,7 +83,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
         f"({job.summary.batches} micro-batches; the first one starts Spark's Python workers)")
 
     conn = redis.Redis.from_url(server.url)
-    client = OnlineClient(conn, prefix=cfg.redis.prefix, id_types=cfg.ids.types())
+    client = OnlineClient(conn, prefix=cfg.redis.prefix, id_types=_ids.types(cfg))
     victim = str(hist_tx["customer_id"].value_counts().index[-1])  # a quiet card
     terminals = hist_tx["terminal_id"].astype(str).unique()[:3]
     base = int(end.timestamp()) + 60
@@ -94,7 +95,7 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
     ints = cfg.ids.transaction_id == "int"
     first_id = int(hist_tx["transaction_id"].max()) + 1_000_000 if ints else 0
     burst_ids = [first_id + k if ints else f"burst-{k}" for k in range(BURST)]
-    with EventProducer(cfg.kafka, id_types=cfg.ids.types()) as bus:
+    with EventProducer(cfg.kafka, id_types=_ids.types(cfg)) as bus:
         for k in range(BURST):
             txid, t = burst_ids[k], base + k * BURST_GAP_S
             row = {"transaction_id": txid, "customer_id": victim,

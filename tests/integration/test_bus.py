@@ -161,7 +161,7 @@ def test_send_transaction_and_label_keys(kcfg):
         bus.send_label(GOOD_LABEL)
     [tx] = list(kafka.read_all(kcfg, kcfg.transactions_topic))
     [lab] = list(kafka.read_all(kcfg, kcfg.labels_topic))
-    assert tx.key == b"c1" and parse_transaction(tx.value).amount == 12.5
+    assert tx.key == b"c1" and parse_transaction(tx.value).get("amount") == 12.5
     assert tx.partition == zlib.crc32(b"c1") % 4
     assert lab.key == b"t1" and parse_label(lab.value).is_fraud == 1
 
@@ -202,7 +202,7 @@ def test_replay_publishes_in_event_time_order(kcfg, monkeypatch):
     for i, (topic, key, value) in enumerate(calls):
         if topic == kcfg.transactions_topic:
             ev = parse_transaction(value)
-            assert key.decode() == ev.customer_id
+            assert key.decode() == ev.get("customer_id")
             seen_tx[ev.transaction_id] = i
             times.append(ev.t)
         else:

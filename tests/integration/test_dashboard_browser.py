@@ -29,8 +29,7 @@ def enriched_messages(seed: int = 3) -> list[tuple[str, bytes]]:
     out = []
     for rec, f in zip(tx.itertuples(), feats.to_dict("records"), strict=True):
         t = int(rec.event_timestamp.timestamp())
-        msg = Transaction(str(rec.transaction_id), str(rec.customer_id), str(rec.terminal_id),
-                          t, float(rec.amount))
+        msg = Transaction.of(rec.transaction_id, t, rec._asdict())
         out.append((msg.transaction_id, enriched_transaction(msg, f, t * 1000)))
     for rec in labels.itertuples():
         lt = int(rec.label_timestamp.timestamp())

@@ -1,27 +1,36 @@
 """Feast's get_online_features through our online store plugin (online/feast_store.py).
 
 A private redis-server holds a small hand-made state (load_state); a throwaway Feast repo in
-tmp_path registers our definitions with `online_store: type: online.feast_store.FFSOnlineStore`;
-the values Feast returns must be the ones OnlineClient computes at the same time.
+tmp_path registers plain views over the shipped repo's features (one per entity, as the Feast
+peer of the benchmarks has them: views the repo does not declare) and the repo's own views,
+with `online_store: type: online.feast_store.FFSOnlineStore`; the values Feast returns must
+be the ones OnlineClient computes at the same time.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from online.client import MISSING_ENTITY, PRESENT, OnlineClient, entity_feature_names
-from transformations.features import FEATURE_SERVICE, Entity, feature_dtypes
+from online.client import MISSING_ENTITY, PRESENT, OnlineClient
+from transformations.features import (
+    ENTITIES,
+    FEATURE_SERVICE,
+    REQUEST_FEATURES,
+    entity,
+    entity_feature_names,
+    feature_dtypes,
+)
 
 AS_OF = pd.Timestamp("2024-02-10 12:00:00", tz="UTC")  # a Saturday, noon
 T = int(AS_OF.timestamp())
 M, H, D = 60, 3600, 86400
-CUSTOMER_FEATURES = entity_feature_names(Entity.CUSTOMER)
-TERMINAL_FEATURES = entity_feature_names(Entity.TERMINAL)
+CUSTOMER_FEATURES = entity_feature_names(entity("customer"))
+TERMINAL_FEATURES = entity_feature_names(entity("terminal"))
 # (customer, terminal) rows asked for; 999 is known to no one
 ROWS = [(1, 10), (2, 11), (3, 12), (4, 12), (999, 10), (1, 999), (999, 999)]
 
@@ -64,6 +73,30 @@ def _tiny_source(path: Path) -> Path:
     return path
 
 
+def _plain_views(source_path: Path) -> list[object]:
+    """Feast objects over the offline features table as a team without our plugin would
+    declare them: one plain FeatureView per entity (`<entity>_features`), the request
+    features in `transaction_features` keyed by the first entity, one service over them."""
+    from feast import Entity as FeastEntity
+    from feast import FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64
+
+    types = {"int64": Int64, "float64": Float64}
+    dtypes = feature_dtypes()
+    feast_entities = {e.name: FeastEntity(name=e.name, join_keys=list(e.keys),
+                                          value_type=ValueType.INT64) for e in ENTITIES}
+    source = FileSource(name="features_source", path=str(source_path),
+                        timestamp_field="event_timestamp")
+    names = {f"{e.name}_features": (e.name, entity_feature_names(e)) for e in ENTITIES}
+    names["transaction_features"] = (ENTITIES[0].name, [f.name for f in REQUEST_FEATURES])
+    views = [FeatureView(name=view, entities=[feast_entities[ent]], ttl=timedelta(days=40),
+                         schema=[Field(name=n, dtype=types[dtypes[n]]) for n in features],
+                         source=source, online=True)
+             for view, (ent, features) in names.items()]
+    return [*feast_entities.values(), source, *views,
+            FeatureService(name=FEATURE_SERVICE, features=views)]
+
+
 @pytest.fixture(scope="module")
 def redis_server():
     from online.loader import load_state
@@ -85,8 +118,6 @@ def repo(redis_server, tmp_path_factory):
     with other online_store settings."""
     from feast import FeatureStore
 
-    from benchmarks.feast_baseline import build, objects
-
     root = tmp_path_factory.mktemp("feast_plugin")
     registry = root / "registry.db"
     source = _tiny_source(root / "features.parquet")
@@ -98,7 +129,7 @@ def repo(redis_server, tmp_path_factory):
                                                 **online)))
 
     store = open_store(as_of=T)
-    store.apply(objects(build(source)))
+    store.apply(_plain_views(source))
     return open_store, store
 
 
@@ -223,9 +254,12 @@ def test_other_request_shapes_and_feature_lists(repo, client, shape):
 def test_one_redis_round_trip_per_call_when_rows_carry_both_ids(repo, monkeypatch):
     _, store = repo
     calls = []
-    script = store._get_provider().online_store.client(store.config)._script
-    monkeypatch.setattr(store._get_provider().online_store.client(store.config), "_script",
-                        lambda *a, **k: calls.append(1) or script(*a, **k))
+    _read(store, rows=[(1, 10)])  # the read script is loaded: no NOSCRIPT retry below
+    pool = store._get_provider().online_store.client(store.config).redis.connection_pool
+    get_connection = pool.get_connection
+    # every round trip (a command, a script, a pipeline) takes a connection from the pool
+    monkeypatch.setattr(pool, "get_connection",
+                        lambda *a, **k: calls.append(1) or get_connection(*a, **k))
     got = _read(store, rows=[(1, 10), (2, 11), (1, 11)]).to_dict()
     assert len(calls) == 1
     assert got["customer_nb_tx_1d"] == [3, 0, 3] and got["terminal_nb_tx_1h"] == [1, 1, 1]
@@ -415,3 +449,98 @@ def test_the_shipped_repo_served_by_feast_with_the_plugin_equals_the_online_clie
         mean = ours.values["customer_avg_amount_30d"][i]
         want = None if mean in (None, 0) else r["amount"] / mean
         assert got["amount_over_customer_avg_30d"][i] == pytest.approx(want), i
+
+
+OTHER_REPO = r'''
+import json, sys
+from pathlib import Path
+import pandas as pd, redis
+from feast import FeatureStore
+from online.client import OnlineClient
+from online.loader import load_state
+from online.redis_server import RedisServer
+from tests.integration.test_second_repo import KEYS, generate
+from transformations import ids, repo as R
+from transformations.features import FEATURE_SERVICE, entity, entity_feature_names
+from ffs.config import load_config
+
+work = Path(sys.argv[1])
+tx, labels = generate()
+t = int(tx["event_timestamp"].max().timestamp())
+pick = tx.sample(12, random_state=5)
+rows = [{k: getattr(r, k) for k in KEYS} for r in pick.itertuples()]
+rows.append({"account_id": "acct-none", "device_id": rows[0]["device_id"], "ip": "10.9.9.9"})
+pair = entity("account+device")
+out = {}
+with RedisServer() as server:
+    conn = redis.Redis.from_url(server.url)
+    load_state(conn, tx, labels)
+    client = OnlineClient(conn, id_types=ids.types(load_config()))
+    ours = client.get_features(rows, as_of=t)
+    (work / "feast").mkdir()
+    (work / "feast" / "feature_store.yaml").write_text(
+        "project: ffs_plugin_other\nprovider: local\nregistry:\n  registry_type: file\n"
+        f"  path: {work / 'registry.db'}\noffline_store:\n  type: file\nonline_store:\n"
+        f"  type: online.feast_store.FFSOnlineStore\n  url: {server.url}\n  as_of: {t}\n"
+        "entity_key_serialization_version: 3\n")
+    store = FeatureStore(repo_path=str(work / "feast"))
+    contents = R.parse(R.repo_dir())
+    store.apply([*contents.data_sources, *contents.entities, *contents.stream_feature_views,
+                 *contents.on_demand_feature_views, *contents.feature_services])
+    at = pd.Timestamp(t, unit="s", tz="UTC").to_pydatetime()
+    got = store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE),
+        entity_rows=[{**r, "amount": 10.0, "channel": "pos", "event_timestamp": at}
+                     for r in rows]).to_dict()
+    # rows without every join key: the composite view reads its own (account, device) ids
+    alone = store.get_online_features(
+        features=[f"account_device:{n}" for n in entity_feature_names(pair)],
+        entity_rows=[{k: r[k] for k in pair.keys} for r in rows]).to_dict()
+    names = [n for e in ("device", "account", "account+device", "ip")
+             for n in entity_feature_names(entity(e))]
+    out["ours"] = {n: [v if s == "PRESENT" else None for v, s in
+                       zip(ours.values[n], ours.statuses[n])] for n in names}
+    out["feast"] = {n: got[n] for n in names}
+    out["alone"] = {n: alone[n] for n in entity_feature_names(pair)}
+    out["pair"] = entity_feature_names(pair)
+    conn.close()
+print("RESULT " + json.dumps(out, default=str))
+'''
+
+
+@pytest.mark.redis
+def test_a_repo_with_a_composite_view_is_served_by_its_join_keys(tmp_path):
+    """Another repo (tests/fixtures/payments_repo: three entities with text ids and a
+    composite (account, device) view), served through Feast with the plugin: every view's
+    features equal the client's, the composite one read by both join keys, in one call with
+    every key and alone (the plugin then asks the client for (account, device) tuples)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    repo = tmp_path / "payments_repo"
+    shutil.copytree(root / "tests" / "fixtures" / "payments_repo", repo,
+                    ignore=shutil.ignore_patterns(".ffs", "__pycache__", "registry.db"))
+    env = {**os.environ, "FFS_FEATURES_REPO": str(repo), "FFS_IDS_TRANSACTION_ID": "string"}
+    run = subprocess.run([sys.executable, "-c", OTHER_REPO, str(tmp_path)], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = json.loads(run.stdout.split("RESULT ", 1)[1])
+
+    def same(x, y) -> bool:
+        if x is None or y is None:
+            return x is None and y is None
+        return x == pytest.approx(y)
+
+    def close(a: list, b: list) -> bool:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+
+    for name, values in out["ours"].items():
+        assert close(out["feast"][name], values), (name, out["feast"][name], values)
+    for name in out["pair"]:
+        assert close(out["alone"][name], out["ours"][name]), name
+    assert any(v is not None for v in out["ours"][out["pair"][0]])  # known pairs were read
+    assert out["ours"][out["pair"][0]][-1] is None  # the new account on a known device

@@ -59,8 +59,9 @@ def tx_msg(txid: str, t: int, customer: str = "c1", terminal: str = "m1", amount
     feats = dict.fromkeys(feature_names(), 0)
     feats.update(customer_nb_tx_30d=1, customer_avg_amount_30d=amount, amount=amount)
     feats.update(features)
-    return enriched_transaction(Transaction(txid, customer, terminal, t, amount), feats,
-                                processed_ms or next(_processed))
+    tx = Transaction.of(txid, t, {"customer_id": customer, "terminal_id": terminal,
+                                  "amount": amount})
+    return enriched_transaction(tx, feats, processed_ms or next(_processed))
 
 
 def label_msg(txid: str, fraud: int, label_t: int) -> bytes:

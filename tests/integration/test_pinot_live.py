@@ -72,8 +72,7 @@ def build_events(seed: int = 11) -> Events:
 
     def tx_message(rec, f: dict) -> tuple[str, bytes]:
         t = int(rec.event_timestamp.timestamp())
-        msg = Transaction(str(rec.transaction_id), str(rec.customer_id),
-                          str(rec.terminal_id), t, float(rec.amount))
+        msg = Transaction.of(rec.transaction_id, t, rec._asdict())
         return msg.transaction_id, enriched_transaction(msg, f, P0 + next(seq))
 
     def label_message(txid: str, fraud: int, label_s: int) -> tuple[str, bytes]:
@@ -553,15 +552,16 @@ def test_a_row_older_than_the_stored_one_is_dropped(live, phases, events):
     txid = watched(events)[4]  # plain
     before = row(c.query(f"SELECT * FROM ffs_enriched WHERE transaction_id = '{txid}'"), txid)
     stale = dict(events.features[txid], customer_nb_tx_1h=999)
-    tx = Transaction(txid, str(before["customer_id"]), str(before["terminal_id"]),
-                     int(before["event_time_ms"]) // 1000, float(before["amount"]))
+    tx = Transaction.of(txid, int(before["event_time_ms"]) // 1000, before)
     # a new key on the same partition: once it is in, so is everything before it there
     partition = zlib.crc32(txid.encode()) % live.cfg.kafka.partitions
     marker = next(m for m in (f"marker-{i}" for i in range(1000))
                   if zlib.crc32(m.encode()) % live.cfg.kafka.partitions == partition)
     publish(live.cfg, [(txid, enriched_transaction(tx, stale, P0 - 1)),
                        (marker, enriched_transaction(
-                           Transaction(marker, "c-marker", "t-marker", tx.t, 1.0),
+                           Transaction.of(marker, tx.t, {"customer_id": "c-marker",
+                                                         "terminal_id": "t-marker",
+                                                         "amount": 1.0}),
                            events.features[txid], P0 + 10**6))])
     wait_for("the marker row", lambda: (len(got := c.query(
         f"SELECT transaction_id FROM ffs_enriched WHERE transaction_id = '{marker}'")) == 1,

@@ -468,6 +468,38 @@ def test_openapi_documents_the_endpoints(http):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_openapi_columns_are_the_repos_keys_typed_by_their_declared_ids(loaded):
+    """entities documents every join key of the loaded repo (required) and the request
+    columns, nothing else (the server refuses other columns); each key by its id type."""
+    from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+
+    def request_schema(cfg: Config) -> dict:
+        client = Http(create_app(cfg))
+        try:
+            spec = client.get("/openapi.json").json()
+        finally:
+            client.close()
+        return spec["paths"]["/get-online-features"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["properties"]
+
+    props = request_schema(config(loaded.url))
+    entities = props["entities"]
+    assert entities["required"] == list(KEY_COLUMNS) == ["customer_id", "terminal_id"]
+    assert list(entities["properties"]) == [*KEY_COLUMNS, "transaction_id", "event_timestamp",
+                                            *VALUE_COLUMNS]
+    assert entities["additionalProperties"] is False
+    assert entities["examples"] == [{"customer_id": [42], "terminal_id": [7]}]
+    kinds = {s["type"] for s in entities["properties"]["customer_id"]["items"]["anyOf"]}
+    assert kinds == {"integer", "string"}  # an int id, or its decimal text
+    amount = props["request_data"]["anyOf"][0]["properties"]["amount"]["items"]["anyOf"][0]
+    assert (amount["type"], amount["minimum"]) == ("number", 0)
+
+    cfg = config(loaded.url)
+    cfg.ids.keys["terminal_id"] = "string"
+    text = request_schema(cfg)["entities"]["properties"]["terminal_id"]["items"]["anyOf"]
+    assert text[0] == {"type": "string", "pattern": "^[A-Za-z0-9_.:@/+=-]{1,128}$"}
+
+
 def test_the_contract_matches_what_the_server_does(http):
     """The schema says feature_service is required, as the server enforces (a default in
     the schema told generated clients they could leave it out: issue 10, defect 10); a 405
@@ -522,3 +554,59 @@ def test_ffs_serve_runs_uvicorn_with_auth_and_never_prints_the_key(loaded, tmp_p
         proc.wait(timeout=10)
     text = log.read_text()
     assert f"http://127.0.0.1:{port}" in text and key not in text
+
+
+# ------------------------------------------------------------------ another repo's columns
+
+OTHER_REPO = r'''
+import json
+from online.server import BadRequest, parse_request, request_schema
+from transformations.ids import ALL_STRING
+
+def ask(**parts):
+    try:
+        return parse_request(json.dumps({"feature_service": "fraud_v2", **parts}).encode(),
+                             10, ALL_STRING)[::2]
+    except BadRequest as exc:
+        return str(exc)
+
+keys = {"account_id": ["a1", "a2"], "device_id": ["d1", "d2"], "ip": ["10.0.0.1", 7]}
+out = {
+    "ok": ask(entities=keys, request_data={"amount": [1.5, None], "channel": ["pos", 5],
+                                           "declined": [0, 1]}),
+    "missing": ask(entities={"account_id": ["a1"], "ip": ["x"]}),
+    "bad_text": ask(entities=keys, request_data={"channel": ["on line", "pos"]}),
+    "bad_number": ask(entities=keys, request_data={"declined": [-1, 0]}),
+    "unknown": ask(entities=keys, request_data={"customer_id": [1, 2]}),
+    "schema": list(request_schema(ALL_STRING)["properties"]["entities"]["properties"]),
+}
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_another_repos_request_columns(tmp_path):
+    """tests/fixtures/payments_repo: its join keys are the entity columns (a missing one is
+    named), its value columns the request data (a number by the amount rule, a text by the
+    ids' rule); the shipped repo's columns are unknown there."""
+    root = ROOT
+    repo = tmp_path / "payments_repo"
+    import shutil
+
+    shutil.copytree(root / "tests" / "fixtures" / "payments_repo", repo,
+                    ignore=shutil.ignore_patterns(".ffs", "__pycache__"))
+    run = subprocess.run([sys.executable, "-c", OTHER_REPO], cwd=root, capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "FFS_FEATURES_REPO": str(repo)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.split("RESULT ", 1)[1])
+    rows, entities = out["ok"]
+    assert rows[0] == {"account_id": "a1", "device_id": "d1", "ip": "10.0.0.1",
+                       "amount": 1.5, "channel": "pos", "declined": 0}
+    assert rows[1]["channel"] == "5" and rows[1]["amount"] is None and rows[1]["ip"] == 7
+    assert set(entities) == {"account_id", "device_id", "ip"}
+    assert out["missing"].startswith("entities: missing column 'device_id'; every row needs")
+    assert out["bad_text"].startswith("channel[0]: 'on line': ids are")
+    assert out["bad_number"].startswith("declined[0]: expected a number between 0 and")
+    assert out["unknown"].startswith("request_data: unknown column \"customer_id\"")
+    assert set(out["schema"]) >= {"account_id", "device_id", "ip", "amount", "channel",
+                                  "declined", "transaction_id", "event_timestamp"}

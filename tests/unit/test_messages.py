@@ -58,6 +58,12 @@ def _with_literal(field: str, literal: str, base: dict = TX) -> bytes:
     return json.dumps(d).replace('"@@"', literal).encode()
 
 
+def _tx_of(txid, customer, terminal, t, amount) -> M.Transaction:
+    """The shipped repo's transaction (its columns: customer_id, terminal_id, amount)."""
+    return M.Transaction.of(txid, t, {"customer_id": customer, "terminal_id": terminal,
+                                      "amount": amount})
+
+
 def _reason(parse, raw) -> str:
     with pytest.raises(M.Refused) as info:
         parse(raw)
@@ -202,23 +208,50 @@ def test_good_transaction_values():
                                    "terminal_id": "T:9/a+b=c@d_e.f-g",
                                    "event_timestamp": T0 * 1000, "amount": 7,
                                    "extra": {"ignored": True}}))
-    assert tx == M.Transaction("123", "0", "T:9/a+b=c@d_e.f-g", T0, 7.0)
-    assert type(tx.amount) is float
-    assert parse_transaction(_tx(amount=0)).amount == 0.0
-    assert parse_transaction(_tx(amount=1e9)).amount == 1e9  # the limit itself
+    assert tx == _tx_of("123", "0", "T:9/a+b=c@d_e.f-g", T0, 7.0)
+    assert tx.columns == (("customer_id", "0"), ("terminal_id", "T:9/a+b=c@d_e.f-g"),
+                          ("amount", 7.0))
+    assert type(tx.get("amount")) is float
+    assert parse_transaction(_tx(amount=0)).get("amount") == 0.0
+    assert parse_transaction(_tx(amount=1e9)).get("amount") == 1e9  # the limit itself
     # text input is accepted as well as bytes
-    assert parse_transaction(_raw(TX).decode()) == M.Transaction("t-1", "c1", "m9", T0, 12.5)
+    assert parse_transaction(_raw(TX).decode()) == _tx_of("t-1", "c1", "m9", T0, 12.5)
+
+
+def test_transaction_views_for_the_writer_the_client_and_the_bus():
+    tx = _tx_of("t-9", "c2", "m3", T0, 0.1)
+    assert tx.event() == {"transaction_id": "t-9", "t": T0, "customer_id": "c2",
+                          "terminal_id": "m3", "amount": 0.1}
+    assert tx.row() == {"transaction_id": "t-9", "event_timestamp": T0, "customer_id": "c2",
+                        "terminal_id": "m3", "amount": 0.1}
+    assert M.Transaction.from_event(tx.event()) == tx
+    assert M.Transaction.of(9, T0, {"customer_id": 2, "terminal_id": 3, "amount": 1,
+                                    "other": "x"}).columns == \
+        (("customer_id", "2"), ("terminal_id", "3"), ("amount", 1.0))
+    assert tx.key() == "c2" == M.message_key({"customer_id": "c2"})  # the first entity's key
+    assert len({tx, _tx_of("t-9", "c2", "m3", T0, 0.1)}) == 1  # hashable, by value
+    with pytest.raises(KeyError, match="no column 'merchant_id'"):
+        tx.get("merchant_id")
+
+
+def test_a_bad_column_is_named_in_the_detail():
+    for field, value, reason in (("customer_id", "c|1", M.BAD_ID),
+                                 ("terminal_id", 3.5, M.BAD_ID),
+                                 ("amount", -1, M.BAD_AMOUNT)):
+        with pytest.raises(M.Refused) as info:
+            parse_transaction(_tx(**{field: value}))
+        assert info.value.reason == reason and repr(field) in info.value.detail
 
 
 def test_outgoing_messages_round_trip():
-    tx = M.Transaction("t-9", "c2", "m3", T0, 0.1)
+    tx = _tx_of("t-9", "c2", "m3", T0, 0.1)
     assert parse_transaction(M.transaction_message(tx)) == tx
     lab = M.Label("t-9", 0, T0 + 86400)
     assert parse_label(M.label_message(lab)) == lab
 
 
 def test_enriched_transaction_writes_undefined_values_as_null():
-    tx = M.Transaction("t-9", "c2", "m3", T0, 0.1)
+    tx = _tx_of("t-9", "c2", "m3", T0, 0.1)
     row = json.loads(M.enriched_transaction(
         tx, {"amount": 99.0, "customer_avg_amount_1d": float("nan"), "customer_nb_tx_1d": 3},
         processed_at_ms=5))
@@ -314,3 +347,73 @@ def test_every_dead_letter_record_is_valid_json_for_every_corpus_entry():
         kept = rec["value"].encode() if "value" in rec \
             else base64.b64decode(rec["value_base64"])
         assert kept == (raw or b"")[:M.MAX_MESSAGE_BYTES], name
+
+
+# ---- another repo's columns ------------------------------------------------------------------
+
+OTHER_REPO = r'''
+import json
+import pandas as pd
+from bus import messages as M, replay
+from transformations.features import ENTITIES
+from transformations.ids import ALL_STRING
+good = {"transaction_id": "p1", "account_id": "a1", "device_id": "d1", "ip": "10.0.0.1",
+        "event_timestamp": 0, "amount": 3, "declined": 1, "channel": "online"}
+out = {"columns": M.COLUMNS, "partition_keys": M.PARTITION_KEYS, "first": ENTITIES[0].keys,
+       "good": good}
+tx = M.parse_transaction(json.dumps(good), ALL_STRING)
+out["parsed"] = [list(c) for c in tx.columns]
+out["key"] = tx.key()
+out["round_trip"] = M.parse_transaction(M.transaction_message(tx), ALL_STRING) == tx
+frame = pd.DataFrame([{**good, "event_timestamp": pd.Timestamp(0, tz="UTC")}])
+out["replayed"] = M.parse_transaction(replay.transaction_values(frame)[0], ALL_STRING) == tx
+out["replay_key"] = replay.transaction_keys(frame).tolist()
+out["enriched"] = list(json.loads(M.enriched_transaction(tx, {"f": 1}, 5)))
+out["refused"] = {}
+for field, value in (("channel", "on line"), ("channel", [1]), ("declined", -1),
+                     ("ip", "a|b"), ("device_id", None), ("amount", "1")):
+    try:
+        M.parse_transaction(json.dumps({**good, field: value}), ALL_STRING)
+    except M.Refused as exc:
+        out["refused"][f"{field}={value!r}"] = [exc.reason, exc.detail]
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_another_repos_columns_are_parsed_sent_and_keyed(tmp_path):
+    """tests/fixtures/payments_repo: keys account_id, device_id, ip, value columns amount and
+    declined (numbers) and channel (a text); messages are keyed by its first entity's key."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    repo = tmp_path / "payments_repo"
+    shutil.copytree(root / "tests" / "fixtures" / "payments_repo", repo,
+                    ignore=shutil.ignore_patterns(".ffs", "__pycache__"))
+    run = subprocess.run([sys.executable, "-c", OTHER_REPO], cwd=root, capture_output=True,
+                         text=True, timeout=300, env={**os.environ,
+                                                      "FFS_FEATURES_REPO": str(repo)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.split("RESULT ", 1)[1])
+    assert set(out["columns"]) == {"account_id", "device_id", "ip", "amount", "declined",
+                                   "channel"}
+    assert dict(out["parsed"]) == {"account_id": "a1", "device_id": "d1", "ip": "10.0.0.1",
+                                   "amount": 3.0, "declined": 1.0, "channel": "online"}
+    (first,) = out["partition_keys"]
+    assert out["partition_keys"] == out["first"]
+    assert out["key"] == out["good"][first] and out["replay_key"] == [out["good"][first]]
+    assert out["round_trip"] and out["replayed"]
+    assert out["enriched"][:2] == ["kind", "transaction_id"] and "channel" in out["enriched"]
+    assert out["enriched"][-1] == "processed_at_ms"
+    refused = out["refused"]
+    assert len(refused) == 6
+    assert refused["channel='on line'"][0] == M.BAD_ID and "'channel'" in \
+        refused["channel='on line'"][1]
+    assert refused["channel=[1]"][0] == M.BAD_TYPE
+    assert refused["declined=-1"] == [M.BAD_AMOUNT, "'declined' = -1: must be finite and >= 0"]
+    assert refused["ip='a|b'"][0] == M.BAD_ID and "'ip'" in refused["ip='a|b'"][1]
+    assert refused["device_id=None"] == [M.MISSING_FIELD, "'device_id' is missing or null"]
+    assert refused["amount='1'"][0] == M.BAD_TYPE

@@ -66,11 +66,63 @@ def test_every_feature_is_a_column_of_both_tables_with_its_type():
 
 
 def test_a_new_feature_reaches_the_schema_without_editing_pinot_code(monkeypatch):
-    extra = windows.RecencyFeature("terminal_secs_since_prev_tx", windows.Entity.TERMINAL,
+    extra = windows.RecencyFeature("terminal_secs_since_prev_tx", windows.entity("terminal"),
                                    horizon=timedelta(days=30))
     monkeypatch.setattr(windows, "RECENCY_FEATURES", windows.RECENCY_FEATURES + (extra,))
     assert columns(pc.enriched_schema())["terminal_secs_since_prev_tx"] == "DOUBLE"
     assert pc.artifacts(Config()) != {p.name: p.read_text() for p in INFRA.iterdir()}
+
+
+OTHER_REPO = r"""
+import json
+from analytics import olap_store, pinot_config as pc
+from ffs.config import load_config
+from tests.unit.test_pinot_artifacts import columns
+agg = pc.agg_table(load_config())
+print("RESULT " + json.dumps({
+    "enriched": columns(pc.enriched_schema()), "agg": columns(pc.agg_schema()),
+    "star": agg["tableIndexConfig"]["starTreeIndexConfigs"][0],
+    "inverted": pc.enriched_table(load_config())["tableIndexConfig"]["invertedIndexColumns"],
+    "readme": pc.artifacts(load_config())["README.md"], "duckdb": olap_store.COLUMNS[:8]}))
+"""
+
+
+def test_another_repos_tables_have_its_keys_value_columns_and_rollup(tmp_path):
+    """tests/fixtures/payments_repo (keys account_id, device_id, ip; value columns amount,
+    declined and the text channel; its fraud rate on ip): the same generator, no change."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    repo = tmp_path / "payments_repo"
+    shutil.copytree(root / "tests" / "fixtures" / "payments_repo", repo,
+                    ignore=shutil.ignore_patterns(".ffs", "__pycache__"))
+    run = subprocess.run([sys.executable, "-c", OTHER_REPO], cwd=root, capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "FFS_FEATURES_REPO": str(repo),
+                              "FFS_IDS_TRANSACTION_ID": "string"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.split("RESULT ", 1)[1])
+    enriched = out["enriched"]
+    for name in ("transaction_id", "account_id", "device_id", "ip", "channel", "kind"):
+        assert enriched[name] == "STRING", name
+    assert enriched["amount"] == enriched["declined"] == "DOUBLE"
+    assert "customer_id" not in enriched and "terminal_id" not in enriched
+    assert enriched["ip_fraud_rate_14d_lag3d"] == "DOUBLE"
+    star = out["star"]
+    assert star["dimensionsSplitOrder"] == ["event_day", "event_hour", "ip"]
+    assert {"SUM__amount", "MAX__amount", "SUM__declined", "DISTINCTCOUNTHLL__account_id",
+            "DISTINCTCOUNTHLL__device_id", "AVG__ip_fraud_rate_14d_lag3d"} <= set(
+                star["functionColumnPairs"])
+    assert all(p.split("__", 1)[1] in out["agg"] or p == "COUNT__*"
+               for p in star["functionColumnPairs"])
+    assert out["inverted"][0] == "ip" and set(out["inverted"]) == {"ip", "account_id",
+                                                                    "device_id"}
+    assert "star-tree on (day, hour, ip)" in out["readme"]
+    assert dict(out["duckdb"])["channel"] == "VARCHAR"
+    assert dict(out["duckdb"])["declined"] == "DOUBLE"
 
 
 def test_an_unsupported_dtype_fails_naming_the_feature(monkeypatch):
