@@ -24,12 +24,24 @@ from pathlib import Path
 
 from ffs.config import Config
 from transformations import repo as R
-from transformations.compiler import Compiled, Problem, RepoError
+from transformations.compiler import (
+    EVENT_ID,
+    EVENT_TIME,
+    LABEL_COLUMNS,
+    Compiled,
+    Problem,
+    RepoError,
+)
 
-# what the bus parses from each message (bus/messages.py): a repo's sources must carry them
-BUS_FIELDS = {"transactions": ("transaction_id", "customer_id", "terminal_id",
-                               "event_timestamp", "amount"),
-              "labels": ("transaction_id", "is_fraud", "label_timestamp")}
+
+def bus_fields(compiled: Compiled) -> dict[str, tuple[str, ...]]:
+    """What the bus parses from each message (bus/messages.py): the event contract, the keys
+    and value columns of this repo; labels when a view counts them."""
+    keys = tuple(dict.fromkeys(k for e in compiled.entities for k in e.keys))
+    out = {"transactions": (EVENT_ID, EVENT_TIME, *keys, *compiled.values)}
+    if any(w.agg.value == "fraud_rate" for w in compiled.windows):
+        out["labels"] = LABEL_COLUMNS
+    return out
 
 
 @dataclass
@@ -43,22 +55,22 @@ class ApplySummary:
 
 def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[Problem]]:
     """Every engine's own compilation of the declarations; refusals become problems."""
-    from online.plan import UnsupportedOnline, compile_plan
+    from online.plan import compile_plans
 
     done: dict[str, str] = {}
     problems: list[Problem] = []
     n = len(compiled.windows) + len(compiled.recency) + len(compiled.request)
-    done["numpy, spark"] = f"{len(compiled.windows)} windows, {len(compiled.recency)} recency"
-    try:
-        plan = compile_plan(tuple(compiled.windows))
-        done["redis read plan, stream writer"] = f"{plan.width} values per row"
-    except UnsupportedOnline as exc:
-        problems.append(Problem("online read plan", str(exc), "see the capability table "
-                                "(README, Feature repos)"))
+    done["numpy, spark"] = (f"{len(compiled.windows)} windows, {len(compiled.recency)} "
+                            f"recency over {len(compiled.entities)} entities")
+    plans = compile_plans()
+    done["redis read plan, stream writer"] = ", ".join(
+        f"{p.entity.name}: {p.width} values per row, {p.fmt.fixed_size} + text bytes per "
+        f"event" for p in plans)
     sources = {s.name: s for s in contents.data_sources}
     from transformations.compiler import source_columns
 
-    for kind, fields in BUS_FIELDS.items():
+    fields_of = bus_fields(compiled)
+    for kind, fields in fields_of.items():
         topic_sources = [s for s in sources.values() if source_columns(s) is not None
                          and set(fields) <= set(source_columns(s) or {})]
         if not topic_sources:
@@ -66,7 +78,7 @@ def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[P
                                     f"the stream parses: {list(fields)}",
                                     "a KafkaSource whose JSON schema has them"))
     done["kafka message schemas"] = ", ".join(f"{k}: {len(v)} fields"
-                                              for k, v in BUS_FIELDS.items())
+                                              for k, v in fields_of.items())
     from validation import suites
 
     done["great expectations"] = ", ".join(

@@ -51,7 +51,10 @@ def test_apply_registers_the_repo_in_a_file_registry_and_the_feast_cli_lists_it(
     monkeypatch.setenv("FFS_FEATURES_REPO", str(repo))  # apply sets it; restored after
     assert main(["--repo", str(repo), "apply"]) == 0
     out = capsys.readouterr().out
-    assert "redis read plan, stream writer: 25 values per row" in out
+    # the shipped repo's read: 16 numbers per customer row, 9 per terminal row; 20 bytes of
+    # counts and cents per customer event, none per terminal event (a bare transaction id)
+    assert ("redis read plan, stream writer: customer: 16 values per row, 20 + text bytes per "
+            "event, terminal: 9 values per row, 0 + text bytes per event") in out
     assert "applied repo: service fraud_detection_v1, 19 windowed and 4 request" in out
     assert registry.exists()
     got = _listed(_store(repo))
@@ -114,5 +117,5 @@ def test_a_broken_repo_is_refused_whole_and_nothing_is_registered(tmp_path):
     assert run.returncode == 2
     assert "4 problem(s) in the feature repo" in run.stderr, run.stderr[-2000:]
     assert "aggregation customer_sum_amount_10m: unknown function 'median'" in run.stderr
-    assert run.stderr.count("column 'is_flag' is not in the source's schema") == 3
+    assert run.stderr.count("fraud_rate reads the label's 'is_fraud', not 'is_flag'") == 3
     assert not registry.exists()
