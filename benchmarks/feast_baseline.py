@@ -42,13 +42,14 @@ from feast.types import Float64, Int64
 
 from ffs.config import Config, load_config
 from transformations.features import (
+    COMPILED,
+    ENTITIES,
     FEATURE_SERVICE,
-    RECENCY_FEATURES,
     REQUEST_FEATURES,
     Entity,
+    entity_feature_names,
     feature_dtypes,
     retention,
-    windows_for,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ FEAST_TYPES = {"int64": Int64, "float64": Float64}
 
 # Longest span an event can matter for (30-day windows + 7-day label delay): past it, a
 # Feast as-of join returns nothing rather than a value that no window could still hold.
-TTL: timedelta = max(retention(e) for e in Entity)
+TTL: timedelta = max(retention(e) for e in ENTITIES)
 
 
 def offline_features_path(cfg: Config | None = None) -> Path:
@@ -81,13 +82,17 @@ def feast_field(name: str) -> Field:
 
 
 REQUEST_VIEW = "transaction_features"
-REQUEST_ENTITY = Entity.CUSTOMER  # see the module docstring
+REQUEST_ENTITY: Entity = ENTITIES[0]  # see the module docstring
+
+
+def _view(e: Entity) -> str:
+    return f"{e.name.replace('+', '_')}_features"
 
 
 def view_entities() -> dict[str, Entity]:
     """Feature view name -> the entity it is keyed by: one view per entity, plus the
     request features."""
-    out = {f"{e.value}_features": e for e in Entity}
+    out = {_view(e): e for e in ENTITIES}
     out[REQUEST_VIEW] = REQUEST_ENTITY
     return out
 
@@ -95,21 +100,21 @@ def view_entities() -> dict[str, Entity]:
 def view_feature_names() -> dict[str, list[str]]:
     """Feature view name -> its features (declaration order); views without features
     are left out."""
-    out = {
-        f"{e.value}_features": [f.name for f in windows_for(e)]
-        + [r.name for r in RECENCY_FEATURES if r.entity == e]
-        for e in Entity
-    }
+    out = {_view(e): entity_feature_names(e) for e in ENTITIES}
     out[REQUEST_VIEW] = [f.name for f in REQUEST_FEATURES]
     return {view: names for view, names in out.items() if names}
 
 
 def build(source_path: str | Path) -> dict[str, Any]:
     """All Feast objects over a features table at `source_path` (file or directory)."""
+    # one Feast entity per join key; a composite entity's view lists several
+    names = {k: e.name for e in ENTITIES if not e.composite for k in e.keys}
+    kinds = {"int": ValueType.INT64, "string": ValueType.STRING}
     entities = {
-        e: FeastEntity(name=e.value, join_keys=[e.key], value_type=ValueType.INT64,
-                       description=f"{e.value}, identified by {e.key}")
-        for e in Entity
+        k: FeastEntity(name=names.get(k, k), join_keys=[k],
+                       value_type=kinds[COMPILED.id_types.get(k, "int")],
+                       description=f"{names.get(k, k)}, identified by {k}")
+        for e in ENTITIES for k in e.keys
     }
     source = FileSource(
         name="features_source",
@@ -121,12 +126,12 @@ def build(source_path: str | Path) -> dict[str, Any]:
     views = [
         FeatureView(
             name=view,
-            entities=[entities[keyed_by[view]]],
+            entities=[entities[k] for k in keyed_by[view].keys],
             ttl=TTL,
             schema=[feast_field(n) for n in names],
             source=source,
             online=True,
-            description=f"{len(names)} features keyed by {keyed_by[view].key}",
+            description=f"{len(names)} features keyed by {', '.join(keyed_by[view].keys)}",
         )
         for view, names in view_feature_names().items()
     ]
@@ -136,8 +141,8 @@ def build(source_path: str | Path) -> dict[str, Any]:
         description="every feature of the loaded repo (transformations.features.feature_names())",
     )
     return {
-        "customer": entities[Entity.CUSTOMER],
-        "terminal": entities[Entity.TERMINAL],
+        **{fe.name: fe for fe in entities.values()},
+        "entities": list(entities.values()),
         "source": source,
         "views": views,
         "service": service,
@@ -146,5 +151,4 @@ def build(source_path: str | Path) -> dict[str, Any]:
 
 def objects(built: dict[str, Any]) -> list[object]:
     """The list to pass to FeatureStore.apply()."""
-    return [built["customer"], built["terminal"], built["source"], *built["views"],
-            built["service"]]
+    return [*built["entities"], built["source"], *built["views"], built["service"]]

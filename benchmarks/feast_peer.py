@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from transformations.features import FEATURE_SERVICE, Entity, feature_names
+from transformations.features import FEATURE_SERVICE, KEY_COLUMNS, feature_names
 
 ROW = "__feast_peer_row"  # carries a request's position through Feast, which reorders rows
 PROJECT = "feast_peer"
@@ -73,7 +73,7 @@ def consolidate(offline_features_dir: Path, out: Path) -> Path:
     """One parquet file with the table's columns (partition columns such as event_date are
     dropped), streamed batch by batch so memory stays bounded."""
     dataset = ds.dataset(str(offline_features_dir), format="parquet", partitioning="hive")
-    keep = ["transaction_id", "customer_id", "terminal_id", "event_timestamp", *feature_names()]
+    keep = ["transaction_id", *KEY_COLUMNS, "event_timestamp", *feature_names()]
     missing = [c for c in keep if c not in dataset.schema.names]
     if missing:
         raise ValueError(f"{offline_features_dir}: missing column(s) {missing}")
@@ -103,7 +103,7 @@ def feast_historical(offline_features_dir: Path, entity_df: pd.DataFrame, work_d
     offline_features_dir = Path(offline_features_dir).resolve()
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    needed = {e.key for e in Entity} | {"event_timestamp"}
+    needed = {*KEY_COLUMNS, "event_timestamp"}
     missing = needed - set(entity_df.columns)
     if missing:
         raise ValueError(f"entity_df is missing column(s) {sorted(missing)}")
@@ -124,7 +124,7 @@ def feast_historical(offline_features_dir: Path, entity_df: pd.DataFrame, work_d
 
     # Feast's file store collapses entity rows that share keys and timestamp (feast #6787):
     # send each distinct request once and map the answers back to every row.
-    keys = [e.key for e in Entity] + ["event_timestamp"]
+    keys = [*KEY_COLUMNS, "event_timestamp"]
     requests = entity_df[keys].drop_duplicates().reset_index(drop=True)
     requests[ROW] = range(len(requests))
     t0 = time.perf_counter()

@@ -251,7 +251,7 @@ def _feast_expectation(table: pd.DataFrame,
     drops: those where some view's entity has rows in the table but none within the ttl."""
     parts, dropped = [], pd.Series(False, index=entity_df.index)
     for view, names in D.view_feature_names().items():
-        key = D.view_entities()[view].key
+        key = D.view_entities()[view].keys[0]  # the shipped repo: one key per entity
         got = _as_of(table, entity_df, key, names)
         parts.append(got)
         known = entity_df[key].isin(table[key])
