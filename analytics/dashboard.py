@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import pandas as pd
 from fastapi import Request  # module level: FastAPI resolves annotations from module globals
 
-from analytics import queries
+from ffs.analytics import queries
 from ffs.config import Config
 from ffs.errors import ConfigError, FFSError, InputError, TransientError
 
@@ -49,7 +49,7 @@ class DuckDBBackend:
     name = "duckdb"
 
     def __init__(self, cfg: Config, ingest: bool = True):
-        from analytics.olap_store import OlapStore
+        from ffs.analytics.olap_store import OlapStore
 
         self.store = OlapStore(cfg.kafka if ingest else None, cfg.analytics.duckdb_path)
         self._stop = threading.Event()
@@ -60,7 +60,7 @@ class DuckDBBackend:
             self._thread.start()
 
     def _ingest(self) -> None:
-        from bus import kafka
+        from ffs.bus import kafka
 
         kcfg = self.store.kafka
         assert kcfg is not None  # only started with a Kafka config
@@ -95,7 +95,7 @@ class PinotBackend:
     name = "pinot"
 
     def __init__(self, cfg: Config):
-        from analytics.pinot_client import PinotClient  # only Pinot users need it
+        from ffs.analytics.pinot_client import PinotClient  # only Pinot users need it
 
         self.client = PinotClient(cfg.pinot)
 
@@ -222,7 +222,7 @@ def start_dashboard(cfg: Config, host: str | None = None, port: int | None = Non
 
     stop_broker = None
     if backend is None and cfg.analytics.store == "duckdb" and not cfg.kafka.bootstrap_servers:
-        from bus.broker import LocalKafka
+        from ffs.bus.broker import LocalKafka
 
         broker = LocalKafka().start()
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers

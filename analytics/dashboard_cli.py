@@ -1,6 +1,6 @@
 """`ffs dashboard` and `ffs query`: the analytics subcommands, added to ffs/cli.py with
 
-    from analytics.dashboard_cli import add_parsers
+    from ffs.analytics.dashboard_cli import add_parsers
     add_parsers(sub)
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from analytics.dashboard import start_dashboard
+from ffs.analytics.dashboard import start_dashboard
 from ffs.config import any_port
 from ffs.errors import InputError
 
@@ -54,7 +54,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_query(args, cfg) -> int:
-    from analytics import queries
+    from ffs.analytics import queries
 
     if args.list:
         for q in queries.QUERIES.values():
@@ -69,11 +69,11 @@ def cmd_query(args, cfg) -> int:
         print(queries.render(args.name, args.dialect or cfg.analytics.store, **params))
         return 0
     if cfg.analytics.store == "pinot":
-        from analytics.dashboard import PinotBackend
+        from ffs.analytics.dashboard import PinotBackend
 
         df, _ = PinotBackend(cfg).run(args.name, params)
     else:
-        from analytics.olap_store import OlapStore
+        from ffs.analytics.olap_store import OlapStore
 
         # DuckDB allows one writing process per file: stop `ffs dashboard` first, or query
         # through its HTTP API (/api/query/NAME).

@@ -17,7 +17,7 @@ def start_pinot(log: Callable[[str], None]):
     the stream step; .result() is the running cluster."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from analytics.pinot_cluster import LocalPinot
+    from ffs.analytics.pinot_cluster import LocalPinot
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pinot-start")
     future = pool.submit(LocalPinot(log=lambda line: log(f"  {line}")).start)
@@ -29,11 +29,11 @@ def pinot_answers(cfg: Config, pinot, duck, log: Callable[[str], None],
                   timeout_s: float = 90.0) -> None:
     """Apply the generated tables to the demo's Pinot, wait until it holds what DuckDB
     holds, then run every analyst query on both at the same `now`."""
-    from analytics.compare import differences
-    from analytics.dashboard import PinotBackend
-    from analytics.pinot_apply import apply
-    from analytics.pinot_config import write_artifacts
-    from analytics.queries import QUERIES
+    from ffs.analytics.compare import differences
+    from ffs.analytics.dashboard import PinotBackend
+    from ffs.analytics.pinot_apply import apply
+    from ffs.analytics.pinot_config import write_artifacts
+    from ffs.analytics.queries import QUERIES
 
     cfg.pinot.controller_url, cfg.pinot.broker_url = pinot.controller_url, pinot.broker_url
     out = Path(cfg.offline.path).parent / "pinot"
@@ -66,8 +66,8 @@ def pinot_answers(cfg: Config, pinot, duck, log: Callable[[str], None],
 
 def serve_dashboard(cfg: Config, log: Callable[[str], None], started: float,
                     linger_s: float | None, pinot=None) -> None:
-    from analytics.dashboard import DuckDBBackend, start_dashboard
-    from analytics.queries import QUERIES
+    from ffs.analytics.dashboard import DuckDBBackend, start_dashboard
+    from ffs.analytics.queries import QUERIES
 
     path = Path(cfg.offline.path).parent / "analytics.duckdb"
     for stale in (path, path.with_suffix(".duckdb.wal")):

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analytics import queries
+from ffs.analytics import queries
 from ffs.config import KafkaConfig
 from ffs.errors import InputError, MissingDependency, TransientError
-from transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_dtypes, feature_names
+from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_dtypes, feature_names
 
 log = logging.getLogger("ffs.olap")
 
@@ -283,7 +283,7 @@ class OlapStore:
         if self.kafka is None or not self.topic:
             raise InputError("this OlapStore has no Kafka config: use load_frame, or pass "
                              "cfg.kafka to consume the enriched topic")
-        from bus import kafka as bus
+        from ffs.bus import kafka as bus
 
         if self._consumer is None:
             self._consumer = bus.consumer(self.kafka, **{"group.id": self.group})

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analytics.pinot_client import request_json
-from analytics.pinot_config import AGG, ENRICHED, PASSWORD_PLACEHOLDER, SERVERS_PLACEHOLDER
+from ffs.analytics.pinot_client import request_json
+from ffs.analytics.pinot_config import AGG, ENRICHED, PASSWORD_PLACEHOLDER, SERVERS_PLACEHOLDER
 from ffs.config import Config
 from ffs.errors import ConfigError, InputError, TerminalError, TransientError
 

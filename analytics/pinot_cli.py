@@ -16,7 +16,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_generate(args, cfg) -> int:
-    from analytics.pinot_config import write_artifacts
+    from ffs.analytics.pinot_config import write_artifacts
 
     for path in write_artifacts(args.out, cfg):
         _log(f"  wrote {path}")
@@ -24,7 +24,7 @@ def cmd_generate(args, cfg) -> int:
 
 
 def cmd_apply(args, cfg) -> int:
-    from analytics.pinot_apply import apply
+    from ffs.analytics.pinot_apply import apply
 
     if args.controller:
         cfg.pinot.controller_url = args.controller
@@ -46,7 +46,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 def _named_sql(client, name: str, params: dict[str, str]) -> str:
     try:
-        from analytics import queries
+        from ffs.analytics import queries
     except ImportError:
         raise InputError("--named needs analytics/queries.py, which is not installed; "
                          "pass the SQL text instead") from None
@@ -62,7 +62,7 @@ def _named_sql(client, name: str, params: dict[str, str]) -> str:
 
 
 def cmd_query(args, cfg) -> int:
-    from analytics.pinot_client import PinotClient
+    from ffs.analytics.pinot_client import PinotClient
 
     if bool(args.sql) == bool(args.named):
         raise InputError("pass either SQL text or --named NAME (not both)")
@@ -89,7 +89,7 @@ def cmd_up(args, cfg) -> int:
     import signal
     import threading
 
-    from analytics.pinot_cluster import LocalPinot
+    from ffs.analytics.pinot_cluster import LocalPinot
 
     if args.kafka:
         cfg.kafka.bootstrap_servers = args.kafka
@@ -100,8 +100,8 @@ def cmd_up(args, cfg) -> int:
                     broker_port=args.broker_port, log=_log) as pinot:
         cfg.pinot.controller_url, cfg.pinot.broker_url = pinot.controller_url, pinot.broker_url
         if args.apply:
-            from analytics.pinot_apply import apply
-            from bus import kafka
+            from ffs.analytics.pinot_apply import apply
+            from ffs.bus import kafka
 
             kafka.ensure_topics(cfg.kafka, [cfg.kafka.enriched_topic])
             _log(f"applying {args.artifacts} (topic {cfg.kafka.enriched_topic} at "

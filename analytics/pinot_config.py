@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ffs.config import Config
 from ffs.errors import ConfigError
-from transformations.features import (
+from ffs.transformations.features import (
     ENTITIES,
     KEY_COLUMNS,
     VALUE_COLUMNS,

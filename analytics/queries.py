@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from analytics.query_kit import DIALECTS, TABLE, TX, Dialect, Query
+from ffs.analytics.query_kit import DIALECTS, TABLE, TX, Dialect, Query
 from ffs.errors import InputError
 
 __all__ = ["DIALECTS", "QUERIES", "TABLE", "Query", "now_sql", "params_for", "render"]
@@ -21,7 +21,7 @@ __all__ = ["DIALECTS", "QUERIES", "TABLE", "Query", "now_sql", "params_for", "re
 def _repo_queries() -> dict[str, Query]:
     """`QUERIES` of the loaded repo's queries.py (no Feast import: a plain module)."""
     from ffs.config import load_config
-    from transformations.repo import repo_dir
+    from ffs.transformations.repo import repo_dir
 
     path = repo_dir(load_config()) / "queries.py"
     if not path.exists():

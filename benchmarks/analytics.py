@@ -71,9 +71,9 @@ def enriched_frame(work: Path, limit: int | None) -> pd.DataFrame:
     if cache.exists():
         log(f"enriched rows from cache {cache}")
         return pd.read_parquet(cache)
-    from transformations import schema
-    from transformations.engine import compute_features
-    from transformations.features import feature_names
+    from ffs.transformations import schema
+    from ffs.transformations.engine import compute_features
+    from ffs.transformations.features import feature_names
 
     started = time.perf_counter()
     tx = schema.normalize_transactions(schema.read_table(HANDBOOK)).rows
@@ -104,7 +104,7 @@ def enriched_frame(work: Path, limit: int | None) -> pd.DataFrame:
 
 
 def time_queries(store, runs: int) -> dict:
-    from analytics import queries
+    from ffs.analytics import queries
 
     now = store.now_ms()
     out = {}
@@ -155,7 +155,7 @@ def publish_at_rate(bus, topic: str, frame: pd.DataFrame, rate: int, seconds: fl
                     prefix: str = "", tick_s: float = 0.05) -> tuple[int, float, list[int]]:
     """messages_for_lag at `rate`/s for `seconds`, each stamped processed_at_ms = when sent:
     (messages sent, seconds it took, the send time in ms of every transaction row)."""
-    from bus.messages import Label, enriched_label
+    from ffs.bus.messages import Label, enriched_label
 
     total = int(rate * seconds)
     msgs = messages_for_lag(frame, total)  # more than enough: labels are extra
@@ -182,9 +182,9 @@ def publish_at_rate(bus, topic: str, frame: pd.DataFrame, rate: int, seconds: fl
 
 
 def measure_lag(store, frame: pd.DataFrame, rate: int, seconds: float) -> dict:
-    from bus import kafka
-    from bus.broker import LocalKafka
-    from bus.producer import EventProducer
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
+    from ffs.bus.producer import EventProducer
     from ffs.config import KafkaConfig
 
     with LocalKafka() as broker:
@@ -243,7 +243,7 @@ def main() -> int:
         print(f"handbook data not found at {HANDBOOK} (set FFS_HANDBOOK)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    from analytics.olap_store import OlapStore
+    from ffs.analytics.olap_store import OlapStore
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ffs-analytics-bench-"))
     work.mkdir(parents=True, exist_ok=True)

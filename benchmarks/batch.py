@@ -82,8 +82,8 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from jobs.batch.offline_store import write_parquet
-    from transformations import schema
+    from ffs.jobs.batch.offline_store import write_parquet
+    from ffs.transformations import schema
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ffs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -156,8 +156,8 @@ def feast_side(work: Path, entities: pd.DataFrame, exact: pd.DataFrame,
     rows, and the share of its values equal to the exact window at each row's time."""
     from benchmarks.feast_peer import feast_historical
     from ffs.config import load_config
-    from jobs.batch.training_set import training_set
-    from transformations.features import REQUEST_FEATURES, feature_names
+    from ffs.jobs.batch.training_set import training_set
+    from ffs.transformations.features import REQUEST_FEATURES, feature_names
 
     stamps = entities[["customer_id", "terminal_id", "event_timestamp"]].reset_index(drop=True)
     day_later = stamps.assign(event_timestamp=stamps["event_timestamp"] + pd.Timedelta(days=1))

@@ -41,7 +41,7 @@ from feast import FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
 from ffs.config import Config, load_config
-from transformations.features import (
+from ffs.transformations.features import (
     COMPILED,
     ENTITIES,
     FEATURE_SERVICE,

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from transformations.features import FEATURE_SERVICE, KEY_COLUMNS, feature_names
+from ffs.transformations.features import FEATURE_SERVICE, KEY_COLUMNS, feature_names
 
 ROW = "__feast_peer_row"  # carries a request's position through Feast, which reorders rows
 PROJECT = "feast_peer"

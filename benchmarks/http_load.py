@@ -214,8 +214,8 @@ def main() -> int:
     import redis
 
     from ffs.config import Config
-    from online.loader import load_state
-    from online.redis_server import RedisServer, free_port
+    from ffs.online.loader import load_state
+    from ffs.online.redis_server import RedisServer, free_port
 
     results = []
     with RedisServer() as rs:

@@ -19,7 +19,7 @@ import pandas as pd
 
 
 def random_events(n: int, values_per_key: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+    from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
 
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -48,10 +48,10 @@ def main() -> int:
 
     import redis
 
-    from online import layout
-    from online.loader import load_state
-    from online.redis_server import RedisServer
-    from transformations.features import ENTITIES, FEATURE_SERVICE, windows_for
+    from ffs.online import layout
+    from ffs.online.loader import load_state
+    from ffs.online.redis_server import RedisServer
+    from ffs.transformations.features import ENTITIES, FEATURE_SERVICE, windows_for
 
     tx, labels = random_events(args.events, args.values_per_key, args.seed)
     out: dict[str, object] = {"service": FEATURE_SERVICE, "events": len(tx), "entities": {}}

@@ -17,7 +17,7 @@ import time
 
 
 def main() -> int:
-    from analytics.olap_store import OlapStore
+    from ffs.analytics.olap_store import OlapStore
     from ffs.config import load_config
 
     cfg = load_config(env={})

@@ -202,7 +202,7 @@ def post_json(port: int, path: str, body: bytes) -> tuple[int, dict]:
 
 def ensure_offline(offline: Path, work: Path) -> Path:
     """The offline store to read; built with `ffs backfill --engine local` when missing."""
-    from jobs.batch.offline_store import OfflineStore
+    from ffs.jobs.batch.offline_store import OfflineStore
 
     store = OfflineStore(offline)
     if all(store.exists(t) for t in ("transactions", "labels", "features")):
@@ -212,8 +212,8 @@ def ensure_offline(offline: Path, work: Path) -> Path:
         return built
     if not HANDBOOK.exists():
         raise SystemExit(f"no offline store at {offline} and no handbook at {HANDBOOK}")
-    from jobs.batch.offline_store import write_parquet
-    from transformations import schema
+    from ffs.jobs.batch.offline_store import write_parquet
+    from ffs.transformations import schema
 
     log(f"offline store not found at {offline}: building it in {built} (ffs backfill)")
     tx = schema.normalize_transactions(pd.read_parquet(HANDBOOK)).rows
@@ -313,7 +313,7 @@ def main() -> int:
     }
     log(f"work dir {work}; load average {results['load_avg_start']}")
 
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     procs = Procs()
     rs = RedisServer(directory=work / "redis")
@@ -341,13 +341,13 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
 
     from benchmarks.feast_peer import consolidate
     from ffs.config import Config
-    from jobs.batch.offline_store import OfflineStore
-    from jobs.batch.training_set import training_set
-    from online import layout
-    from online.client import OnlineClient
-    from online.materialize import materialize
-    from online.redis_server import free_port
-    from transformations.features import FEATURE_SERVICE, feature_names
+    from ffs.jobs.batch.offline_store import OfflineStore
+    from ffs.jobs.batch.training_set import training_set
+    from ffs.online import layout
+    from ffs.online.client import OnlineClient
+    from ffs.online.materialize import materialize
+    from ffs.online.redis_server import free_port
+    from ffs.transformations.features import FEATURE_SERVICE, feature_names
 
     offline = ensure_offline(Path(args.offline), work)
     r0 = redis.Redis(host="127.0.0.1", port=rs.port, db=0, socket_timeout=120)

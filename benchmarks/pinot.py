@@ -62,7 +62,7 @@ def _messages(frame: pd.DataFrame, chunk: int = 100_000):
 
 
 def publish_frame(cfg, frame: pd.DataFrame) -> float:
-    from bus.producer import EventProducer
+    from ffs.bus.producer import EventProducer
 
     t = time.perf_counter()
     with EventProducer(cfg.kafka, validate=False) as bus:
@@ -77,8 +77,8 @@ def pinot_count(client) -> int:
 
 
 def time_both(duck, pinot_client, runs: int) -> dict:
-    from analytics import queries
-    from analytics.compare import differences
+    from ffs.analytics import queries
+    from ffs.analytics.compare import differences
 
     now = duck.now_ms()
     out: dict = {"now_ms": now}
@@ -116,7 +116,7 @@ def lag_run(cfg, duck, pinot_client, frame: pd.DataFrame, rate: int, seconds: fl
     """Publish new rows at `rate`/s for `seconds` while both stores consume; per message,
     publish -> first sample in which each store sees it."""
     from benchmarks.analytics import publish_at_rate
-    from bus.producer import EventProducer
+    from ffs.bus.producer import EventProducer
 
     prefix = f"lag{rate}-"
     samples: dict[str, list[tuple[float, float]]] = {"duckdb": [], "pinot": []}
@@ -181,13 +181,13 @@ def lag_run(cfg, duck, pinot_client, frame: pd.DataFrame, rate: int, seconds: fl
 
 
 def main() -> int:
-    from analytics.olap_store import OlapStore
-    from analytics.pinot_apply import apply
-    from analytics.pinot_client import PinotClient
-    from analytics.pinot_cluster import LocalPinot
-    from analytics.pinot_config import write_artifacts
-    from bus import kafka
-    from bus.broker import LocalKafka
+    from ffs.analytics.olap_store import OlapStore
+    from ffs.analytics.pinot_apply import apply
+    from ffs.analytics.pinot_client import PinotClient
+    from ffs.analytics.pinot_cluster import LocalPinot
+    from ffs.analytics.pinot_config import write_artifacts
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
     from ffs.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -272,7 +272,7 @@ def main() -> int:
 def duck_batch_empty():
     import pyarrow as pa
 
-    from analytics.olap_store import ARROW_SCHEMA
+    from ffs.analytics.olap_store import ARROW_SCHEMA
 
     t = pa.Table.from_pylist([], schema=ARROW_SCHEMA)
     return t.append_column("seq", pa.array([], type=pa.int64()))

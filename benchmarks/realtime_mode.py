@@ -86,10 +86,10 @@ def _latency(spark, servers: str, topic: str, mode: str, n: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import functions as F
 
-    from bus import kafka
-    from bus.broker import LocalKafka
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
     from ffs.config import load_config
-    from jobs.batch.spark import spark_session
+    from ffs.jobs.batch.spark import spark_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100)

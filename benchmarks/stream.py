@@ -56,11 +56,11 @@ def _config(broker, redis_url: str, work: Path, enrich: bool):
 
 
 def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
-    from bus import kafka
-    from bus.broker import LocalKafka
-    from bus.replay import replay
-    from jobs.stream.job import StreamJob
-    from online.redis_server import RedisServer
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
+    from ffs.bus.replay import replay
+    from ffs.jobs.stream.job import StreamJob
+    from ffs.online.redis_server import RedisServer
 
     with LocalKafka() as broker, RedisServer() as rs:
         cfg = _config(broker, rs.url, work, enrich)
@@ -82,7 +82,7 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
         print(f"  stream (enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
               f"{out['events_per_s']:,} events/s, {summary.batches} batches", flush=True)
         if consistency:
-            from jobs.tools.consistency import check
+            from ffs.jobs.tools.consistency import check
 
             report = check(cfg, samples=4000, enriched_samples=50_000,
                            log=lambda line: print(f"  {line}", flush=True))
@@ -130,7 +130,7 @@ def _pinot_lags(cfg, watcher: PinotWatcher, phases: dict) -> dict:
     topic) to the first poll in which Pinot showed it."""
     import orjson
 
-    from bus import kafka
+    from ffs.bus import kafka
 
     published = {}
     for rec in kafka.read_all(cfg.kafka, cfg.kafka.transactions_topic):
@@ -151,12 +151,12 @@ def _pinot_lags(cfg, watcher: PinotWatcher, phases: dict) -> dict:
 
 def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
               with_pinot: bool = True) -> dict:
-    from bus import kafka
-    from bus.broker import LocalKafka
-    from bus.replay import replay
-    from jobs.stream.job import StreamJob
-    from online.redis_server import RedisServer
-    from transformations.timestamps import to_seconds
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
+    from ffs.bus.replay import replay
+    from ffs.jobs.stream.job import StreamJob
+    from ffs.online.redis_server import RedisServer
+    from ffs.transformations.timestamps import to_seconds
 
     # events per second of event time in the data, to turn a target rate into a speed
     span = int(to_seconds(tx["event_timestamp"]).max() - to_seconds(tx["event_timestamp"]).min())
@@ -167,10 +167,10 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
         kafka.ensure_topics(cfg.kafka)
         watcher = None
         if with_pinot:  # Pinot consumes the enriched topic too, as analysts would query it
-            from analytics.pinot_apply import apply
-            from analytics.pinot_client import PinotClient
-            from analytics.pinot_cluster import LocalPinot
-            from analytics.pinot_config import write_artifacts
+            from ffs.analytics.pinot_apply import apply
+            from ffs.analytics.pinot_client import PinotClient
+            from ffs.analytics.pinot_cluster import LocalPinot
+            from ffs.analytics.pinot_config import write_artifacts
 
             pinot = extra.enter_context(LocalPinot(log=lambda line: print(f"  {line}")))
             cfg.pinot.controller_url = pinot.controller_url
@@ -255,7 +255,7 @@ def main() -> int:
         return 1
     import pandas as pd
 
-    from bus.replay import load_events
+    from ffs.bus.replay import load_events
 
     tx, labels, _ = load_events(HANDBOOK, None, label_delay_s=0)
     if args.days:

@@ -49,11 +49,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from transformations import ids
-from transformations.declarations import KEY_SEPARATOR
-from transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
-from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import RANGE_TEXT, in_range, parse_iso, per_second
+from ffs.transformations import ids
+from ffs.transformations.declarations import KEY_SEPARATOR
+from ffs.transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.schema import MAX_AMOUNT
+from ffs.transformations.timestamps import RANGE_TEXT, in_range, parse_iso, per_second
 
 # dead-letter reasons (stable codes: dashboards and alerts count by them)
 NOT_JSON = "not_json"

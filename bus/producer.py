@@ -19,11 +19,11 @@ import time
 import zlib
 from collections.abc import Mapping
 
-from bus import kafka, messages
+from ffs.bus import kafka, messages
 from ffs.config import KafkaConfig, StreamConfig
 from ffs.errors import InputError, TransientError
-from transformations.features import VALUE_COLUMNS
-from transformations.ids import IdTypes
+from ffs.transformations.features import VALUE_COLUMNS
+from ffs.transformations.ids import IdTypes
 
 DEFAULT_IDS = IdTypes()
 

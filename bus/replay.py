@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bus.messages import NUMBER, PARTITION_KEYS
-from bus.producer import EventProducer
+from ffs.bus.messages import NUMBER, PARTITION_KEYS
+from ffs.bus.producer import EventProducer
 from ffs.config import KafkaConfig
-from transformations import schema
-from transformations.declarations import KEY_SEPARATOR
-from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
-from transformations.ids import TEXT, IdTypes
-from transformations.timestamps import to_seconds
+from ffs.transformations import schema
+from ffs.transformations.declarations import KEY_SEPARATOR
+from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.ids import TEXT, IdTypes
+from ffs.transformations.timestamps import to_seconds
 
 
 @dataclass

@@ -4,7 +4,7 @@ A repo without a queries.py has no analyst queries; one with it lists them in `Q
 
 from __future__ import annotations
 
-from analytics.query_kit import DAY_MS, FRAUD, HOUR_MS, TABLE, TX, Dialect, Query, since
+from ffs.analytics.query_kit import DAY_MS, FRAUD, HOUR_MS, TABLE, TX, Dialect, Query, since
 
 # Features compared day over day: never null (see the kit's rules) and covering the customer
 # side (volume, spend) and the terminal side (delayed fraud rate).

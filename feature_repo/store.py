@@ -10,32 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from ffs.config import Config, load_config
-from ffs.errors import ConfigError
+from ffs.transformations.repo import FEAST_REDIS_ENV, feast_redis_connection
+
+__all__ = ["REDIS_ENV", "REPO_DIR", "feast_redis_connection", "open_store"]
 
 REPO_DIR = Path(__file__).resolve().parent
-REDIS_ENV = "FFS_FEAST_REDIS"
-
-
-def feast_redis_connection(cfg: Config) -> str:
-    """ffs Redis settings as a Feast connection string:
-    host:port[,db=N][,password=...][,ssl=true]."""
-    url = urlparse(cfg.redis.url)
-    if url.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"redis.url: expected redis://host:port/db, found scheme {url.scheme!r}")
-    parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
-    db = url.path.strip("/")
-    if db and db != "0":
-        parts.append(f"db={int(db)}")
-    password = cfg.redis.password.reveal() if cfg.redis.password else (
-        unquote(url.password) if url.password else None)
-    if password:
-        parts.append(f"password={password}")
-    if url.scheme == "rediss" or cfg.redis.tls:
-        parts.append("ssl=true")
-    return ",".join(parts)
+REDIS_ENV = FEAST_REDIS_ENV
 
 
 def open_store(repo_dir: str | Path = REPO_DIR, cfg: Config | None = None):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ffs.config import port
 from ffs.errors import FFSError, TransientError, ValidationFailed
-from transformations import ids as _ids
+from ffs.transformations import ids as _ids
 
 
 def _log(msg: str) -> None:
@@ -23,7 +23,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_features(args, cfg) -> int:
-    from transformations.features import (
+    from ffs.transformations.features import (
         ENTITIES,
         FEATURE_SERVICE,
         RECENCY_FEATURES,
@@ -33,7 +33,7 @@ def cmd_features(args, cfg) -> int:
         WINDOW_FEATURES,
         human,
     )
-    from transformations.repo import repo_dir
+    from ffs.transformations.repo import repo_dir
 
     print(f"repo {repo_dir(cfg)}")
     types = _ids.types(cfg)  # the events' columns: what every request and event carries
@@ -59,7 +59,7 @@ def cmd_features(args, cfg) -> int:
 
 
 def cmd_apply(args, cfg) -> int:
-    from jobs.tools.apply import apply
+    from ffs.jobs.tools.apply import apply
 
     s = apply(cfg, log=_log, register=not args.check)
     c = s.compiled
@@ -70,7 +70,7 @@ def cmd_apply(args, cfg) -> int:
 
 
 def cmd_generate(args, cfg) -> int:
-    from jobs.tools.generate import GenerateSpec, generate_to
+    from ffs.jobs.tools.generate import GenerateSpec, generate_to
 
     spec = GenerateSpec(customers=args.customers, terminals=args.terminals, days=args.days,
                         start=args.start, seed=args.seed, fmt=args.format)
@@ -84,8 +84,8 @@ def cmd_generate(args, cfg) -> int:
 
 
 def cmd_validate(args, cfg) -> int:
-    from transformations import schema
-    from validation.run import validate
+    from ffs.transformations import schema
+    from ffs.validation.run import validate
 
     docs = Path(args.data_docs or cfg.validation.data_docs_dir)
     failed = 0
@@ -116,7 +116,7 @@ def _report(report, rejects: dict[str, int]) -> int:
 
 
 def cmd_backfill(args, cfg) -> int:
-    from jobs.batch.backfill import backfill
+    from ffs.jobs.batch.backfill import backfill
 
     if args.offline:
         cfg.offline.path = args.offline
@@ -130,8 +130,8 @@ def cmd_backfill(args, cfg) -> int:
 
 
 def cmd_training_set(args, cfg) -> int:
-    from jobs.batch.training_set import training_set
-    from transformations import schema
+    from ffs.jobs.batch.training_set import training_set
+    from ffs.transformations import schema
 
     if args.offline:
         cfg.offline.path = args.offline
@@ -143,7 +143,7 @@ def cmd_training_set(args, cfg) -> int:
     if dest.suffix.lower() == ".csv":
         out.to_csv(dest, index=False)
     else:
-        from jobs.batch.offline_store import write_parquet
+        from ffs.jobs.batch.offline_store import write_parquet
 
         write_parquet(out, dest)
     _log(f"training set: {len(out):,} rows x {out.shape[1]} columns -> {dest} "
@@ -152,7 +152,7 @@ def cmd_training_set(args, cfg) -> int:
 
 
 def cmd_materialize(args, cfg) -> int:
-    from online.materialize import materialize
+    from ffs.online.materialize import materialize
 
     if args.offline:
         cfg.offline.path = args.offline
@@ -166,7 +166,7 @@ def cmd_materialize(args, cfg) -> int:
 
 
 def cmd_demo(args, cfg) -> int:
-    from jobs.demo.run import run_demo
+    from ffs.jobs.demo.run import run_demo
 
     return run_demo(cfg, Path(args.workdir), engine=args.engine, log=_log,
                     with_pinot=not args.no_pinot,
@@ -177,7 +177,7 @@ def cmd_serve(args, cfg) -> int:
     import logging
     import os
 
-    from online.server import serve
+    from ffs.online.server import serve
 
     if args.workers < 1:
         raise FFSError(f"--workers must be >= 1, found {args.workers}")
@@ -291,8 +291,8 @@ def cmd_broker(args, cfg) -> int:
     import signal
     import threading
 
-    from bus import kafka
-    from bus.broker import LocalKafka
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
 
     with LocalKafka(port=args.port, directory=args.data_dir, log=_log) as broker:
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
@@ -312,8 +312,8 @@ def cmd_broker(args, cfg) -> int:
 
 
 def cmd_replay(args, cfg) -> int:
-    from bus import kafka
-    from bus.replay import load_events, replay
+    from ffs.bus import kafka
+    from ffs.bus.replay import load_events, replay
 
     _kafka_override(args, cfg)
     delay = None if args.label_delay is None else int(args.label_delay * 86400)
@@ -333,7 +333,7 @@ def cmd_replay(args, cfg) -> int:
 
 
 def cmd_stream(args, cfg) -> int:
-    from jobs.stream.job import run_stream
+    from ffs.jobs.stream.job import run_stream
 
     _kafka_override(args, cfg)
     if args.checkpoint:
@@ -345,7 +345,7 @@ def cmd_stream(args, cfg) -> int:
 
 
 def cmd_consistency(args, cfg) -> int:
-    from jobs.tools.consistency import check
+    from ffs.jobs.tools.consistency import check
 
     _kafka_override(args, cfg)
     report = check(cfg, samples=args.samples, seed=args.seed, enriched=not args.no_enriched,
@@ -400,11 +400,11 @@ def _add_stream_parsers(sub) -> None:
     s.add_argument("--bootstrap-servers", help="default: kafka.bootstrap_servers")
     s.set_defaults(fn=cmd_consistency)
 
-    from analytics.pinot_cli import add_parsers as add_pinot_parsers
+    from ffs.analytics.pinot_cli import add_parsers as add_pinot_parsers
 
     add_pinot_parsers(sub)
 
-    from analytics.dashboard_cli import add_parsers as add_analytics_parsers
+    from ffs.analytics.dashboard_cli import add_parsers as add_analytics_parsers
 
     add_analytics_parsers(sub)
 
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # Redis refusing a setting of ours (database, password): the fix
-        from online.client import redis_refusal
+        from ffs.online.client import redis_refusal
 
         fix = redis_refusal(exc)
         if fix is None:

@@ -27,13 +27,13 @@ import numpy as np
 
 from ffs.config import Config, RedisConfig, Secret
 from ffs.errors import InputError
-from online import layout
-from online.plan import EntityPlan, compile_plans
-from online.scripts import READ
-from transformations import ids
-from transformations import timestamps as T
-from transformations.declarations import CENTS, Agg, Entity
-from transformations.features import (
+from ffs.online import layout
+from ffs.online.plan import EntityPlan, compile_plans
+from ffs.online.scripts import READ
+from ffs.transformations import ids
+from ffs.transformations import timestamps as T
+from ffs.transformations.declarations import CENTS, Agg, Entity
+from ffs.transformations.features import (
     FEATURE_SERVICE,
     KEY_COLUMNS,
     REQUEST_FUNCTIONS,
@@ -43,9 +43,9 @@ from transformations.features import (
     recency_for,
     windows_for,
 )
-from transformations.features import entity as entity_named
-from transformations.ids import IdTypes
-from transformations.request import TIME_FIELD
+from ffs.transformations.features import entity as entity_named
+from ffs.transformations.ids import IdTypes
+from ffs.transformations.request import TIME_FIELD
 
 PRESENT = "PRESENT"
 MISSING_ENTITY = "MISSING_ENTITY"

@@ -10,7 +10,7 @@ Use it with one change to feature_store.yaml (feature_repo/feature_store_ffs.yam
 project's repo with it):
 
     online_store:
-      type: online.feast_store.FFSOnlineStore
+      type: ffs.online.feast_store.FFSOnlineStore
       # every setting is optional:
       url: redis://127.0.0.1:6379/0   # default: ffs config (FFS_REDIS_URL, ffs.yaml)
       password: ...                   # default: ffs config (FFS_REDIS_PASSWORD)
@@ -107,9 +107,9 @@ from pydantic import PositiveInt, SecretStr, StrictStr, field_validator
 
 from ffs.config import RedisConfig, Secret, load_config
 from ffs.errors import ConfigError, TerminalError, TransientError
-from online.client import MISSING_ENTITY, OnlineClient, redis_client, time_features
-from transformations import ids as _ids
-from transformations.features import (
+from ffs.online.client import MISSING_ENTITY, OnlineClient, redis_client, time_features
+from ffs.transformations import ids as _ids
+from ffs.transformations.features import (
     COMPILED,
     ENTITIES,
     KEY_COLUMNS,
@@ -117,9 +117,9 @@ from transformations.features import (
     Entity,
     entity_feature_names,
 )
-from transformations.features import entity as entity_named
+from ffs.transformations.features import entity as entity_named
 
-TYPE: Literal["online.feast_store.FFSOnlineStore"] = "online.feast_store.FFSOnlineStore"
+TYPE: Literal["ffs.online.feast_store.FFSOnlineStore"] = "ffs.online.feast_store.FFSOnlineStore"
 NOT_FOUND: Literal["not_found"] = "not_found"
 EMPTY_WINDOWS: Literal["empty_windows"] = "empty_windows"
 
@@ -244,7 +244,7 @@ class FFSOnlineStoreConfig(FeastConfigBaseModel):
     settings come from ffs config (FFS_REDIS_* environment variables, ffs.yaml, defaults),
     so one setting drives `ffs materialize`, our client and Feast alike."""
 
-    type: Literal["online.feast_store.FFSOnlineStore"] = TYPE
+    type: Literal["ffs.online.feast_store.FFSOnlineStore"] = TYPE
     url: Optional[StrictStr] = None  # redis://host:port/db or rediss://...
     password: Optional[SecretStr] = None
     prefix: Optional[StrictStr] = None

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity
-from transformations.features import (
+from ffs.transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity
+from ffs.transformations.features import (
     ENTITIES,
     KEY_COLUMNS,
     VALUE_COLUMNS,

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from online import layout
-from online.layout import RecordFormat
-from online.writer import record_tail
-from transformations import timestamps as T
-from transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
+from ffs.online import layout
+from ffs.online.layout import RecordFormat
+from ffs.online.writer import record_tail
+from ffs.transformations import timestamps as T
+from ffs.transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
 
 CHUNK = 500  # entities per MULTI/EXEC
 

@@ -10,10 +10,10 @@ import pandas as pd
 
 from ffs.config import Config
 from ffs.errors import TransientError
-from jobs.batch.offline_store import OfflineStore
-from online.loader import LoadSummary, load_state
-from transformations import ids as _ids
-from transformations import schema
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.online.loader import LoadSummary, load_state
+from ffs.transformations import ids as _ids
+from ffs.transformations import schema
 
 
 def materialize(cfg: Config, transactions: str | Path | None = None,
@@ -21,7 +21,7 @@ def materialize(cfg: Config, transactions: str | Path | None = None,
                 redis_conn=None) -> LoadSummary:
     import redis
 
-    from online.client import redis_client
+    from ffs.online.client import redis_client
 
     store = OfflineStore(cfg.offline.path)
     ids = _ids.types(cfg)

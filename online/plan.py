@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from online.layout import RecordFormat, record_format
-from transformations.declarations import Agg, Entity, WindowFeature
-from transformations.features import ENTITIES, recency_for, windows_for
+from ffs.online.layout import RecordFormat, record_format
+from ffs.transformations.declarations import Agg, Entity, WindowFeature
+from ffs.transformations.features import ENTITIES, recency_for, windows_for
 
 
 def _interval(f: WindowFeature) -> tuple[int, int]:

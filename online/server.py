@@ -58,23 +58,23 @@ from starlette.responses import Response
 
 from ffs.config import Config
 from ffs.errors import ConfigError, InputError
-from online.client import (
+from ffs.online.client import (
     OnlineClient,
     OnlineResult,
     _requests,
     _seconds,
     redis_client,
 )
-from transformations import ids
-from transformations.features import (
+from ffs.transformations import ids
+from ffs.transformations.features import (
     FEATURE_SERVICE,
     KEY_COLUMNS,
     REQUEST_FUNCTIONS,
     VALUE_COLUMNS,
     feature_names,
 )
-from transformations.schema import MAX_AMOUNT
-from transformations.timestamps import RANGE_TEXT, in_range, parse_iso
+from ffs.transformations.schema import MAX_AMOUNT
+from ffs.transformations.timestamps import RANGE_TEXT, in_range, parse_iso
 
 log = logging.getLogger("ffs.server")
 
@@ -779,7 +779,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
     else:
         # Each worker process builds its own app from the same config sources (FFS_CONFIG and
         # FFS_* variables, which the parent's environment passes on).
-        uvicorn.run("online.server:app_from_environment", factory=True, workers=workers,
+        uvicorn.run("ffs.online.server:app_from_environment", factory=True, workers=workers,
                     **common)
 
 

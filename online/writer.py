@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from online import layout
-from online.layout import RecordFormat
-from transformations.declarations import Agg, Entity
-from transformations.features import ENTITIES, KEY_COLUMNS, windows_for
+from ffs.online import layout
+from ffs.online.layout import RecordFormat
+from ffs.transformations.declarations import Agg, Entity
+from ffs.transformations.features import ENTITIES, KEY_COLUMNS, windows_for
 
 WRITE_TX = r"""
 -- KEYS: transaction index key, then each entity's events and fraud keys (the repo's entities,

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import queries
 from feature_repo.queries import DRIFT_FEATURES
+from ffs.analytics import queries
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

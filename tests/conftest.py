@@ -21,7 +21,7 @@ def text_ids(cfg=None):
     """A config (default: Config()) with every id column declared string, for tests whose
     events carry text ids such as "c1" or "t-1"."""
     from ffs.config import Config, IdsConfig
-    from transformations.features import KEY_COLUMNS
+    from ffs.transformations.features import KEY_COLUMNS
 
     cfg = cfg or Config()
     cfg.ids = IdsConfig("string", {k: "string" for k in KEY_COLUMNS})
@@ -81,7 +81,7 @@ def handbook_path() -> Path:
 @pytest.fixture(scope="session")
 def spark():
     from ffs.config import SparkConfig
-    from jobs.batch.spark import spark_session
+    from ffs.jobs.batch.spark import spark_session
 
     session = spark_session(SparkConfig(shuffle_partitions=4, buckets=3, driver_memory="2g"))
     yield session
@@ -92,7 +92,7 @@ def spark():
 def kafka_broker():
     """One real Apache Kafka (KRaft, free ports, temporary data) for the whole run; tests
     keep apart by topic names of their own. Started here, never skipped for want of it."""
-    from bus.broker import LocalKafka
+    from ffs.bus.broker import LocalKafka
 
     with LocalKafka(log=print) as broker:
         yield broker

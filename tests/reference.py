@@ -14,8 +14,8 @@ from fractions import Fraction
 
 import pandas as pd
 
-from transformations import features
-from transformations.declarations import CENTS, Agg
+from ffs.transformations import features
+from ffs.transformations.declarations import CENTS, Agg
 
 
 def _sec(ts) -> int:

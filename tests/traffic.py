@@ -12,8 +12,8 @@ import pandas as pd
 def small_traffic(seed: int, n: int, customers: int, terminals: int, days: int,
                   burst: int, burst_gap_s: int):
     """(transactions, labels, features at each transaction), normalized as batch does."""
-    from transformations import schema
-    from transformations.engine import compute_features
+    from ffs.transformations import schema
+    from ffs.transformations.engine import compute_features
 
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp("2024-05-01", tz="UTC")

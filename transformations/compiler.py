@@ -25,14 +25,14 @@ from datetime import timedelta
 from typing import Any
 
 from ffs.errors import InputError
-from transformations.declarations import (
+from ffs.transformations.declarations import (
     Agg,
     Entity,
     RecencyFeature,
     RequestFeature,
     WindowFeature,
 )
-from transformations.request import RequestFunction, RequestFunctionError
+from ffs.transformations.request import RequestFunction, RequestFunctionError
 
 ENGINES = ("reference", "numpy", "spark", "redis", "stream")
 RECENCY = "seconds_since_previous"

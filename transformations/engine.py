@@ -32,17 +32,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transformations import features as _features
-from transformations import timestamps as T
-from transformations.compiler import Compiled
-from transformations.declarations import (
+from ffs.transformations import features as _features
+from ffs.transformations import timestamps as T
+from ffs.transformations.compiler import Compiled
+from ffs.transformations.declarations import (
     CENTS,
     Agg,
     Entity,
     RecencyFeature,
     WindowFeature,
 )
-from transformations.request import TIME_FIELD
+from ffs.transformations.request import TIME_FIELD
 
 _FAR = np.iinfo(np.int64).max // 4  # "never": an interval that no later event ends
 _INT64_MAX = np.iinfo(np.int64).max

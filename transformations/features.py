@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from transformations import repo as _repo
-from transformations.declarations import (
+from ffs.transformations import repo as _repo
+from ffs.transformations.declarations import (
     Agg,
     Entity,
     RecencyFeature,
@@ -17,7 +17,7 @@ from transformations.declarations import (
     WindowFeature,
     human,
 )
-from transformations.request import RequestFunction
+from ffs.transformations.request import RequestFunction
 
 __all__ = ["Agg", "Entity", "RecencyFeature", "RequestFeature", "WindowFeature", "human",
            "COMPILED", "FEATURE_SERVICE", "WINDOW_FEATURES", "RECENCY_FEATURES",

@@ -59,7 +59,7 @@ def types(cfg) -> IdTypes:
     """The id types this process reads ids by: the config's `ids`, and for each join key it
     does not name, the type the loaded repo's Entity declares (the compiler refuses the two
     disagreeing)."""
-    from transformations.features import COMPILED
+    from ffs.transformations.features import COMPILED
 
     return cfg.ids.types().with_keys(COMPILED.id_types)
 

@@ -18,10 +18,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from ffs.config import Config, load_config
-from ffs.errors import InputError
-from transformations.compiler import Compiled, compile_objects
+from ffs.errors import ConfigError, InputError
+from ffs.transformations.compiler import Compiled, compile_objects
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT_ROOT / "feature_repo"
@@ -128,6 +129,28 @@ def _without_typeguard() -> None:
         return target if target is not None else (lambda t: t)
 
     typeguard.typechecked = typechecked  # type: ignore[assignment]
+
+
+FEAST_REDIS_ENV = "FFS_FEAST_REDIS"  # what a repo's feature_store.yaml reads its Redis from
+
+
+def feast_redis_connection(cfg: Config) -> str:
+    """ffs Redis settings as a Feast connection string:
+    host:port[,db=N][,password=...][,ssl=true]."""
+    url = urlparse(cfg.redis.url)
+    if url.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"redis.url: expected redis://host:port/db, found scheme {url.scheme!r}")
+    parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
+    db = url.path.strip("/")
+    if db and db != "0":
+        parts.append(f"db={int(db)}")
+    password = cfg.redis.password.reveal() if cfg.redis.password else (
+        unquote(url.password) if url.password else None)
+    if password:
+        parts.append(f"password={password}")
+    if url.scheme == "rediss" or cfg.redis.tls:
+        parts.append("ssl=true")
+    return ",".join(parts)
 
 
 def compile_repo(repo: Path, cfg: Config) -> Compiled:

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ffs.errors import InputError
-from transformations.ids import STRING, IdTypes, canonical_series
-from transformations.timestamps import MIN_S, RANGE_TEXT, to_seconds, to_utc
+from ffs.transformations.ids import STRING, IdTypes, canonical_series
+from ffs.transformations.timestamps import MIN_S, RANGE_TEXT, to_seconds, to_utc
 
 if TYPE_CHECKING:
-    from transformations.compiler import Compiled
+    from ffs.transformations.compiler import Compiled
 
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
 EVENT_COLUMNS = ("transaction_id", "event_timestamp")  # every event has them, whatever the repo
@@ -51,7 +51,7 @@ def _compiled(repo: Compiled | None = None) -> Compiled:
     (imported here, not at module import: reading MAX_AMOUNT needs no repo)."""
     if repo is not None:
         return repo
-    from transformations.features import COMPILED
+    from ffs.transformations.features import COMPILED
 
     return COMPILED
 
@@ -199,7 +199,7 @@ def _time_checks(raw: pd.Series, parsed: pd.Series, name: str) -> list[tuple[pd.
 
 
 def _is_valid_date(value) -> bool:
-    from transformations.timestamps import parse_iso
+    from ffs.transformations.timestamps import parse_iso
 
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return bool(np.isfinite(value))  # an epoch number pandas could not hold

@@ -102,7 +102,7 @@ def _session():
         ProgressBarsConfig,
     )
 
-    from validation.suites import BUILDERS
+    from ffs.validation.suites import BUILDERS
 
     config = DataContextConfig(
         # In-memory stores and no default docs site: nothing is written unless asked.

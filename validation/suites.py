@@ -13,7 +13,7 @@ import great_expectations.expectations as gxe
 from great_expectations import ExpectationSuite
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from transformations.features import (
+from ffs.transformations.features import (
     KEY_COLUMNS,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
@@ -23,7 +23,7 @@ from transformations.features import (
     feature_dtypes,
     feature_names,
 )
-from transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, tx_columns
+from ffs.transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, tx_columns
 
 FAIL, WARN = "fail", "warn"
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from ffs.config import Config
-from jobs.batch.features_job import check_engine, compute
-from jobs.batch.offline_store import OfflineStore
-from transformations import ids as _ids
-from transformations import schema
-from transformations.features import KEY_COLUMNS
-from transformations.ids import IdTypes
+from ffs.jobs.batch.features_job import check_engine, compute
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.transformations import ids as _ids
+from ffs.transformations import schema
+from ffs.transformations.features import KEY_COLUMNS
+from ffs.transformations.ids import IdTypes
 
 
 @dataclass
@@ -72,7 +72,7 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     check_engine(engine_name)
     started = time.perf_counter()
     if engine_name == "spark" and spark is None:
-        from jobs.batch.spark import start_in_background
+        from ffs.jobs.batch.spark import start_in_background
 
         spark = start_in_background(cfg.spark, log)
     store = OfflineStore(cfg.offline.path)
@@ -131,7 +131,7 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
 
 def _validate(step: _Steps, summary: BackfillSummary, kind: str, frame: pd.DataFrame,
               docs: Path | None) -> None:
-    from validation.run import gate, validate
+    from ffs.validation.run import gate, validate
 
     report = step.run(f"validate {kind}", validate, kind, frame, docs)
     summary.validation.append(report.summary())

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from ffs.config import Config
 from ffs.errors import InputError
-from jobs.batch.offline_store import write_parquet
-from transformations import engine
-from transformations.features import KEY_COLUMNS, REQUEST_FUNCTIONS, VALUE_COLUMNS
+from ffs.jobs.batch.offline_store import write_parquet
+from ffs.transformations import engine
+from ffs.transformations.features import KEY_COLUMNS, REQUEST_FUNCTIONS, VALUE_COLUMNS
 
 ENGINES = ("spark", "local")
 
@@ -48,7 +48,7 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
         out = engine.compute_features(tx, labels, target)
         out.index = target.index  # set_index would copy every column
         return out
-    from jobs.batch.spark_features import ROW, request_host
+    from ffs.jobs.batch.spark_features import ROW, request_host
 
     work = Path(tempfile.mkdtemp(prefix="ffs-spark-"))
     try:
@@ -79,7 +79,7 @@ def compute(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, points: pd.Data
 
 def read_features(out: Path) -> pd.DataFrame:
     """Join the entities' sides written by Spark, by ROW, on the driver."""
-    from jobs.batch.spark_features import ROW, sides
+    from ffs.jobs.batch.spark_features import ROW, sides
 
     frames = [pq.read_table(out / side.name).to_pandas().set_index(ROW) for side in sides()]
     joined = frames[0]
@@ -91,7 +91,7 @@ def read_features(out: Path) -> pd.DataFrame:
 def _points_frame(points: pd.DataFrame) -> pd.DataFrame:
     """The points as Spark reads them: ROW, keys, time, and the request fields they have
     (number columns as numbers, as the engine reads them)."""
-    from jobs.batch.spark_features import ROW, request_fields
+    from ffs.jobs.batch.spark_features import ROW, request_fields
 
     cols = point_columns()
     fields = [c for c in request_fields() if c in points.columns and c not in cols]
@@ -106,7 +106,7 @@ def _points_frame(points: pd.DataFrame) -> pd.DataFrame:
 def write_events(tx: pd.DataFrame, labels: pd.DataFrame, tx_path: Path, labels_path: Path) -> None:
     """The events as Spark reads them: ids, time, keys, value columns, and the request
     fields the transactions have (the backfill runs the request functions over them)."""
-    from jobs.batch.spark_features import request_fields
+    from ffs.jobs.batch.spark_features import request_fields
 
     cols = ["transaction_id", *KEY_COLUMNS, "event_timestamp", *VALUE_COLUMNS]
     cols += [c for c in request_fields() if c in tx.columns and c not in cols]
@@ -120,8 +120,8 @@ def spark_compute_files(cfg: Config, tx_path: Path, labels_path: Path,
                         spark=None) -> None:
     """Spark reads events (and points) from Parquet and writes one folder per entity side
     (out/side-<i>)."""
-    from jobs.batch.spark import spark_session
-    from jobs.batch.spark_features import sides, spark_features
+    from ffs.jobs.batch.spark import spark_session
+    from ffs.jobs.batch.spark_features import sides, spark_features
 
     spark = spark or spark_session(cfg.spark, "ffs-features", log)
     tx = spark.read.parquet(str(tx_path))
@@ -137,7 +137,7 @@ def spark_compute_files(cfg: Config, tx_path: Path, labels_path: Path,
 
 
 def _restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:
-    from transformations.features import feature_dtypes, feature_names
+    from ffs.transformations.features import feature_dtypes, feature_names
 
     dtypes = feature_dtypes()
     return df[feature_names()].astype({n: dtypes[n] for n in feature_names()})

@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ffs.errors import InputError
-from transformations.timestamps import to_seconds
+from ffs.transformations.timestamps import to_seconds
 
 TABLES = {"transactions": "event_date", "labels": "label_date", "features": "event_date"}
 

@@ -78,7 +78,7 @@ def warm_up(spark) -> None:
     import pandas as pd
 
     def touch(pdf: pd.DataFrame) -> pd.DataFrame:
-        import transformations.engine  # noqa: F401  (loaded once per worker)
+        import ffs.transformations.engine  # noqa: F401  (loaded once per worker)
 
         return pdf
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from transformations import engine
-from transformations.features import (
+from ffs.transformations import engine
+from ffs.transformations.features import (
     ENTITIES,
     REQUEST_FEATURES,
     REQUEST_FUNCTIONS,
@@ -29,7 +29,7 @@ from transformations.features import (
     feature_dtypes,
     windows_for,
 )
-from transformations.request import TIME_FIELD
+from ffs.transformations.request import TIME_FIELD
 
 ROW = "_row"  # request point id carried through the job
 _SPARK_TYPES = {"int64": "bigint", "float64": "double"}

@@ -16,12 +16,12 @@ import pandas as pd
 
 from ffs.config import Config, load_config
 from ffs.errors import InputError
-from jobs.batch.features_job import compute, point_columns
-from jobs.batch.offline_store import OfflineStore
-from transformations import ids as _ids
-from transformations import schema
-from transformations.ids import IdTypes
-from transformations.timestamps import MIN_S, RANGE_TEXT, to_utc
+from ffs.jobs.batch.features_job import compute, point_columns
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.transformations import ids as _ids
+from ffs.transformations import schema
+from ffs.transformations.ids import IdTypes
+from ffs.transformations.timestamps import MIN_S, RANGE_TEXT, to_utc
 
 
 def prepare_entities(entities: pd.DataFrame,

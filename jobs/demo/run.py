@@ -24,10 +24,10 @@ from ffs.config import Config
 def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
              log: Callable[[str], None] = print, linger_s: float | None = None,
              with_pinot: bool = True) -> int:
-    from jobs.batch.backfill import backfill
-    from jobs.batch.offline_store import OfflineStore
-    from jobs.batch.training_set import training_set
-    from jobs.tools.generate import GenerateSpec, generate_to
+    from ffs.jobs.batch.backfill import backfill
+    from ffs.jobs.batch.offline_store import OfflineStore
+    from ffs.jobs.batch.training_set import training_set
+    from ffs.jobs.tools.generate import GenerateSpec, generate_to
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
     score_online(cfg, store, log)
 
     log("6/7 streaming: ffs stream live on Apache Kafka, replay, a fraud burst")
-    from analytics.demo import serve_dashboard, start_pinot
-    from jobs.demo.stream import run_live
+    from ffs.analytics.demo import serve_dashboard, start_pinot
+    from ffs.jobs.demo.stream import run_live
 
     pinot_future = start_pinot(log) if with_pinot else None
     pinot = None
@@ -100,10 +100,10 @@ def run_demo(cfg: Config, workdir: Path, engine: str = "spark",
 def score_online(cfg: Config, store, log: Callable[[str], None], n: int = 400) -> None:
     import redis
 
-    from jobs.batch.training_set import training_set
-    from online.client import OnlineClient
-    from online.loader import load_state
-    from online.redis_server import RedisServer
+    from ffs.jobs.batch.training_set import training_set
+    from ffs.online.client import OnlineClient
+    from ffs.online.loader import load_state
+    from ffs.online.redis_server import RedisServer
 
     tx, labels = store.read("transactions"), store.read("labels")
     with RedisServer() as server:  # private, on a free port; stopped on exit

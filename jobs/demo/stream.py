@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ffs.config import Config
-from transformations import ids as _ids
+from ffs.transformations import ids as _ids
 
 BURST = 12  # payments of the stolen card
 BURST_GAP_S = 25  # event-time seconds between them (a card-testing run)
@@ -38,15 +38,15 @@ def run_live(cfg: Config, tx: pd.DataFrame, labels: pd.DataFrame, log: Callable[
 
     import redis
 
-    from bus import kafka
-    from bus.broker import LocalKafka
-    from bus.producer import EventProducer
-    from bus.replay import replay
-    from jobs.stream.job import StreamJob
-    from jobs.tools.consistency import check
-    from online import layout
-    from online.client import OnlineClient
-    from online.redis_server import RedisServer
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
+    from ffs.bus.producer import EventProducer
+    from ffs.bus.replay import replay
+    from ffs.jobs.stream.job import StreamJob
+    from ffs.jobs.tools.consistency import check
+    from ffs.online import layout
+    from ffs.online.client import OnlineClient
+    from ffs.online.redis_server import RedisServer
 
     # a fresh broker needs a fresh checkpoint: old offsets would skip the new topics' start
     checkpoint = Path(cfg.offline.path).parent / "stream-checkpoint"

@@ -41,14 +41,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bus import messages as M
+from ffs.bus import messages as M
 from ffs.config import Config
-from jobs.stream import rules
-from online import layout
-from online.client import OnlineClient
-from online.writer import OnlineWriter
-from transformations import ids as _ids
-from transformations.features import ENTITIES
+from ffs.jobs.stream import rules
+from ffs.online import layout
+from ffs.online.client import OnlineClient
+from ffs.online.writer import OnlineWriter
+from ffs.transformations import ids as _ids
+from ffs.transformations.features import ENTITIES
 
 log = logging.getLogger("ffs.stream")
 

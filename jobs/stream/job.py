@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus import kafka as bus
+from ffs.bus import kafka as bus
 from ffs.config import Config
 from ffs.errors import ConfigError, TerminalError, TransientError
 
@@ -154,12 +154,12 @@ class StreamJob:
         self.keep_freshness = False
 
     def start(self) -> StreamJob:
-        from bus import kafka
-        from bus.producer import EventProducer
-        from jobs.batch.spark import spark_session
-        from jobs.stream.batch import BatchProcessor
-        from jobs.stream.metrics import StreamMetrics
-        from online.client import redis_client
+        from ffs.bus import kafka
+        from ffs.bus.producer import EventProducer
+        from ffs.jobs.batch.spark import spark_session
+        from ffs.jobs.stream.batch import BatchProcessor
+        from ffs.jobs.stream.metrics import StreamMetrics
+        from ffs.online.client import redis_client
 
         cfg = self.cfg
         self.started = time.monotonic()
@@ -222,7 +222,7 @@ class StreamJob:
                 self.log(rep.line())
 
     def lag(self) -> dict[str, int]:
-        from bus import kafka
+        from ffs.bus import kafka
 
         k = self.cfg.kafka
         marks = kafka.watermarks(k, [k.transactions_topic, k.labels_topic])

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from jobs.stream.batch import BatchReport
+from ffs.jobs.stream.batch import BatchReport
 
 
 class StreamMetrics:

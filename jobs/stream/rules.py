@@ -19,10 +19,10 @@ was read) depends on when the stream ran.
 
 from __future__ import annotations
 
-from bus import messages as M
-from online import layout
-from transformations.declarations import Agg
-from transformations.features import ENTITIES, windows_for
+from ffs.bus import messages as M
+from ffs.online import layout
+from ffs.transformations.declarations import Agg
+from ffs.transformations.features import ENTITIES, windows_for
 
 
 def retentions() -> tuple[int, int]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ffs.config import Config
-from transformations import repo as R
-from transformations.compiler import (
+from ffs.transformations import repo as R
+from ffs.transformations.compiler import (
     EVENT_ID,
     EVENT_TIME,
     LABEL_COLUMNS,
@@ -55,7 +55,7 @@ class ApplySummary:
 
 def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[Problem]]:
     """Every engine's own compilation of the declarations; refusals become problems."""
-    from online.plan import compile_plans
+    from ffs.online.plan import compile_plans
 
     done: dict[str, str] = {}
     problems: list[Problem] = []
@@ -67,7 +67,7 @@ def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[P
         f"{p.entity.name}: {p.width} values per row, {p.fmt.fixed_size} + text bytes per "
         f"event" for p in plans)
     sources = {s.name: s for s in contents.data_sources}
-    from transformations.compiler import source_columns
+    from ffs.transformations.compiler import source_columns
 
     fields_of = bus_fields(compiled)
     for kind, fields in fields_of.items():
@@ -79,13 +79,13 @@ def _engine_checks(compiled: Compiled, contents) -> tuple[dict[str, str], list[P
                                     "a KafkaSource whose JSON schema has them"))
     done["kafka message schemas"] = ", ".join(f"{k}: {len(v)} fields"
                                               for k, v in fields_of.items())
-    from validation import suites
+    from ffs.validation import suites
 
     done["great expectations"] = ", ".join(
         f"{s.name} ({len(s.expectations)})" for s in (suites.transactions_suite(),
                                                       suites.labels_suite(),
                                                       suites.features_suite()))
-    from analytics import olap_store, pinot_config
+    from ffs.analytics import olap_store, pinot_config
 
     cols = {c["name"] for c in pinot_config.enriched_schema()["metricFieldSpecs"]} | {
         c["name"] for c in pinot_config.enriched_schema().get("dimensionFieldSpecs", [])}
@@ -109,7 +109,7 @@ def apply(cfg: Config, log: Callable[[str], None] = print, register: bool = True
     # the engines below read the declarations of the repo the process runs: this one
     os.environ["FFS_FEATURES_REPO"] = str(repo)
     R.save(repo, R.digest(repo, cfg), compiled)
-    import transformations.features as loaded
+    import ffs.transformations.features as loaded
 
     if [w.name for w in loaded.WINDOW_FEATURES] != [w.name for w in compiled.windows]:
         raise RepoError([Problem("ffs apply", "this process already runs another repo's "
@@ -134,10 +134,9 @@ def _register(repo: Path, contents) -> str:
     from feast import FeatureStore
     from feast.repo_operations import extract_objects_for_apply_delete
 
-    from feature_repo.store import REDIS_ENV, feast_redis_connection
     from ffs.config import load_config
 
-    os.environ.setdefault(REDIS_ENV, feast_redis_connection(load_config()))
+    os.environ.setdefault(R.FEAST_REDIS_ENV, R.feast_redis_connection(load_config()))
     with R.inside(repo):
         store = FeatureStore(repo_path=str(repo))
         to_apply, to_delete, _keep, _drop = extract_objects_for_apply_delete(

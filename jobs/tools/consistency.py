@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bus import kafka
-from bus import messages as M
+from ffs.bus import kafka
+from ffs.bus import messages as M
 from ffs.config import Config
-from jobs.stream import rules
-from online.client import MISSING_ENTITY, OnlineClient, redis_client
-from transformations import ids as _ids
-from transformations.declarations import KEY_SEPARATOR
-from transformations.engine import compute_features
-from transformations.features import (
+from ffs.jobs.stream import rules
+from ffs.online.client import MISSING_ENTITY, OnlineClient, redis_client
+from ffs.transformations import ids as _ids
+from ffs.transformations.declarations import KEY_SEPARATOR
+from ffs.transformations.engine import compute_features
+from ffs.transformations.features import (
     ENTITIES,
     KEY_COLUMNS,
     VALUE_COLUMNS,

@@ -39,7 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ffs.errors import InputError
-from transformations.timestamps import DAY, HOUR
+from ffs.transformations.timestamps import DAY, HOUR
 
 GRID = 100.0
 RADIUS = 5.0  # a customer shops within this distance of home

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ffs.cli import main
-from transformations import repo as R
+from ffs.transformations import repo as R
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ["customer_daily", "customer_velocity", "terminal_risk", "terminal_velocity"]

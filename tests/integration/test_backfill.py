@@ -7,10 +7,10 @@ import pytest
 
 from ffs.config import Config
 from ffs.errors import ValidationFailed
-from jobs.batch.backfill import backfill
-from jobs.batch.offline_store import OfflineStore
-from jobs.tools.generate import GenerateSpec, generate_to
-from transformations import engine, schema
+from ffs.jobs.batch.backfill import backfill
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.jobs.tools.generate import GenerateSpec, generate_to
+from ffs.transformations import engine, schema
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 
-from bus import kafka
-from bus import messages as M
-from bus.producer import EventProducer
-from bus.replay import replay
+from ffs.bus import kafka
+from ffs.bus import messages as M
+from ffs.bus.producer import EventProducer
+from ffs.bus.replay import replay
 from ffs.config import KafkaConfig
 from ffs.errors import InputError
-from transformations.ids import ALL_STRING
+from ffs.transformations.ids import ALL_STRING
 
 # the events carry text ids ("c1", "t-1"): every id column is declared string
 parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
@@ -271,7 +271,7 @@ def test_every_kafka_client_closes_when_its_work_is_done(kcfg):
     reading early."""
     import gc
 
-    from analytics.olap_store import OlapStore
+    from ffs.analytics.olap_store import OlapStore
 
     gc.collect()
     before = _rdk_threads()

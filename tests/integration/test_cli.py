@@ -51,7 +51,7 @@ def test_validate_exits_3_when_a_fail_check_fails(tmp_path, capsys):
 
 
 def test_features_lists_every_declaration(capsys):
-    from transformations.features import feature_names
+    from ffs.transformations.features import feature_names
 
     assert main(["features"]) == 0
     printed = capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_ffs_broker_runs_kafka_with_the_topics_until_sigterm(tmp_path):
     import sys
     import time
 
-    from bus import kafka
+    from ffs.bus import kafka
     from ffs.config import KafkaConfig
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFS_KAFKA_")}
@@ -102,8 +102,8 @@ def test_a_redis_database_the_server_lacks_is_an_error_naming_the_setting(tmp_pa
                                                                           monkeypatch):
     """Issue 10, defect 8: redis.url with database 99 passed the config check (a server may
     have more than 16) and then raised a ResponseError traceback from the first command."""
-    from online.client import OnlineClient
-    from online.redis_server import RedisServer
+    from ffs.online.client import OnlineClient
+    from ffs.online.redis_server import RedisServer
 
     assert main(["generate", "--out", "in", "--customers", "5", "--terminals", "5",
                  "--days", "2", "-q"]) == 0

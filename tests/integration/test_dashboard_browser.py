@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from bus.messages import Label, Transaction, enriched_label, enriched_transaction
+from ffs.bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
 from tests.browser import assert_page_shows, screenshot, wait_for_charts
 from tests.traffic import small_traffic
@@ -44,9 +44,9 @@ def get_json(url: str) -> dict:
 
 
 def test_dashboard_renders_every_chart_with_the_stores_numbers(chrome, kafka_broker):
-    from analytics.dashboard import DuckDBBackend, start_dashboard
-    from bus import kafka
-    from bus.producer import EventProducer
+    from ffs.analytics.dashboard import DuckDBBackend, start_dashboard
+    from ffs.bus import kafka
+    from ffs.bus.producer import EventProducer
 
     messages = enriched_messages()
     cfg = Config()

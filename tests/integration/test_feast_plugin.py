@@ -3,7 +3,7 @@
 A private redis-server holds a small hand-made state (load_state); a throwaway Feast repo in
 tmp_path registers plain views over the shipped repo's features (one per entity, as the Feast
 peer of the benchmarks has them: views the repo does not declare) and the repo's own views,
-with `online_store: type: online.feast_store.FFSOnlineStore`; the values Feast returns must
+with `online_store: type: ffs.online.feast_store.FFSOnlineStore`; the values Feast returns must
 be the ones OnlineClient computes at the same time.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from online.client import MISSING_ENTITY, PRESENT, OnlineClient
-from transformations.features import (
+from ffs.online.client import MISSING_ENTITY, PRESENT, OnlineClient
+from ffs.transformations.features import (
     ENTITIES,
     FEATURE_SERVICE,
     REQUEST_FEATURES,
@@ -55,7 +55,7 @@ def _yaml(work: Path, registry: Path, **online) -> Path:
     lines = ["project: ffs_plugin_test", "provider: local", "registry:",
              "  registry_type: file", f"  path: {registry}", "  cache_ttl_seconds: 600",
              "offline_store:", "  type: file", "online_store:",
-             "  type: online.feast_store.FFSOnlineStore"]
+             "  type: ffs.online.feast_store.FFSOnlineStore"]
     lines += [f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {v}"
               for k, v in online.items() if v is not None]
     lines.append("entity_key_serialization_version: 3")
@@ -99,8 +99,8 @@ def _plain_views(source_path: Path) -> list[object]:
 
 @pytest.fixture(scope="module")
 def redis_server():
-    from online.loader import load_state
-    from online.redis_server import RedisServer
+    from ffs.online.loader import load_state
+    from ffs.online.redis_server import RedisServer
 
     with RedisServer() as server:
         import redis
@@ -326,9 +326,9 @@ def test_as_of_event_timestamp_and_async(repo):
 def test_redis_down_raises_a_clear_error_and_recovers(repo, tmp_path):
     import redis
 
-    from online.feast_store import FFSOnlineStoreUnavailable
-    from online.loader import load_state
-    from online.redis_server import RedisServer
+    from ffs.online.feast_store import FFSOnlineStoreUnavailable
+    from ffs.online.loader import load_state
+    from ffs.online.redis_server import RedisServer
 
     open_store, _ = repo
     server = RedisServer(directory=tmp_path).start()
@@ -354,7 +354,7 @@ def test_redis_down_raises_a_clear_error_and_recovers(repo, tmp_path):
 
 @pytest.mark.redis
 def test_feast_writes_are_refused(repo):
-    from online.feast_store import FFSWriteUnsupported
+    from ffs.online.feast_store import FFSWriteUnsupported
 
     _, store = repo
     df = pd.DataFrame({"customer_id": [1], "event_timestamp": [AS_OF],
@@ -370,7 +370,7 @@ def test_feast_writes_are_refused(repo):
                                    datetime(2024, 2, 10, 12, tzinfo=timezone.utc),
                                    datetime(2024, 2, 10, 12)])
 def test_as_of_accepts_epoch_iso_and_datetime(value):
-    from online.feast_store import FFSOnlineStoreConfig
+    from ffs.online.feast_store import FFSOnlineStoreConfig
 
     assert FFSOnlineStoreConfig(as_of=value).as_of == T
 
@@ -379,14 +379,14 @@ def test_as_of_accepts_epoch_iso_and_datetime(value):
 def test_as_of_rejects_what_is_not_a_time(value):
     from pydantic import ValidationError
 
-    from online.feast_store import FFSOnlineStoreConfig
+    from ffs.online.feast_store import FFSOnlineStoreConfig
 
     with pytest.raises(ValidationError, match="as_of"):
         FFSOnlineStoreConfig(as_of=value)
 
 
 def test_connection_defaults_come_from_ffs_config(monkeypatch):
-    from online.feast_store import FFSOnlineStore, FFSOnlineStoreConfig
+    from ffs.online.feast_store import FFSOnlineStore, FFSOnlineStoreConfig
 
     monkeypatch.setenv("FFS_REDIS_URL", "redis://10.1.2.3:6390/2")
     monkeypatch.setenv("FFS_REDIS_PREFIX", "other")
@@ -403,7 +403,7 @@ def test_shipped_yaml_selects_the_plugin():
     from feast.repo_config import load_repo_config
 
     from feature_repo.store import REPO_DIR
-    from online.feast_store import FFSOnlineStoreConfig
+    from ffs.online.feast_store import FFSOnlineStoreConfig
 
     config = load_repo_config(REPO_DIR, REPO_DIR / "feature_store_ffs.yaml")
     assert isinstance(config.online_store, FFSOnlineStoreConfig)
@@ -420,7 +420,7 @@ def test_the_shipped_repo_served_by_feast_with_the_plugin_equals_the_online_clie
     on-demand view's function on the request data and those windows."""
     from feast import FeatureStore
 
-    from transformations import repo as R
+    from ffs.transformations import repo as R
 
     root = tmp_path / "shipped"
     store = FeatureStore(repo_path=str(_yaml(root, tmp_path / "registry.db",
@@ -456,12 +456,12 @@ import json, sys
 from pathlib import Path
 import pandas as pd, redis
 from feast import FeatureStore
-from online.client import OnlineClient
-from online.loader import load_state
-from online.redis_server import RedisServer
+from ffs.online.client import OnlineClient
+from ffs.online.loader import load_state
+from ffs.online.redis_server import RedisServer
 from tests.integration.test_second_repo import KEYS, generate
-from transformations import ids, repo as R
-from transformations.features import FEATURE_SERVICE, entity, entity_feature_names
+from ffs.transformations import ids, repo as R
+from ffs.transformations.features import FEATURE_SERVICE, entity, entity_feature_names
 from ffs.config import load_config
 
 work = Path(sys.argv[1])
@@ -481,7 +481,7 @@ with RedisServer() as server:
     (work / "feast" / "feature_store.yaml").write_text(
         "project: ffs_plugin_other\nprovider: local\nregistry:\n  registry_type: file\n"
         f"  path: {work / 'registry.db'}\noffline_store:\n  type: file\nonline_store:\n"
-        f"  type: online.feast_store.FFSOnlineStore\n  url: {server.url}\n  as_of: {t}\n"
+        f"  type: ffs.online.feast_store.FFSOnlineStore\n  url: {server.url}\n  as_of: {t}\n"
         "entity_key_serialization_version: 3\n")
     store = FeatureStore(repo_path=str(work / "feast"))
     contents = R.parse(R.repo_dir())

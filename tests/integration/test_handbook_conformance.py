@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformations import engine, schema
+from ffs.transformations import engine, schema
 
 pytestmark = [pytest.mark.handbook, pytest.mark.slow]
 

@@ -11,13 +11,13 @@ import uuid
 import pandas as pd
 import pytest
 
-from analytics import queries
-from analytics.olap_store import OlapStore
-from bus import kafka
-from bus.messages import Label, Transaction, enriched_label, enriched_transaction
-from bus.producer import EventProducer
+from ffs.analytics import queries
+from ffs.analytics.olap_store import OlapStore
+from ffs.bus import kafka
+from ffs.bus.messages import Label, Transaction, enriched_label, enriched_transaction
+from ffs.bus.producer import EventProducer
 from ffs.config import KafkaConfig
-from transformations.features import feature_names
+from ffs.transformations.features import feature_names
 
 pytestmark = pytest.mark.slow
 

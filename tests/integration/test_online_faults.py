@@ -26,17 +26,17 @@ import pytest
 
 from ffs.config import Secret, load_config
 from ffs.errors import InputError, TerminalError
-from online.client import (
+from ffs.online.client import (
     MISSING_ENTITY,
     MISSING_REQUEST_DATA,
     PRESENT,
     UNAVAILABLE,
     OnlineClient,
 )
-from online.loader import load_state
-from online.redis_server import RedisServer
+from ffs.online.loader import load_state
+from ffs.online.redis_server import RedisServer
+from ffs.transformations.features import REQUEST_FEATURES, feature_names
 from tests.unit.test_window_semantics import labels_frame, tx_frame
-from transformations.features import REQUEST_FEATURES, feature_names
 
 pytestmark = [pytest.mark.redis]
 

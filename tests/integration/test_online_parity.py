@@ -12,22 +12,22 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.batch.backfill import backfill
-from jobs.batch.offline_store import OfflineStore
-from jobs.batch.training_set import training_set
-from jobs.tools.generate import GenerateSpec, generate_to
-from online import layout
-from online.client import MISSING_ENTITY, PRESENT, OnlineClient
-from online.loader import load_state
+from ffs.jobs.batch.backfill import backfill
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.jobs.batch.training_set import training_set
+from ffs.jobs.tools.generate import GenerateSpec, generate_to
+from ffs.online import layout
+from ffs.online.client import MISSING_ENTITY, PRESENT, OnlineClient
+from ffs.online.loader import load_state
+from ffs.transformations import ids as _ids
 from tests.conftest import text_ids
-from transformations import ids as _ids
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     server = RedisServer().start()  # a missing redis-server fails here, with the fix to run
     import redis
@@ -125,7 +125,7 @@ def test_loading_twice_gives_the_same_state(world):
 
 def test_state_is_bounded_by_retention_and_expires(world):
     cfg, tx, labels, conn, summary = world
-    from transformations.features import entity
+    from ffs.transformations.features import entity
 
     keep = layout.retention_s(entity("customer"))
     cid = tx["customer_id"].iloc[0]
@@ -142,7 +142,7 @@ def test_string_ids_materialize_and_read_as_the_training_set_does(tmp_path):
     (AttributeError in the loader) and left Redis empty."""
     import redis
 
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     gen = generate_to(tmp_path / "in", GenerateSpec(customers=40, terminals=80, days=20, seed=9))
     tx = pd.read_parquet(gen.transactions_path)

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.batch.training_set import training_set
-from jobs.tools.generate import GenerateSpec, generate_frames
-from online.client import OnlineClient
-from online.writer import OnlineWriter
+from ffs.jobs.batch.training_set import training_set
+from ffs.jobs.tools.generate import GenerateSpec, generate_frames
+from ffs.online.client import OnlineClient
+from ffs.online.writer import OnlineWriter
+from ffs.transformations import schema
+from ffs.transformations.timestamps import to_seconds
 from tests.integration.test_online_parity import _compare, _snapshot
-from transformations import schema
-from transformations.timestamps import to_seconds
 
 pytestmark = pytest.mark.redis
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.redis
 def conn():
     import redis
 
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     server = RedisServer().start()  # a missing redis-server fails here, with the fix to run
     yield redis.Redis.from_url(server.url)

@@ -317,7 +317,7 @@ def _rows(frame: pd.DataFrame, names: list[str]) -> list[list]:
 def _frames(doc: dict):
     """(transactions, labels, points) normalized as every path normalizes them."""
     from ffs.config import load_config
-    from transformations import ids, schema
+    from ffs.transformations import ids, schema
 
     cfg = load_config()
     types = ids.types(cfg)
@@ -332,8 +332,8 @@ def _frames(doc: dict):
 
 
 def _online(conn, cfg, prefix: str, points: pd.DataFrame) -> pd.DataFrame:
-    from online.client import OnlineClient
-    from transformations import ids
+    from ffs.online.client import OnlineClient
+    from ffs.transformations import ids
 
     client = OnlineClient(conn, prefix=prefix, max_batch=10_000, id_types=ids.types(cfg))
     rows = [{"user_id": r.user_id, "shop_id": r.shop_id,
@@ -347,8 +347,8 @@ def _stream(conn, cfg, prefix: str, doc: dict) -> None:
     """Every raw event as a message on one partition per topic, in time order (a replay)."""
     import dataclasses
 
-    from bus import messages as M
-    from jobs.stream.batch import BatchProcessor
+    from ffs.bus import messages as M
+    from ffs.jobs.stream.batch import BatchProcessor
 
     scfg = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, prefix=prefix),
                                stream=dataclasses.replace(cfg.stream, enrich=False,
@@ -380,7 +380,7 @@ def run_engines(doc: dict, engines: list[str]) -> dict:
     fails its own tests, not the others'."""
     import traceback
 
-    from transformations.features import (
+    from ffs.transformations.features import (
         RECENCY_FEATURES,
         REQUEST_FEATURES,
         WINDOW_FEATURES,
@@ -413,13 +413,13 @@ def run_engines(doc: dict, engines: list[str]) -> dict:
 
         record("reference", lambda: reference_features(tx, labels, points))
     if "numpy" in engines:
-        from jobs.batch.features_job import compute
+        from ffs.jobs.batch.features_job import compute
 
         record("numpy", lambda: compute(cfg, tx, labels, points, "local", log=lambda _: None))
     if "spark" in engines:
         from ffs.config import SparkConfig
-        from jobs.batch.features_job import compute
-        from jobs.batch.spark import spark_session
+        from ffs.jobs.batch.features_job import compute
+        from ffs.jobs.batch.spark import spark_session
 
         def spark():
             session = spark_session(SparkConfig(shuffle_partitions=4, buckets=3,
@@ -434,8 +434,8 @@ def run_engines(doc: dict, engines: list[str]) -> dict:
     if {"online", "stream"} & set(engines):
         import redis
 
-        from online.loader import load_state
-        from online.redis_server import RedisServer
+        from ffs.online.loader import load_state
+        from ffs.online.redis_server import RedisServer
 
         with RedisServer() as server:
             conn = redis.Redis.from_url(server.url)

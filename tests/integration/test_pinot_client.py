@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analytics import pinot_config as pc
-from analytics.pinot_apply import PinotControllerError, apply
-from analytics.pinot_cli import add_parsers
-from analytics.pinot_client import PinotClient, PinotQueryError
+from ffs.analytics import pinot_config as pc
+from ffs.analytics.pinot_apply import PinotControllerError, apply
+from ffs.analytics.pinot_cli import add_parsers
+from ffs.analytics.pinot_client import PinotClient, PinotQueryError
 from ffs.config import Config, PinotConfig, Secret
 from ffs.errors import ConfigError, InputError, TerminalError, TransientError
 
@@ -411,7 +411,7 @@ def test_cli_generate_apply_query(serve, tmp_path, capsys):
 
 
 def test_cli_named_query_is_anchored_to_the_newest_event(serve, capsys):
-    queries = pytest.importorskip("analytics.queries")
+    queries = pytest.importorskip("ffs.analytics.queries")
     b = broker(serve, "broker_now", "broker_select")
     cfg = Config()
     cfg.pinot.broker_url = b.url

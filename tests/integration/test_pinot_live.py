@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import queries
-from analytics.compare import differences
-from analytics.pinot_client import PinotClient, PinotQueryRejected, PinotQueryTimeout
-from bus.messages import Label, Transaction, enriched_label, enriched_transaction
+from ffs.analytics import queries
+from ffs.analytics.compare import differences
+from ffs.analytics.pinot_client import PinotClient, PinotQueryRejected, PinotQueryTimeout
+from ffs.bus.messages import Label, Transaction, enriched_label, enriched_transaction
 from ffs.config import Config
 from tests.browser import assert_page_shows, screenshot, wait_for_charts
 from tests.traffic import small_traffic
@@ -155,8 +155,8 @@ def ffs(argv: list[str], cfg: Config) -> int:
 
 @pytest.fixture(scope="module")
 def live(kafka_broker, tmp_path_factory):
-    from analytics.pinot_cluster import LocalPinot
-    from bus import kafka
+    from ffs.analytics.pinot_cluster import LocalPinot
+    from ffs.bus import kafka
 
     cfg = Config()
     cfg.kafka.bootstrap_servers = kafka_broker.bootstrap_servers
@@ -185,7 +185,7 @@ def client(lv: Live) -> PinotClient:
 
 
 def publish(cfg: Config, msgs: list[tuple[str, bytes]]) -> None:
-    from bus.producer import EventProducer
+    from ffs.bus.producer import EventProducer
 
     with EventProducer(cfg.kafka, validate=False) as bus:
         for key, value in msgs:
@@ -250,7 +250,7 @@ def watched(ev: Events) -> list[str]:
 
 @pytest.fixture(scope="module")
 def phases(live, events) -> dict[str, Snapshot]:
-    from analytics.olap_store import OlapStore
+    from ffs.analytics.olap_store import OlapStore
 
     c = client(live)
     store = OlapStore(live.cfg.kafka)  # DuckDB in memory, consuming the same topic
@@ -301,7 +301,7 @@ def test_apply_creates_the_tables_then_changes_nothing(live):
         assert f"  {kind} {name}: unchanged\n" in second, second
     assert "applied: changes made" in first and "applied: nothing to change" in second
     # what Pinot holds is what was generated: no setting it did not know was dropped
-    from analytics.pinot_client import request_json
+    from ffs.analytics.pinot_client import request_json
 
     _, have = request_json("GET", f"{live.cfg.pinot.controller_url}/tables/ffs_enriched")
     table = have["REALTIME"]
@@ -314,8 +314,8 @@ def test_apply_creates_the_tables_then_changes_nothing(live):
 
 
 def test_a_changed_table_config_is_updated_and_back(live, tmp_path):
-    from analytics.pinot_apply import apply
-    from analytics.pinot_client import request_json
+    from ffs.analytics.pinot_apply import apply
+    from ffs.analytics.pinot_client import request_json
 
     changed = tmp_path / "changed"
     shutil.copytree(live.artifacts, changed)
@@ -517,7 +517,7 @@ def get_json(url: str) -> dict:
 
 
 def test_dashboard_on_pinot_draws_the_brokers_numbers(live, phases, chrome):
-    from analytics.dashboard import start_dashboard
+    from ffs.analytics.dashboard import start_dashboard
 
     cfg = copy.deepcopy(live.cfg)
     cfg.analytics.store = "pinot"  # what `ffs dashboard --store pinot` sets
@@ -577,7 +577,7 @@ def test_a_new_feature_column_reaches_the_live_schema(live, phases, events, tmp_
     """What `ffs pinot generate` + `ffs pinot apply` do when a feature is added: the schema
     is updated in place and the column is queryable on the rows already there. Last in the
     module: the column stays (Pinot refuses to drop one)."""
-    from analytics.pinot_apply import apply
+    from ffs.analytics.pinot_apply import apply
 
     changed = tmp_path / "changed"
     shutil.copytree(live.artifacts, changed)

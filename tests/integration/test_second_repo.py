@@ -153,21 +153,21 @@ RUN = r'''
 import asyncio, dataclasses, json, sys
 from pathlib import Path
 import httpx, pandas as pd, redis
-from bus import messages as M
+from ffs.bus import messages as M
 from ffs.config import load_config
-from jobs.batch.backfill import backfill
-from jobs.batch.offline_store import OfflineStore
-from jobs.batch.spark import spark_session
-from jobs.batch.training_set import training_set
-from jobs.stream.batch import BatchProcessor
-from online.client import OnlineClient
-from online.loader import load_state
-from online.redis_server import RedisServer
-from online.server import create_app
+from ffs.jobs.batch.backfill import backfill
+from ffs.jobs.batch.offline_store import OfflineStore
+from ffs.jobs.batch.spark import spark_session
+from ffs.jobs.batch.training_set import training_set
+from ffs.jobs.stream.batch import BatchProcessor
+from ffs.online.client import OnlineClient
+from ffs.online.loader import load_state
+from ffs.online.redis_server import RedisServer
+from ffs.online.server import create_app
 from tests.integration.test_second_repo import (KEYS, generate, mismatches, request_points)
 from tests.reference import reference_features
-from transformations import ids
-from transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_names
+from ffs.transformations import ids
+from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_names
 
 work = Path(sys.argv[1])
 tx, labels = generate()
@@ -393,14 +393,14 @@ BAD_PAYMENTS = [
 PRODUCE = r'''
 import json, sys
 from pathlib import Path
-from bus import kafka
-from bus import messages as M
-from bus.producer import EventProducer
-from bus.replay import load_events, replay
+from ffs.bus import kafka
+from ffs.bus import messages as M
+from ffs.bus.producer import EventProducer
+from ffs.bus.replay import load_events, replay
 from ffs.config import load_config
 from ffs.errors import InputError
 from tests.integration.test_second_repo import BAD_PAYMENTS, KEYS, generate
-from transformations import ids
+from ffs.transformations import ids
 
 work = Path(sys.argv[1])
 raw_tx, raw_labels = generate()
@@ -441,13 +441,13 @@ ONLINE = r'''
 import json, sys
 from pathlib import Path
 import pandas as pd
-from bus.replay import load_events
+from ffs.bus.replay import load_events
 from ffs.config import load_config
-from online.client import OnlineClient, redis_client
+from ffs.online.client import OnlineClient, redis_client
 from tests.integration.test_second_repo import KEYS, mismatches, request_points
 from tests.reference import reference_features
-from transformations import ids
-from transformations.features import feature_names
+from ffs.transformations import ids
+from ffs.transformations.features import feature_names
 
 work = Path(sys.argv[1])
 cfg = load_config()
@@ -502,10 +502,10 @@ def test_the_second_repo_streams_for_real_and_is_consistent(tmp_path, env):
     Redis, malformed messages of its own columns in dead letters, `ffs consistency` clean,
     the online state equal to the brute-force reference, and `ffs pinot generate` writing
     this repo's columns."""
-    from bus import kafka
-    from bus.broker import LocalKafka
+    from ffs.bus import kafka
+    from ffs.bus.broker import LocalKafka
     from ffs.config import KafkaConfig
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     def ffs(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ffs.cli", *args], env=env,

@@ -23,12 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ffs.config import Config, Secret
 from ffs.errors import ConfigError
-from online.client import MISSING_ENTITY, PRESENT, UNAVAILABLE, OnlineClient, OnlineResult
-from online.loader import load_state
-from online.redis_server import RedisServer, free_port
-from online.server import create_app
+from ffs.online.client import MISSING_ENTITY, PRESENT, UNAVAILABLE, OnlineClient, OnlineResult
+from ffs.online.loader import load_state
+from ffs.online.redis_server import RedisServer, free_port
+from ffs.online.server import create_app
+from ffs.transformations.features import FEATURE_SERVICE, REQUEST_FEATURES, feature_names
 from tests.unit.test_window_semantics import labels_frame, tx_frame
-from transformations.features import FEATURE_SERVICE, REQUEST_FEATURES, feature_names
 
 pytestmark = [pytest.mark.redis]
 
@@ -304,7 +304,7 @@ def test_long_input_is_not_echoed_whole(http):
 
 
 def test_body_over_the_size_limit_is_413(http, monkeypatch):
-    monkeypatch.setattr("online.server.MAX_BODY_BYTES", 100)
+    monkeypatch.setattr("ffs.online.server.MAX_BODY_BYTES", 100)
     r = http().features(body(list(range(50)), list(range(50))))
     assert r.status_code == 413 and "over 100" in r.json()["error"]
 
@@ -471,7 +471,7 @@ def test_openapi_documents_the_endpoints(http):
 def test_openapi_columns_are_the_repos_keys_typed_by_their_declared_ids(loaded):
     """entities documents every join key of the loaded repo (required) and the request
     columns, nothing else (the server refuses other columns); each key by its id type."""
-    from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+    from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
 
     def request_schema(cfg: Config) -> dict:
         client = Http(create_app(cfg))
@@ -560,8 +560,8 @@ def test_ffs_serve_runs_uvicorn_with_auth_and_never_prints_the_key(loaded, tmp_p
 
 OTHER_REPO = r'''
 import json
-from online.server import BadRequest, parse_request, request_schema
-from transformations.ids import ALL_STRING
+from ffs.online.server import BadRequest, parse_request, request_schema
+from ffs.transformations.ids import ALL_STRING
 
 def ask(**parts):
     try:

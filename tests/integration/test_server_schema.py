@@ -11,9 +11,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from ffs.config import Config
-from online.loader import load_state
-from online.redis_server import RedisServer
-from online.server import create_app
+from ffs.online.loader import load_state
+from ffs.online.redis_server import RedisServer
+from ffs.online.server import create_app
 from tests.integration.test_server import LABELS, TX
 
 pytestmark = [pytest.mark.redis]

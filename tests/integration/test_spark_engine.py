@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from jobs.batch.features_job import compute
+from ffs.jobs.batch.features_job import compute
+from ffs.transformations import engine, schema
 from tests.conftest import random_events
 from tests.reference import reference_features
-from transformations import engine, schema
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

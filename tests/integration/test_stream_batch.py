@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bus import messages as M
+from ffs.bus import messages as M
 from ffs.config import Config
-from jobs.stream.batch import BatchProcessor
-from jobs.tools.consistency import _same
-from online import layout
+from ffs.jobs.stream.batch import BatchProcessor
+from ffs.jobs.tools.consistency import _same
+from ffs.online import layout
+from ffs.transformations.features import entity, feature_names
+from ffs.transformations.ids import ALL_STRING
 from tests.conftest import text_ids
-from transformations.features import entity, feature_names
-from transformations.ids import ALL_STRING
 
 CUSTOMER, TERMINAL = entity("customer"), entity("terminal")
 
@@ -40,7 +40,7 @@ SHUFFLE_S = 1800  # out-of-order runs shuffle inside 30-minute windows (allowed 
 def conn():
     import redis
 
-    from online.redis_server import RedisServer
+    from ffs.online.redis_server import RedisServer
 
     server = RedisServer().start()  # a missing redis-server fails here, with the fix to run
     client = redis.Redis.from_url(server.url)
@@ -184,7 +184,7 @@ def offline(tx: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         columns="t")
     lab = labels.assign(label_timestamp=pd.to_datetime(labels["label_t"], unit="s", utc=True),
                         is_fraud=labels["is_fraud"].astype("int64")).drop(columns="label_t")
-    from transformations.engine import compute_features
+    from ffs.transformations.engine import compute_features
 
     out = compute_features(frame, lab, frame)
     out.index = tx["transaction_id"].to_numpy()

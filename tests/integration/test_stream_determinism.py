@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import redis
 
-from bus import kafka
-from bus import messages as M
-from bus.producer import EventProducer
+from ffs.bus import kafka
+from ffs.bus import messages as M
+from ffs.bus.producer import EventProducer
 from ffs.config import Config, IdsConfig, KafkaConfig
-from jobs.stream.batch import BatchProcessor
-from jobs.tools.consistency import check
-from online.redis_server import RedisServer
+from ffs.jobs.stream.batch import BatchProcessor
+from ffs.jobs.tools.consistency import check
+from ffs.online.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bus import kafka
-from bus import messages as M
-from bus.broker import LocalKafka
-from bus.producer import EventProducer
-from bus.replay import load_events, replay
+from ffs.bus import kafka
+from ffs.bus import messages as M
+from ffs.bus.broker import LocalKafka
+from ffs.bus.producer import EventProducer
+from ffs.bus.replay import load_events, replay
 from ffs.config import load_config
-from jobs.tools.generate import GenerateSpec, generate_to
-from online.redis_server import RedisServer, free_port
+from ffs.jobs.tools.generate import GenerateSpec, generate_to
+from ffs.online.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis, pytest.mark.slow]
 
@@ -87,8 +87,8 @@ def _wait_for_batches(log: Path, n: int, proc: subprocess.Popen, timeout: float 
 def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
     import redis
 
-    from jobs.stream.batch import BatchProcessor
-    from jobs.tools.consistency import check
+    from ffs.jobs.stream.batch import BatchProcessor
+    from ffs.jobs.tools.consistency import check
 
     gen = generate_to(tmp_path / "gen", GenerateSpec(customers=150, terminals=300, days=12,
                                                      start="2026-01-01", seed=11))

@@ -8,11 +8,11 @@ import pytest
 
 from ffs.config import Config
 from ffs.errors import InputError
-from jobs.batch.backfill import backfill
-from jobs.batch.training_set import training_set
+from ffs.jobs.batch.backfill import backfill
+from ffs.jobs.batch.training_set import training_set
+from ffs.transformations import schema
 from tests.conftest import random_events
 from tests.reference import reference_features
-from transformations import schema
 
 
 @pytest.fixture()

@@ -11,9 +11,9 @@ import json
 import pandas as pd
 import pytest
 
-from bus import messages as M
-from transformations.ids import ALL_STRING
-from transformations.schema import MAX_AMOUNT, normalize_transactions
+from ffs.bus import messages as M
+from ffs.transformations.ids import ALL_STRING
+from ffs.transformations.schema import MAX_AMOUNT, normalize_transactions
 
 # these messages carry text ids ("t-1", "c1"): read with every id column declared string
 parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
@@ -44,7 +44,7 @@ def test_the_stream_refuses_the_same_amounts_as_bad_amount(amount):
 
 
 def test_the_validation_gate_fails_on_them():
-    from validation.suites import transactions_suite
+    from ffs.validation.suites import transactions_suite
 
     limits = [e for e in transactions_suite().expectations
               if getattr(e, "column", None) == "amount" and getattr(e, "max_value", None)

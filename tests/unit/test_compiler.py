@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ffs.config import Config
-from transformations import repo
-from transformations.compiler import Compiled, Problem, RepoError, compile_objects
-from transformations.declarations import Agg, Entity
+from ffs.transformations import repo
+from ffs.transformations.compiler import Compiled, Problem, RepoError, compile_objects
+from ffs.transformations.declarations import Agg, Entity
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 H, D = timedelta(hours=1), timedelta(days=1)

@@ -18,8 +18,8 @@ from feast.types import Float64, Int64
 from benchmarks import feast_baseline as D
 from feature_repo.store import REDIS_ENV, REPO_DIR, feast_redis_connection
 from ffs.config import load_config
-from transformations.engine import compute_features
-from transformations.features import (
+from ffs.transformations.engine import compute_features
+from ffs.transformations.features import (
     FEATURE_SERVICE,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
@@ -28,7 +28,7 @@ from transformations.features import (
     feature_dtypes,
     feature_names,
 )
-from transformations.schema import normalize_transactions
+from ffs.transformations.schema import normalize_transactions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 B = D.build(D.offline_features_path())

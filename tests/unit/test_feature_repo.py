@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from ffs.config import Config
-from transformations import repo
-from transformations.compiler import RepoError
-from transformations.declarations import Agg, Entity
-from transformations.features import (
+from ffs.transformations import repo
+from ffs.transformations.compiler import RepoError
+from ffs.transformations.declarations import Agg, Entity
+from ffs.transformations.features import (
     FEATURE_SERVICE,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
@@ -83,8 +83,8 @@ def test_the_request_function_runs_from_its_source_as_feast_runs_it():
     Feast, no repo globals); it gives what Feast's own call gives, and the handbook's rules:
     weekend and night (hour <= 6) in UTC, the amount over the 30-day mean."""
     from feature_repo.fraud import transaction_features
-    from transformations import timestamps as TS
-    from transformations.features import REQUEST_FUNCTIONS
+    from ffs.transformations import timestamps as TS
+    from ffs.transformations.features import REQUEST_FUNCTIONS
 
     (fn,) = REQUEST_FUNCTIONS
     assert fn.request_inputs == ("amount", "event_timestamp")

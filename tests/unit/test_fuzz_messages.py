@@ -12,9 +12,9 @@ import random
 
 import pytest
 
-from bus import messages as M
-from transformations.ids import ALL_STRING, TEXT
-from transformations.schema import MAX_AMOUNT
+from ffs.bus import messages as M
+from ffs.transformations.ids import ALL_STRING, TEXT
+from ffs.transformations.schema import MAX_AMOUNT
 
 # these messages carry text ids ("t-1", "c1"): read with every id column declared string
 parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
@@ -121,7 +121,7 @@ def _mutated_request(rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_http_request_parser_answers_4xx_or_rows_never_crashes(seed):
-    from online.server import BadRequest, parse_request
+    from ffs.online.server import BadRequest, parse_request
 
     rng = random.Random(100 + seed)
     ok = bad = 0

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from ffs.errors import InputError
-from jobs.tools.generate import (
+from ffs.jobs.tools.generate import (
     BURST_AMOUNT,
     MAX_TERMINALS_PER_CUSTOMER,
     GenerateSpec,
     generate_frames,
     generate_to,
 )
-from transformations.schema import normalize_labels, normalize_transactions
+from ffs.transformations.schema import normalize_labels, normalize_transactions
 
 SPEC = GenerateSpec(customers=500, terminals=1000, days=40, label_delay_days=(2, 10), seed=11)
 DAY = pd.Timedelta(days=1)

@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.reference import reference_features
-from transformations import engine, schema
-from transformations.compiler import Compiled
-from transformations.declarations import (
+from ffs.transformations import engine, schema
+from ffs.transformations.compiler import Compiled
+from ffs.transformations.declarations import (
     Agg,
     Entity,
     RecencyFeature,
     RequestFeature,
     WindowFeature,
 )
-from transformations.ids import IdTypes
-from transformations.request import RequestFunction
+from ffs.transformations.ids import IdTypes
+from ffs.transformations.request import RequestFunction
+from tests.reference import reference_features
 
 H, D = timedelta(hours=1), timedelta(days=1)
 CARD = Entity("card", ("card_id",))  # string ids

@@ -15,14 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bus import messages as M
+from ffs.bus import messages as M
 from ffs.config import Config, load_config
 from ffs.errors import ConfigError, InputError
-from jobs.batch.training_set import prepare_entities
-from online.client import _id
-from online.server import BadRequest, parse_request
-from transformations import schema
-from transformations.ids import ALL_STRING, INT, STRING, BadId, IdTypes, canonical, canonical_series
+from ffs.jobs.batch.training_set import prepare_entities
+from ffs.online.client import _id
+from ffs.online.server import BadRequest, parse_request
+from ffs.transformations import schema
+from ffs.transformations.ids import (
+    ALL_STRING,
+    INT,
+    STRING,
+    BadId,
+    IdTypes,
+    canonical,
+    canonical_series,
+)
 
 INTS = IdTypes()
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from bus import messages as M
-from transformations.ids import ALL_STRING
+from ffs.bus import messages as M
+from ffs.transformations.ids import ALL_STRING
 
 # these messages carry text ids ("t-1", "c1"): read with every id column declared string
 parse_transaction = functools.partial(M.parse_transaction, id_types=ALL_STRING)
@@ -354,9 +354,9 @@ def test_every_dead_letter_record_is_valid_json_for_every_corpus_entry():
 OTHER_REPO = r'''
 import json
 import pandas as pd
-from bus import messages as M, replay
-from transformations.features import ENTITIES
-from transformations.ids import ALL_STRING
+from ffs.bus import messages as M, replay
+from ffs.transformations.features import ENTITIES
+from ffs.transformations.ids import ALL_STRING
 good = {"transaction_id": "p1", "account_id": "a1", "device_id": "d1", "ip": "10.0.0.1",
         "event_timestamp": 0, "amount": 3, "declined": 1, "channel": "online"}
 out = {"columns": M.COLUMNS, "partition_keys": M.PARTITION_KEYS, "first": ENTITIES[0].keys,

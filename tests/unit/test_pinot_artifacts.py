@@ -10,13 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analytics import pinot_config as pc
-from analytics.pinot_apply import contains, fill
-from analytics.pinot_client import to_frame, with_limit
+from ffs.analytics import pinot_config as pc
+from ffs.analytics.pinot_apply import contains, fill
+from ffs.analytics.pinot_client import to_frame, with_limit
 from ffs.config import Config, Secret
 from ffs.errors import ConfigError
-from transformations import features as windows
-from transformations.features import feature_dtypes, feature_names
+from ffs.transformations import features as windows
+from ffs.transformations.features import feature_dtypes, feature_names
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "pinot"
 TYPES = {"int64": "LONG", "int32": "INT", "float64": "DOUBLE"}
@@ -75,7 +75,7 @@ def test_a_new_feature_reaches_the_schema_without_editing_pinot_code(monkeypatch
 
 OTHER_REPO = r"""
 import json
-from analytics import olap_store, pinot_config as pc
+from ffs.analytics import olap_store, pinot_config as pc
 from ffs.config import load_config
 from tests.unit.test_pinot_artifacts import columns
 agg = pc.agg_table(load_config())

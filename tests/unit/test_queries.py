@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from analytics import queries
-from analytics.queries import DIALECTS, QUERIES, render
+from ffs.analytics import queries
+from ffs.analytics.queries import DIALECTS, QUERIES, render
 from ffs.errors import InputError
 
 NOW = 1_533_081_599_000
@@ -77,7 +77,7 @@ def test_parameters_are_checked():
 def test_query_command_prints_the_sql(capsys):
     import argparse
 
-    from analytics.dashboard_cli import add_parsers
+    from ffs.analytics.dashboard_cli import add_parsers
     from ffs.config import load_config
 
     parser = argparse.ArgumentParser()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ffs.errors import InputError
-from transformations import schema
+from ffs.transformations import schema
 
 
 def raw_tx():
@@ -105,7 +105,7 @@ def test_unreadable_input_is_a_clear_error(tmp_path):
 
 
 def test_string_ids_are_supported_when_declared():
-    from transformations.ids import INT, STRING, IdTypes
+    from ffs.transformations.ids import INT, STRING, IdTypes
 
     raw = raw_tx().iloc[[0, 5]].assign(customer_id=["c-1", "c-2"], terminal_id=["t-1", "t-1"])
     norm = schema.normalize_transactions(raw, IdTypes(INT, default=STRING))
@@ -116,7 +116,7 @@ def test_string_ids_are_supported_when_declared():
 def test_epoch_numbers_are_read_by_each_values_own_magnitude():
     """Issue 10, defect 6: the unit came from the column's largest value, so one millisecond
     value put 199 rows given in seconds into 1970, silently."""
-    from transformations.timestamps import to_utc
+    from ffs.transformations.timestamps import to_utc
 
     secs = 1_704_067_200  # 2024-01-01T00:00:00Z
     values = pd.Series([secs + i for i in range(199)] + [(secs + 500) * 1000])
@@ -160,9 +160,9 @@ def test_one_timestamp_range_on_every_path(value, ok):
     text said and no epoch nanoseconds. One range now, each refusal saying it."""
     import json
 
-    from bus import messages as M
-    from online.client import _seconds
-    from online.server import BadRequest, _epoch
+    from ffs.bus import messages as M
+    from ffs.online.client import _seconds
+    from ffs.online.server import BadRequest, _epoch
 
     raw = pd.DataFrame({"transaction_id": [1], "customer_id": [1], "terminal_id": [2],
                         "amount": [1.0], "event_timestamp": pd.Series([value], dtype=object)})
@@ -193,7 +193,7 @@ def test_one_timestamp_range_on_every_path(value, ok):
 
 
 def test_transaction_columns_are_the_loaded_repos():
-    from transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+    from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
 
     assert schema.TX_COLUMNS == ("transaction_id", "event_timestamp", *KEY_COLUMNS,
                                  *VALUE_COLUMNS)

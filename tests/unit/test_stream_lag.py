@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ffs.config import load_config
-from jobs.stream.job import _lag, committed_offsets
+from ffs.jobs.stream.job import _lag, committed_offsets
 
 MARKS = {"ffs.transactions:0": (0, 100), "ffs.transactions:1": (5, 50), "ffs.labels:0": (0, 7)}
 

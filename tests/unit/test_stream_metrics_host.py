@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 from ffs.config import StreamConfig, load_config
-from jobs.stream.metrics import StreamMetrics
+from ffs.jobs.stream.metrics import StreamMetrics
 
 
 def test_serve_binds_the_given_host_and_answers_metrics():

@@ -8,7 +8,7 @@ import pytest
 
 from ffs.config import Secret, load_config
 from ffs.errors import ConfigError, TerminalError
-from jobs.stream import job as stream
+from ffs.jobs.stream import job as stream
 
 
 class _Reader:

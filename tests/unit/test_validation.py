@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 
 from ffs.errors import InputError, ValidationFailed
-from transformations.features import (
+from ffs.transformations.features import (
     RECENCY_FEATURES,
     WINDOW_FEATURES,
     Agg,
     feature_dtypes,
     feature_names,
 )
-from validation.run import KINDS, CheckResult, ValidationReport, gate, validate
+from ffs.validation.run import KINDS, CheckResult, ValidationReport, gate, validate
 
 N = 40
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -88,7 +88,7 @@ def test_clean_batches_pass(kind, frame):
 
 
 def test_every_check_has_a_severity_and_every_feature_a_value_rule():
-    from validation.suites import BUILDERS
+    from ffs.validation.suites import BUILDERS
 
     assert set(BUILDERS) == set(KINDS)
     for build in BUILDERS.values():
@@ -240,7 +240,7 @@ def test_gate_names_every_failed_check():
 
 
 def test_engine_output_passes():
-    from transformations.engine import compute_features
+    from ffs.transformations.engine import compute_features
 
     tx = _tx()
     labels = _labels()
@@ -271,8 +271,8 @@ def test_every_aggregation_has_a_value_rule():
     under 2 events and never negative)."""
     from datetime import timedelta
 
-    from transformations.declarations import Entity, WindowFeature
-    from validation.suites import _window_checks
+    from ffs.transformations.declarations import Entity, WindowFeature
+    from ffs.validation.suites import _window_checks
 
     pair = Entity("card+shop", ("card_id", "shop_id"))
     for agg in Agg:

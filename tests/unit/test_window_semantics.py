@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ffs.transformations import engine, schema
+from ffs.transformations.features import WINDOW_FEATURES, feature_names
 from tests.conftest import random_events, utc
 from tests.reference import reference_features
-from transformations import engine, schema
-from transformations.features import WINDOW_FEATURES, feature_names
 
 
 def tx_frame(rows):
