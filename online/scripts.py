@@ -75,30 +75,34 @@ end
 local out, o = {}, 0
 local function put(v) o = o + 1; out[o] = v end
 
+local function fields(P, m) return {struct.unpack(P.fmt, m)} end
+local function texts(P, m)
+  local got, k = {}, 0
+  for part in string.gmatch(string.sub(m, P.size + 1), '([^\t]*)\t') do
+    k = k + 1; got[k] = part
+  end
+  return got
+end
+
 local function read(P, ev, fr, t, mine)
-  local function fields(m) return {struct.unpack(P.fmt, m)} end
-  local function texts(m)
-    local got, k = {}, 0
-    for part in string.gmatch(string.sub(m, P.size + 1), '([^\t]*)\t') do
-      k = k + 1; got[k] = part
-    end
-    return got
+  -- existence (and the oldest record, when edges or recency need it)
+  local first, exists
+  if #P.edges > 0 or P.recency then
+    first = redis.call('ZRANGE', ev, 0, 0, 'WITHSCORES')
+    exists = #first > 0
+  else
+    exists = redis.call('ZCARD', ev) > 0
   end
-  local first = redis.call('ZRANGE', ev, 0, 0, 'WITHSCORES')
-  local exists = #first > 0
   put(exists and 1 or 0)
-  local prev_t = -1
-  if P.recency and exists then
-    local p = redis.call('ZREVRANGEBYSCORE', ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    if #p > 0 then prev_t = tonumber(p[2]) end
-  end
-  put(prev_t)
+  local prev_at = o + 1  -- the previous event's time, filled in once the edge at t is read
+  put(-1)
+  local at_t = nil
   -- cumulative edges, ascending backs: the record found for one edge also answers a later
   -- (older) edge whenever its time is already at or before it
   if #P.edges > 0 then
     local base, first_t = nil, nil
     if exists then
-      local f = fields(first[1])
+      local f = fields(P, first[1])
       base = {f[1] - 1}
       local k = 2
       for c = 1, #P.cum do
@@ -119,12 +123,25 @@ local function read(P, ev, fr, t, mine)
       else
         if not (rec_t and rec_t <= x) then
           local got = redis.call('ZREVRANGEBYSCORE', ev, x, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-          rec, rec_t = fields(got[1]), tonumber(got[2])
+          rec, rec_t = fields(P, got[1]), tonumber(got[2])
         end
         vals = rec
+        if P.edges[e] == 0 then at_t = rec_t end
       end
       for w = 1, width do put(vals and vals[w] or 0) end
     end
+  end
+  -- the previous event strictly before t: the record at t when it is older than t (no
+  -- second lookup), else the newest record before t
+  if P.recency and exists then
+    local prev_t = -1
+    if at_t and at_t < t then
+      prev_t = at_t
+    elseif tonumber(first[2]) < t then
+      local p = redis.call('ZREVRANGEBYSCORE', ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      if #p > 0 then prev_t = tonumber(p[2]) end
+    end
+    out[prev_at] = prev_t
   end
   for _, iv in ipairs(P.intervals) do
     put(exists and redis.call('ZCOUNT', ev, '(' .. (t - iv[1]), t - iv[2]) or 0)
@@ -146,7 +163,7 @@ local function read(P, ev, fr, t, mine)
     if exists then
       local seen = {}
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - d[1]), t - d[2])) do
-        local v = texts(m)[d[3]]
+        local v = texts(P, m)[d[3]]
         if not seen[v] then seen[v] = true; n = n + 1 end
       end
       if mine[d[3]] ~= '' and seen[mine[d[3]]] then inside = 1 end
@@ -158,7 +175,7 @@ local function read(P, ev, fr, t, mine)
     if exists then
       local at, is_max = P.num_at[x[3]], x[4] == 1
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - x[1]), t - x[2])) do
-        local a = fields(m)[at]
+        local a = fields(P, m)[at]
         if best < 0 or (is_max and a > best) or (not is_max and a < best) then best = a end
       end
     end
@@ -183,7 +200,7 @@ local function read(P, ev, fr, t, mine)
       if #got > 0 then
         local at = P.num_at[l[3]]
         for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, got[2], got[2])) do
-          local a = fields(m)[at]
+          local a = fields(P, m)[at]
           if a > v then v = a end
         end
       end
