@@ -119,6 +119,13 @@ def apply(cfg: Config, log: Callable[[str], None] = print, register: bool = True
         raise RepoError(problems)
     for engine, what in engines.items():
         log(f"  {engine}: {what}")
+    declared = sorted(set(compiled.topics.values()))
+    reads = [cfg.kafka.transactions_topic, cfg.kafka.labels_topic]
+    if declared and not set(declared) <= set(reads):
+        # the stream's topics are deployment settings; say so when the repo names others
+        log(f"  note: the stream reads the config's topics {', '.join(reads)} "
+            f"(kafka.transactions_topic, kafka.labels_topic); the repo's sources name "
+            f"{', '.join(declared)}")
     where = "not registered (--check)"
     if register:
         where = _register(repo, contents)
