@@ -32,7 +32,8 @@ WRITE_TX = r"""
 --       in order)
 -- ARGV: t, txid, content ("t|keys|values|"), number of entities, then per entity: its record
 --       format (layout.RecordFormat.argv), its numbers (hundredths), the record's tail
---       (texts, each with a tab, then txid), retention, keep records from (a floor)
+--       (texts, each with a tab, then txid), retention, keep records from (a floor), 1 if
+--       the entity has fraud rates
 -- returns {status, late}: status written | duplicate | conflict; late = 1 when events of one
 -- of the event's entities at or after t were already stored (their enriched rows, computed
 -- before this event arrived, need recomputing)
@@ -50,7 +51,7 @@ for e = 1, n_ent do
   d.n_num, d.n_txt = num(), num()
   for c = 1, d.n_num do d.vals[c] = num() end
   d.tail = ARGV[i]; i = i + 1
-  d.ret, d.keep = num(), num()
+  d.ret, d.keep, d.has_fraud = num(), num(), num() == 1
   local fmt = '>'
   if d.has_count then fmt = fmt .. 'I4' end
   for c = 1, n_cum do fmt = fmt .. (d.cum[c][2] and 'i8d' or 'i8') end
@@ -148,7 +149,9 @@ for e = 1, n_ent do
   local newest = tonumber(redis.call('ZRANGE', d.key, -1, -1, 'WITHSCORES')[2])
   local cutoff = '(' .. math.min(newest - d.ret, d.keep)
   redis.call('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', d.fraud, '-inf', cutoff)  -- spells of events trimmed too
+  if d.has_fraud then  -- the spells of events trimmed go too
+    redis.call('ZREMRANGEBYSCORE', d.fraud, '-inf', cutoff)
+  end
   redis.call('EXPIRE', d.key, d.ret)
   if d.ret > max_ret then max_ret = d.ret end
 end
@@ -248,6 +251,7 @@ class OnlineWriter:
         self._tx = redis_conn.register_script(WRITE_TX)
         self._label = redis_conn.register_script(WRITE_LABEL)
         self._formats = [(e, layout.record_format(e), layout.retention_s(e)) for e in ENTITIES]
+        self._argv = [fmt.argv() for _e, fmt, _r in self._formats]  # per call, not per event
         self._index_ret = layout.index_retention_s()
         self._fraud_args: list[object] = []
         n = 0
@@ -277,11 +281,11 @@ class OnlineWriter:
             keys = [layout.tx_key(p, e["transaction_id"])]
             args: list[object] = [int(e["t"]), str(e["transaction_id"]),  # type: ignore[call-overload]
                                   layout.content(dict(e)), len(self._formats)]
-            for entity, fmt, ret in self._formats:
+            for (entity, fmt, ret), fmt_argv in zip(self._formats, self._argv, strict=True):
                 value = layout.entity_value(entity_ids(entity, e))
                 keys += [layout.entity_key(p, entity, value), layout.fraud_key(p, entity, value)]
-                args += fmt.argv()
-                args += [int(layout.to_cents(float(e[c]))) for c in fmt.numbers]  # type: ignore[arg-type]
+                args += fmt_argv
+                args += [layout.cents_of(e[c]) for c in fmt.numbers]
                 args.append(record_tail(fmt, e))
                 if not trim:
                     keep = -1e18
@@ -289,7 +293,7 @@ class OnlineWriter:
                     keep = 1e18
                 else:
                     keep = reads_from - ret
-                args += [ret, keep]
+                args += [ret, keep, int(fmt.fraud)]
             self._tx(keys=keys, args=args, client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)
