@@ -225,8 +225,7 @@ def main() -> int:
         r = redis.Redis.from_url(rs.url, socket_timeout=60)  # a bulk load, not a read
         summary = load_state(r, tx, labels)
         r.close()
-        print(f"state: {summary.customers:,} customers, {summary.terminals:,} terminals, "
-              f"{summary.customer_events:,} events ({summary.seconds:.1f} s to load)")
+        print(f"state: {summary.describe()} ({summary.seconds:.1f} s to load)")
         port = free_port()
         env = {**os.environ, "FFS_REDIS_URL": rs.url}
         env.pop("FFS_SERVE_API_KEY", None)

@@ -396,9 +396,10 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     log(f"   {feast_load:.1f} s (+ consolidate {consolidate_s:.1f} s, apply {apply_s:.1f} s)")
     results["load"] = {
         "ours": {"seconds": round(ours_load, 2), "load_state_seconds": round(summary.seconds, 2),
-                 "customers": summary.customers, "terminals": summary.terminals,
-                 "customer_events": summary.customer_events,
-                 "terminal_events": summary.terminal_events, "frauds": summary.frauds,
+                 "customers": summary.entities.get("customer"),
+                 "terminals": summary.entities.get("terminal"),
+                 "customer_events": summary.events.get("customer"),
+                 "terminal_events": summary.events.get("terminal"), "frauds": summary.frauds,
                  "transactions_indexed": summary.transactions_indexed,
                  "as_of": T0.isoformat(), "keys": int(r0.dbsize()),
                  "redis_used_memory_bytes": mem_ours - mem_empty},
@@ -419,12 +420,15 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     t_s = rng.choice(terminals, min(m, len(terminals)), replace=False).tolist()
     recent = tx.loc[tx["event_timestamp"] > T0 - pd.Timedelta(days=7), "transaction_id"]
     x_s = rng.choice(recent.to_numpy(), min(m, len(recent)), replace=False).tolist()
-    term_ev = memory_usage(r0, [layout.terminal_keys(PREFIX, t)[0] for t in t_s])
-    term_fraud = memory_usage(r0, [layout.terminal_keys(PREFIX, t)[1] for t in t_s])
+    from ffs.transformations.features import entity as entity_named
+    cust_e, term_e = entity_named("customer"), entity_named("terminal")
+    term_ev = memory_usage(r0, [layout.entity_key(PREFIX, term_e, str(t)) for t in t_s])
+    term_fraud = memory_usage(r0, [layout.fraud_key(PREFIX, term_e, str(t)) for t in t_s])
     fraud_bytes_per_terminal = ((term_fraud["mean_bytes"] or 0) * term_fraud["keys_found"]
                                 / max(1, term_fraud["keys_sampled"]))
     ours_mem = {
-        "customer_ev": memory_usage(r0, [layout.customer_key(PREFIX, c) for c in c_s]),
+        "customer_ev": memory_usage(r0, [layout.entity_key(PREFIX, cust_e, str(c))
+                                           for c in c_s]),
         "terminal_ev": term_ev, "terminal_fraud": term_fraud,
         "tx_index": memory_usage(r0, [layout.tx_key(PREFIX, x) for x in x_s]),
     }
