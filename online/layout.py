@@ -204,11 +204,3 @@ def fraud_spells(txid: str, labels: list[tuple[int, int]]) -> list[str]:
     if start is not None:
         out.append(f"{txid}\t{start}\t")
     return out
-
-
-def decode_member(fmt: RecordFormat, member: bytes) -> tuple[tuple, list[str], str]:
-    """(fixed fields, texts, transaction id) of one record."""
-    size = fmt.fixed_size
-    fixed = struct.unpack(fmt.struct.replace("I4", "I").replace("i8", "q"), member[:size])
-    *texts, txid = member[size:].decode().split("\t")
-    return fixed, texts, txid
