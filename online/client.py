@@ -148,7 +148,8 @@ class OnlineClient:
         self.plans = plans or compile_plans()
         self.max_batch = max_batch
         self._script = redis_conn.register_script(READ)
-        self._argv = {p.entity.name: p.argv() for p in self.plans}
+        # the plans as redis-py sends them, encoded once: ~30 numbers per entity per call
+        self._argv = {p.entity.name: [str(x).encode() for x in p.argv()] for p in self.plans}
         self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
 
