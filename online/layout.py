@@ -7,7 +7,8 @@ its ids joined by ","):
     {p}:{<entity>:<value>}:fraud  score = event time, member = "txid<tab>from<tab>until": one
                                   per spell during which the transaction was labelled fraud,
                                   from that label's time until a later label said genuine
-                                  (empty: still fraud); entities with fraud rates only
+                                  (empty: still fraud); entities with fraud rates only;
+                                  plus one summary member (fraud_summary) at score -1e13
     {p}:x:{txid}                  "t|<keys>|<values>|label time|is_fraud": what a label that
                                   arrives later needs to find the entities it changes
 
@@ -187,6 +188,18 @@ def decode_tx(value: bytes | str) -> dict[str, Any]:
     out["label_t"] = int(parts[i]) if parts[i] else None
     out["is_fraud"] = int(parts[i + 1]) if parts[i + 1] else None
     return out
+
+
+FRAUD_SUMMARY_SCORE = -1e13  # below every event time and window edge: never in a window
+
+
+def fraud_summary(spells: list[str]) -> str:
+    """The fraud set's summary member: the newest open spell's start and how many spells
+    were revised. A read at t with none revised and the newest start <= t counts the window
+    with one ZCOUNT (every spell in it is open and known at t); otherwise it reads them."""
+    open_starts = [int(m.split("\t")[1]) for m in spells if m.endswith("\t")]
+    revised = sum(1 for m in spells if not m.endswith("\t"))
+    return f"#summary\t{max(open_starts, default=0)}\t{revised}"
 
 
 def fraud_spells(txid: str, labels: list[tuple[int, int]]) -> list[str]:

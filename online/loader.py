@@ -160,7 +160,9 @@ def _write_entity(r, prefix, entity, fmt: RecordFormat, part: pd.DataFrame,
                             "t": part["t"].to_numpy(), "value": value}).merge(
             spells, on="transaction_id", how="inner")
         for v, group in hit.groupby("value", sort=False):
-            frauds[str(v)] = _interleave(group["t"].to_numpy(), group["member"].tolist())
+            spells = group["member"].tolist()
+            frauds[str(v)] = [*_interleave(group["t"].to_numpy(), spells),
+                              layout.FRAUD_SUMMARY_SCORE, layout.fraud_summary(spells)]
     groups = _groups(value, part["t"].to_numpy(), members)
     pipe, n = r.pipeline(transaction=True), 0
     for v, (times, recs) in groups:
@@ -175,7 +177,7 @@ def _write_entity(r, prefix, entity, fmt: RecordFormat, part: pd.DataFrame,
         if n % CHUNK == 0:
             pipe.execute()
     pipe.execute()
-    return n, sum(len(f) // 2 for f in frauds.values())
+    return n, sum(len(f) // 2 - 1 for f in frauds.values())
 
 
 def _groups(entity: np.ndarray, *columns: np.ndarray):

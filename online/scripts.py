@@ -22,6 +22,7 @@ the window's fraud spells (O(its frauds)).
 """
 
 READ = r"""
+local META = -1e13  -- the fraud set's summary member sits at this score (layout.py)
 local i = 1
 local function num() local v = tonumber(ARGV[i]); i = i + 1; return v end
 local function list_of(width)
@@ -146,11 +147,23 @@ local function read(P, ev, fr, t, mine)
   for _, iv in ipairs(P.intervals) do
     put(exists and redis.call('ZCOUNT', ev, '(' .. (t - iv[1]), t - iv[2]) or 0)
   end
-  -- frauds: the window's spells known at t and not yet revised (O(frauds in the window))
+  -- frauds: the window's spells known at t and not yet revised. When no spell was ever
+  -- revised and none opened after t (the set's summary, layout.fraud_summary), that is
+  -- every spell in the window: one ZCOUNT; otherwise the window's spells are read
   local has_fraud = #P.frauds > 0 and exists and redis.call('EXISTS', fr) == 1
+  local quick = false
+  if has_fraud then
+    local meta = redis.call('ZRANGEBYSCORE', fr, META, META)
+    if #meta > 0 then
+      local newest, revised = string.match(meta[1], '\t(%d+)\t(%d+)$')
+      quick = tonumber(revised) == 0 and tonumber(newest) <= t
+    end
+  end
   for _, iv in ipairs(P.frauds) do
     local n = 0
-    if has_fraud then
+    if quick then
+      n = redis.call('ZCOUNT', fr, '(' .. (t - iv[1]), t - iv[2])
+    elseif has_fraud then
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', fr, '(' .. (t - iv[1]), t - iv[2])) do
         local from, till = string.match(m, '\t(%d+)\t(%d*)$')
         if tonumber(from) <= t and (till == '' or t < tonumber(till)) then n = n + 1 end

@@ -150,7 +150,7 @@ for e = 1, n_ent do
   local cutoff = '(' .. math.min(newest - d.ret, d.keep)
   redis.call('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
   if d.has_fraud then  -- the spells of events trimmed go too
-    redis.call('ZREMRANGEBYSCORE', d.fraud, '-inf', cutoff)
+    redis.call('ZREMRANGEBYSCORE', d.fraud, '(-1e13', cutoff)  -- not the summary
   end
   redis.call('EXPIRE', d.key, d.ret)
   if d.ret > max_ret then max_ret = d.ret end
@@ -167,6 +167,7 @@ WRITE_LABEL = r"""
 -- set the label changed while its events at or after `since` are already stored (their
 -- enriched rows, computed without this label, need recomputing). A label opens a fraud
 -- spell (layout.py) or closes the open one at its own time: reads before it are unchanged.
+local META = -1e13  -- the fraud set's summary member sits at this score (layout.py)
 local x = redis.call('GET', KEYS[1])
 if not x then return {'unknown_transaction', {}} end
 local parts = {}
@@ -194,8 +195,18 @@ for e = 1, tonumber(ARGV[5]) do
     if string.sub(m, 1, #txid + 1) == txid .. '\t' and string.sub(m, -1) == '\t' then open = m end
   end
   local changed = 0
+  -- the set's summary (layout.fraud_summary): newest spell start, spells revised
+  local meta = redis.call('ZRANGEBYSCORE', base .. 'fraud', META, META)
+  local newest, revised = 0, 0
+  if #meta > 0 then
+    local a, b = string.match(meta[1], '\t(%d+)\t(%d+)$')
+    newest, revised = tonumber(a), tonumber(b)
+  elseif redis.call('EXISTS', base .. 'fraud') == 1 then
+    revised = 1  -- a set without its summary: never take the quick path on it
+  end
   if fraud == '1' and not open then
     redis.call('ZADD', base .. 'fraud', t, txid .. '\t' .. label_t .. '\t')
+    newest = math.max(newest, label_t)
     changed = 1
   elseif fraud ~= '1' and open then
     redis.call('ZREM', base .. 'fraud', open)
@@ -203,7 +214,13 @@ for e = 1, tonumber(ARGV[5]) do
     if label_t > from then
       redis.call('ZADD', base .. 'fraud', t, open .. label_t)
     end
+    revised = revised + 1
     changed = 1
+  end
+  if changed == 1 then
+    if #meta > 0 then redis.call('ZREM', base .. 'fraud', meta[1]) end
+    redis.call('ZADD', base .. 'fraud', META,
+               '#summary\t' .. string.format('%d', newest) .. '\t' .. revised)
   end
   if changed == 1 then redis.call('EXPIRE', base .. 'fraud', ret) end
   if changed == 1 then

@@ -366,7 +366,7 @@ def test_rerun_of_a_batch_changes_nothing_and_keeps_its_watermark(conn, crash):
         assert r1.watermark == newest
     before, state = snapshot(conn), _state(conn, cfg)
     assert layout.tx_key("ffs", "c").encode() in before
-    spells = conn.zrange(layout.fraud_key("ffs", TERMINAL, "m2"), 0, -1)
+    spells = conn.zrangebyscore(layout.fraud_key("ffs", TERMINAL, "m2"), 0, "+inf")
     assert [m.split(b"\t")[0] for m in spells] == [b"d"] and spells[0].endswith(b"\t")  # open
 
     again = proc.process(1, batch1)
@@ -448,8 +448,11 @@ def test_a_label_waits_for_its_transaction(conn):
     stored = layout.decode_tx(conn.get(layout.tx_key("ffs", "x1")))
     assert stored["label_t"] == t + 100 and stored["is_fraud"] == 1
     # one fraud spell, open since the label's own time
-    assert conn.zrange(layout.fraud_key("ffs", TERMINAL, "m7"), 0, -1) == [
+    assert conn.zrangebyscore(layout.fraud_key("ffs", TERMINAL, "m7"), 0, "+inf") == [
         f"x1\t{t + 100}\t".encode()]
+    # and the set's summary: newest spell start t + 100, none revised (reads take ZCOUNT)
+    assert conn.zrangebyscore(layout.fraud_key("ffs", TERMINAL, "m7"), "-inf", -1) == [
+        f"#summary\t{t + 100}\t0".encode()]
 
 
 def test_a_label_without_transaction_is_dead_lettered_after_the_lateness(conn):
