@@ -417,7 +417,10 @@ def test_hung_redis_answers_unavailable_by_the_request_deadline(tmp_path):
             os.kill(srv.proc.pid, signal.SIGCONT)
         assert r.status_code == 200 and elapsed < 1.5, elapsed  # not the 3 s socket timeout
         assert column(r.json(), "customer_nb_tx_1d")["statuses"] == [UNAVAILABLE]
-        assert ready.status_code == 503 and "within 100 ms" in ready.json()["error"]
+        # the request deadline and the socket timeout are both 100 ms here: whichever fires
+        # first names the timeout (a race that a loaded machine decides either way)
+        why = ready.json()["error"]
+        assert ready.status_code == 503 and ("within 100 ms" in why or "Timeout reading" in why)
         text = client.get("/metrics").text
         assert metric(text, "ffs_redis_unavailable_total", error="TimeoutError") == 1
     finally:
