@@ -41,9 +41,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from ffs.transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity
+from ffs.transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity, to_cents
 from ffs.transformations.features import (
     ENTITIES,
     KEY_COLUMNS,
@@ -138,11 +136,6 @@ def record_format(entity: Entity) -> RecordFormat:
     texts = tuple(dict.fromkeys(str(f.column) for f in feats if f.agg is Agg.COUNT_DISTINCT))
     return RecordFormat(tuple(cum), squares, tuple(dict.fromkeys(numbers)), texts,
                         any(f.agg is Agg.FRAUD_RATE for f in feats))
-
-
-def to_cents(amount: float | np.ndarray):
-    """A numeric value in hundredths (CENTS), as every engine keeps it."""
-    return np.rint(np.asarray(amount, dtype=np.float64) * CENTS).astype(np.int64)
 
 
 def cents_of(value: object) -> int:

@@ -22,8 +22,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
+import numpy as np
+
 CENTS = 100  # value columns are kept to the hundredth, as integers: sums cannot drift
 KEY_SEPARATOR = ","  # joins a composite key's ids; ids cannot contain it (transformations/ids)
+
+
+def to_cents(values) -> np.ndarray:
+    """Numbers in hundredths (CENTS), rounded half to even: how every engine keeps a value
+    column, so sums agree to the last cent."""
+    return np.rint(np.asarray(values, dtype=np.float64) * CENTS).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from ffs.transformations.declarations import (
     Entity,
     RecencyFeature,
     WindowFeature,
+    to_cents,
 )
 from ffs.transformations.request import TIME_FIELD
 
@@ -218,7 +219,7 @@ def _seconds(frame: pd.DataFrame, column: str = "event_timestamp") -> np.ndarray
 
 def cents(values: pd.Series) -> np.ndarray:
     """A numeric value column as integer hundredths (the precision every engine keeps)."""
-    return np.rint(values.to_numpy(dtype=np.float64) * CENTS).astype(np.int64)
+    return to_cents(values.to_numpy(dtype=np.float64))
 
 
 def _bounds(base_t: np.ndarray, more_t: list[np.ndarray], lookback: int) -> tuple[int, int, int]:
