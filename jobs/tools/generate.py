@@ -2,15 +2,22 @@
 
 The world: customers and terminals live on a 100x100 grid. Each customer has a spending
 profile (typical amount, spread, payments per day) and shops at a fixed set of terminals near
-home. Payments follow a day/night rhythm. Three fraud scenarios are mixed in, each a pattern a
-feature store should make visible:
+home; every payment carries its terminal's coordinates (terminal_x, terminal_y, grid units).
+Payments follow a day/night rhythm. Four fraud scenarios are mixed in, each a pattern a feature
+store should make visible:
 
 1. compromised terminal: every payment at that terminal is fraud for a few days
    (skimmer installed; a per-terminal fraud-rate window catches it);
 2. compromised card: for a week or two, about a third of the card's payments are fraud at
    several times the customer's usual amount (an amount-vs-history feature catches it);
 3. card testing: a burst of 3-8 tiny payments (0.50-3.00) within a few minutes on one card,
-   each at a different random terminal (short-window counts catch it).
+   each at a different random terminal (short-window counts catch it);
+4. stolen card far from home: for 2-5 days, about half of the card's payments happen at
+   terminals more than 30 grid units from the customer's home, each one the card has never
+   used before. They replace the card's genuine payments, so amounts come from the
+   customer's own distribution at the customer's own pace: amount-vs-history and velocity
+   features see nothing, while distance from the previous terminal, the implied speed and
+   "first time at this terminal" do.
 
 Labels are their own events: every fraudulent payment gets a chargeback label (is_fraud=1)
 after a random delay, and a random sample of genuine payments gets a "confirmed genuine" label
@@ -19,8 +26,10 @@ generated period have not arrived yet and are left out, so fraud in the last day
 under-labelled exactly as it is in production. The labels file is ordered by label_timestamp.
 
 Generation runs day by day with vectorised NumPy and a random stream per day, so memory is
-bounded by one day's payments (plus the customer/terminal tables and labels still in transit),
-and the same spec gives the same data whether kept in memory or written to Parquet or CSV.
+bounded by one day's payments (plus the customer/terminal tables, labels still in transit and
+the (card, terminal) pairs of scenario 3 and 4 payments, 8 bytes each, that keep scenario 4's
+terminals new to the card), and the same spec gives the same data whether kept in memory or
+written to Parquet or CSV.
 """
 
 from __future__ import annotations
@@ -65,6 +74,12 @@ BURST_SIZE = (3, 8)
 BURST_GAP_SECONDS = (5, 60)
 BURST_AMOUNT = (0.5, 3.0)
 BURST_MAX_SPAN = (BURST_SIZE[1] - 1) * BURST_GAP_SECONDS[1]
+STOLEN_CARD_RATE = 1 / 800
+STOLEN_CARD_DAYS = (2, 5)
+STOLEN_SHARE = 1 / 2
+FAR = 30.0  # a stolen card's terminals are farther than this from home (> RADIUS by far)
+FAR_TRIES = 20  # draws per payment; with no new far terminal (a tiny world) it stays genuine
+SCENARIOS = (1, 2, 3, 4)
 
 ROW_GROUP_ROWS = 1 << 20
 FORMATS = ("parquet", "csv")
@@ -75,6 +90,8 @@ TX_SCHEMA = pa.schema([
     ("event_timestamp", pa.timestamp("us", tz="UTC")),
     ("customer_id", pa.int64()),
     ("terminal_id", pa.int64()),
+    ("terminal_x", pa.float64()),
+    ("terminal_y", pa.float64()),
     ("amount", pa.float64()),
     ("tx_fraud", pa.int64()),
     ("fraud_scenario", pa.int64()),
@@ -225,8 +242,8 @@ class _World:
     def __init__(self, spec: GenerateSpec):
         rng = np.random.default_rng([spec.seed, 0])
         c, t = spec.customers, spec.terminals
-        cust_xy = rng.uniform(0, GRID, (c, 2))
-        term_xy = rng.uniform(0, GRID, (t, 2))
+        self.cust_xy = cust_xy = rng.uniform(0, GRID, (c, 2))
+        self.term_xy = term_xy = rng.uniform(0, GRID, (t, 2))
         mean = rng.uniform(*AMOUNT_MEAN, c)
         cv = rng.uniform(*AMOUNT_CV, c)
         # Log-normal amounts: positive and right-skewed like real spending, with this mean/std.
@@ -238,6 +255,46 @@ class _World:
         # Day index until which (exclusive) a terminal / card is in fraudsters' hands.
         self.terminal_until = np.zeros(t, np.int64)
         self.card_until = np.zeros(c, np.int64)
+        self.stolen_until = np.zeros(c, np.int64)
+        # Sorted keys card * terminals + terminal of the payments outside the card's own set
+        # (scenarios 3 and 4), so a stolen card's terminals are always new to it.
+        self.foreign = np.empty(0, np.int64)
+
+    def seen(self, keys: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.foreign, keys)
+        hit = np.zeros(len(keys), bool)
+        inside = pos < len(self.foreign)
+        hit[inside] = self.foreign[pos[inside]] == keys[inside]
+        return hit
+
+    def remember(self, keys: np.ndarray) -> None:
+        new = np.unique(keys)
+        new = new[~self.seen(new)]
+        self.foreign = np.insert(self.foreign, np.searchsorted(self.foreign, new), new)
+
+
+def _far_terminals(world: _World, cust: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per payment of `cust`: a terminal farther than FAR from home that the card has never
+    used (nor been given earlier in this call), or -1 when FAR_TRIES draws found none."""
+    n_term = len(world.term_xy)
+    out = np.full(len(cust), -1, np.int64)
+    todo = np.arange(len(cust))
+    for _ in range(FAR_TRIES):
+        if len(todo) == 0:
+            break
+        c = cust[todo]
+        cand = rng.integers(0, n_term, len(todo))
+        far = ((world.term_xy[cand] - world.cust_xy[c]) ** 2).sum(axis=1) > FAR ** 2
+        # Own terminals are within RADIUS of home, except a lonely customer's nearest one.
+        own = (world.n_terminals_of[c] == 1) & (world.terminals[world.offsets[c]] == cand)
+        keys = c * n_term + cand
+        ok = np.flatnonzero(far & ~own & ~world.seen(keys))
+        unique_keys, first = np.unique(keys[ok], return_index=True)  # one card, one draw twice
+        took = ok[first]
+        out[todo[took]] = cand[took]
+        world.remember(unique_keys)
+        todo = np.delete(todo, took)
+    return out
 
 
 def _compromise(rng: np.random.Generator, until: np.ndarray, rate: float,
@@ -278,15 +335,32 @@ def _day(world: _World, spec: GenerateSpec, day: int, day_start: int) -> dict[st
     since_start = elapsed - np.repeat(elapsed[first], sizes)
     # Bursts start early enough to end the same day, so ids stay increasing with time.
     b_start = rng.integers(0, DAY - BURST_MAX_SPAN, n_bursts)
-    b_cust = rng.integers(0, spec.customers, n_bursts)
+    b_cust = rng.integers(0, spec.customers, n_bursts)[burst_of]
+    b_term = rng.integers(0, spec.terminals, m)
+    b_amount = rng.uniform(*BURST_AMOUNT, m)
+    world.remember(b_cust * spec.terminals + b_term)
+
+    # Scenario 4 draws from its own stream and only takes payments still genuine, so the other
+    # scenarios' payments are the same as without it.
+    rng4 = np.random.default_rng([spec.seed, 3, day])
+    _compromise(rng4, world.stolen_until, STOLEN_CARD_RATE, STOLEN_CARD_DAYS, day)
+    away = np.flatnonzero((world.stolen_until[cust] > day) & (rng4.random(n) < STOLEN_SHARE)
+                          & (scenario == 0))
+    far = _far_terminals(world, cust[away], rng4)
+    away, far = away[far >= 0], far[far >= 0]
+    term[away] = far
+    scenario[away] = 4
 
     seconds = np.concatenate([seconds, b_start[burst_of] + since_start])
+    term = np.concatenate([term, b_term])
     order = np.argsort(seconds, kind="stable")
     return {
         "event_timestamp": (seconds + day_start)[order],
-        "customer_id": np.concatenate([cust, b_cust[burst_of]])[order],
-        "terminal_id": np.concatenate([term, rng.integers(0, spec.terminals, m)])[order],
-        "amount": np.round(np.concatenate([amount, rng.uniform(*BURST_AMOUNT, m)]), 2)[order],
+        "customer_id": np.concatenate([cust, b_cust])[order],
+        "terminal_id": term[order],
+        "terminal_x": world.term_xy[term[order], 0],
+        "terminal_y": world.term_xy[term[order], 1],
+        "amount": np.round(np.concatenate([amount, b_amount]), 2)[order],
         "fraud_scenario": np.concatenate([scenario, np.full(m, 3, np.int64)])[order],
     }
 
@@ -419,12 +493,12 @@ def generate_to(out_dir: Path, spec: GenerateSpec,
     out_dir.mkdir(parents=True, exist_ok=True)
     tx_sink = _Sink(out_dir / f"transactions.{spec.fmt}", TX_SCHEMA, spec.fmt)
     label_sink = _Sink(out_dir / f"labels.{spec.fmt}", LABEL_SCHEMA, spec.fmt)
-    by_scenario = {1: 0, 2: 0, 3: 0}
+    by_scenario = dict.fromkeys(SCENARIOS, 0)
     try:
         for day, tx, ready in _chunks(spec):
             tx_sink.write(tx)
             label_sink.write(ready)
-            counts = np.bincount(tx["fraud_scenario"], minlength=4)
+            counts = np.bincount(tx["fraud_scenario"], minlength=max(SCENARIOS) + 1)
             for s in by_scenario:
                 by_scenario[s] += int(counts[s])
             if progress is not None:

@@ -7,10 +7,16 @@ import pandas as pd
 import pytest
 
 from ffs.errors import InputError
+from ffs.jobs.tools import generate
 from ffs.jobs.tools.generate import (
     BURST_AMOUNT,
+    FAR,
+    GRID,
     MAX_TERMINALS_PER_CUSTOMER,
+    RADIUS,
+    SCENARIOS,
     GenerateSpec,
+    _World,
     generate_frames,
     generate_to,
 )
@@ -41,6 +47,9 @@ def test_same_seed_same_data_other_seed_differs(frames):
     pd.testing.assert_frame_equal(labels, labels2)
     other, _ = generate_frames(dataclasses.replace(SPEC, seed=12))
     assert len(other) != len(tx) or not other["amount"].equals(tx["amount"])
+    stolen = tx.loc[tx["fraud_scenario"] == 4, ["customer_id", "terminal_id"]]
+    other_stolen = other.loc[other["fraud_scenario"] == 4, ["customer_id", "terminal_id"]]
+    assert len(stolen) > 0 and not stolen.merge(other_stolen).equals(stolen)
 
 
 def test_parquet_files_are_byte_identical(tmp_path):
@@ -75,7 +84,7 @@ def test_ids_unique_and_increasing_with_time(frames):
 def test_all_fraud_scenarios_present_and_flagged(frames):
     tx, _ = frames
     counts = tx["fraud_scenario"].value_counts()
-    assert all(counts.get(s, 0) > 0 for s in (1, 2, 3)), counts.to_dict()
+    assert all(counts.get(s, 0) > 0 for s in SCENARIOS), counts.to_dict()
     assert (tx["tx_fraud"] == (tx["fraud_scenario"] > 0)).all()
     assert 0.002 < tx["tx_fraud"].mean() < 0.03
 
@@ -111,6 +120,112 @@ def test_card_testing_bursts_are_small_fast_and_on_one_card(frames):
     assert (per["n"] >= 3).all()
     assert (per["span"] <= 10 * 60).all()  # "a few minutes", independent of the constants
     assert (per["terminals"] >= 2).all()
+
+
+def _home_distance(tx: pd.DataFrame, spec: GenerateSpec = SPEC) -> np.ndarray:
+    """Distance of each payment's terminal from its customer's home (homes are not output)."""
+    home = _World(spec).cust_xy[tx["customer_id"].to_numpy()]
+    return np.hypot(tx["terminal_x"].to_numpy() - home[:, 0],
+                    tx["terminal_y"].to_numpy() - home[:, 1])
+
+
+def _new_to_the_card(tx: pd.DataFrame) -> pd.Series:
+    """True where the card pays at this terminal for the first time and never pays there with
+    its own hands (scenarios 0-2), before or after."""
+    ordered = tx.sort_values(["event_timestamp", "transaction_id"])
+    first = ~ordered.duplicated(["customer_id", "terminal_id"]).reindex(tx.index)
+    pair = ["customer_id", "terminal_id"]
+    own = tx.loc[tx["fraud_scenario"].isin([0, 1, 2]), pair].drop_duplicates()
+    at_own = tx[pair].merge(own, how="left", on=pair, indicator=True)["_merge"] == "both"
+    return first & ~at_own.to_numpy()
+
+
+def test_terminal_coordinates_are_in_the_grid_and_one_place_per_terminal(frames):
+    tx, _ = frames
+    for c in ("terminal_x", "terminal_y"):
+        assert str(tx[c].dtype) == "float64"
+        assert tx[c].between(0, GRID).all()
+        assert tx[c].std() > GRID / 5  # spread over the grid, not a constant
+    per_terminal = tx.groupby("terminal_id")[["terminal_x", "terminal_y"]].nunique()
+    assert (per_terminal == 1).all().all()
+    assert len(tx[["terminal_x", "terminal_y"]].drop_duplicates()) == tx["terminal_id"].nunique()
+
+
+def test_own_card_payments_are_at_the_customers_terminals_near_home(frames):
+    tx, _ = frames
+    world = _World(SPEC)
+    own = tx[tx["fraud_scenario"].isin([0, 1, 2])]  # scenarios 1 and 2 use the card's terminals
+    counts = np.diff(world.offsets)
+    pairs = pd.DataFrame({"customer_id": np.repeat(np.arange(SPEC.customers), counts),
+                          "terminal_id": world.terminals.astype(np.int64)})
+    m = own.merge(pairs, how="left", on=["customer_id", "terminal_id"], indicator=True)
+    assert (m["_merge"] == "both").all()
+    lonely = counts[own["customer_id"]] == 1  # no terminal within RADIUS: the nearest one
+    assert (_home_distance(own)[~lonely] <= RADIUS).all() and (~lonely).mean() > 0.9
+
+
+def test_stolen_card_pays_far_from_home_at_terminals_new_to_the_card(frames):
+    tx, _ = frames
+    stolen = tx["fraud_scenario"] == 4
+    assert stolen.sum() >= 30
+    assert (_home_distance(tx[stolen]) > FAR).all()
+    assert _new_to_the_card(tx)[stolen].all()
+    # The jump from the card's previous payment is what the distance/speed features see.
+    ordered = tx[tx["fraud_scenario"] != 3].sort_values(["customer_id", "event_timestamp"])
+    prev = ordered.groupby("customer_id")[["terminal_x", "terminal_y", "fraud_scenario"]].shift()
+    jump = np.hypot(ordered["terminal_x"] - prev["terminal_x"],
+                    ordered["terminal_y"] - prev["terminal_y"])
+    assert jump[ordered["fraud_scenario"] == 4].median() > FAR
+    at_home = ordered["fraud_scenario"].isin([0, 1, 2]) & prev["fraud_scenario"].isin([0, 1, 2])
+    assert jump[at_home].max() <= 2 * RADIUS
+
+
+def test_stolen_card_spends_ordinary_amounts_at_the_ordinary_pace(frames):
+    tx, _ = frames
+    genuine = tx[tx["fraud_scenario"] == 0]
+    stolen = tx[tx["fraud_scenario"] == 4]
+    usual = genuine.groupby("customer_id")["amount"].agg(["median", "min", "max"])
+    u = usual.reindex(stolen["customer_id"]).to_numpy()
+    amount = stolen["amount"].to_numpy()
+    assert 0.7 < np.nanmedian(amount / u[:, 0]) < 1.4  # scenario 2 is > 2.5
+    assert ((amount >= u[:, 1]) & (amount <= u[:, 2])).mean() > 0.8
+    # Payments in the 24 hours up to each one (bursts left out): a velocity feature's view.
+    cards = tx[tx["customer_id"].isin(stolen["customer_id"]) & (tx["fraud_scenario"] != 3)]
+    cards = cards.sort_values(["customer_id", "event_timestamp"]).set_index("event_timestamp")
+    count = cards.groupby("customer_id")["amount"].rolling("24h").count().to_numpy()
+    scenario = cards["fraud_scenario"].to_numpy()
+    assert 0.7 < count[scenario == 4].mean() / count[scenario == 0].mean() < 1.4
+
+
+def test_stolen_card_only_takes_genuine_payments(monkeypatch):
+    """Scenario 4 has its own random stream and takes only genuine payments: without it, the
+    other rows are the same. Stolen cards are common here, so they meet scenarios 1 and 2."""
+    spec = dataclasses.replace(SPEC, days=20)
+    monkeypatch.setattr(generate, "STOLEN_CARD_RATE", 1 / 20)
+    tx, _ = generate_frames(spec)
+    monkeypatch.setattr(generate, "STOLEN_CARD_RATE", 0.0)
+    plain, _ = generate_frames(spec)
+    assert (plain["fraud_scenario"] != 4).all()
+    stolen = tx["fraud_scenario"] == 4
+    assert stolen.mean() > 0.02
+    assert (plain.loc[stolen, "fraud_scenario"] == 0).all()
+    pd.testing.assert_frame_equal(tx[~stolen], plain[~stolen])
+    same = ["transaction_id", "event_timestamp", "customer_id", "amount"]
+    pd.testing.assert_frame_equal(tx[same], plain[same])
+
+
+@pytest.mark.parametrize("terminals", [2, 6])
+def test_stolen_card_in_a_tiny_world_still_uses_only_new_far_terminals(monkeypatch, terminals):
+    """Few terminals and many card-testing bursts: far terminals run out, bursts have used
+    some of them and a lonely customer's only terminal may be far from home, yet a stolen card
+    never pays at a terminal it uses otherwise."""
+    monkeypatch.setattr(generate, "BURST_RATE", 1 / 20)
+    spec = GenerateSpec(customers=300, terminals=terminals, days=30, seed=3)
+    tx, _ = generate_frames(spec)
+    stolen = tx["fraud_scenario"] == 4
+    assert stolen.sum() > 0
+    assert (_home_distance(tx[stolen], spec) > FAR).all()
+    assert _new_to_the_card(tx)[stolen].all()
 
 
 def test_customers_shop_at_few_terminals(frames):
@@ -168,7 +283,7 @@ def test_generate_to_reports_progress_and_summary(tmp_path, frames):
     assert lines[-1] == f"day 40/40: {per_day.iloc[-1]:,} transactions"
     assert (s.n_transactions, s.n_labels) == (len(tx), len(labels))
     assert s.n_fraud == int(tx["tx_fraud"].sum())
-    assert s.fraud_by_scenario == {k: int((tx["fraud_scenario"] == k).sum()) for k in (1, 2, 3)}
+    assert s.fraud_by_scenario == {k: int((tx["fraud_scenario"] == k).sum()) for k in (1, 2, 3, 4)}
     assert (s.start, s.end) == ("2026-01-01", "2026-02-10")
     assert not list(tmp_path.glob(".*partial"))
 
