@@ -18,7 +18,10 @@ with KEY_SEPARATOR)
     <each value column>
                      "number" (e.g. amount): a JSON number, finite, 0 <= x <= MAX_AMOUNT
                      (bad_amount naming the column); "text": an id-like text, the ids' rule
-                     (bad_entity_id naming the column), kept as text
+                     (bad_entity_id naming the column), kept as text; an optional column
+                     (the source's ffs.optional tag) may be missing or null, otherwise a
+                     finite number of either sign. Columns the views' udfs derive are not
+                     sent: every path computes them (transformations/derived.py)
 labels topic (key: transaction_id)
     transaction_id   as above; the transaction must be known (or arrive within the allowed
                      lateness)
@@ -50,8 +53,16 @@ from dataclasses import dataclass
 import orjson
 
 from ffs.transformations import ids
-from ffs.transformations.declarations import KEY_SEPARATOR
-from ffs.transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.declarations import CENTS, KEY_SEPARATOR
+from ffs.transformations.derived import derive
+from ffs.transformations.features import (
+    DERIVED_FUNCTIONS,
+    ENTITIES,
+    INPUT_COLUMNS,
+    KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
+    VALUE_COLUMNS,
+)
 from ffs.transformations.schema import MAX_AMOUNT
 from ffs.transformations.timestamps import RANGE_TEXT, in_range, parse_iso, per_second
 
@@ -89,6 +100,7 @@ class Refused(Exception):
 # the columns a transaction carries besides its id and time, in the order they are stored,
 # sent and compared: every join key, then every value column
 COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *VALUE_COLUMNS)
+DERIVED: frozenset[str] = frozenset(c for c in VALUE_COLUMNS if c not in INPUT_COLUMNS)
 NUMBER, TEXT = "number", "text"
 # Kafka key of a transaction: the first entity's key value(s). One entity's events then stay
 # in order on one partition (the stream judges lateness per partition); the first entity is
@@ -111,8 +123,10 @@ class Transaction:
     def of(cls, transaction_id: object, t: int, values: Mapping[str, object]) -> Transaction:
         """From any mapping holding every key and value column (a writer event, a stored
         record, a test's dict); other entries are ignored. Ids become text, numbers float."""
+        if DERIVED and not DERIVED <= values.keys():  # as sent: computed as on every path
+            values = {**values, **_derived(int(t), values)}
         return cls(str(transaction_id), int(t),
-                   tuple((c, _plain(c, values[c])) for c in COLUMNS))
+                   tuple((c, _plain(c, values.get(c))) for c in COLUMNS))
 
     @classmethod
     def from_event(cls, event: Mapping[str, object]) -> Transaction:
@@ -140,6 +154,8 @@ class Transaction:
 
 
 def _plain(column: str, value: object) -> object:
+    if value is None and column in OPTIONAL_COLUMNS:
+        return None
     if VALUE_COLUMNS.get(column) == NUMBER:
         return float(value)  # type: ignore[arg-type]
     return str(value)
@@ -249,8 +265,37 @@ def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_I
     columns: list[tuple[str, object]] = [(k, parse_id(obj, k, id_types.of(k)))
                                          for k in KEY_COLUMNS]
     t = parse_time(obj, "event_timestamp")
-    columns += [(c, parse_value(obj, c, kind)) for c, kind in VALUE_COLUMNS.items()]
-    return Transaction(txid, t, tuple(columns))
+    got = dict(columns)
+    got.update((c, parse_optional(obj, c) if c in OPTIONAL_COLUMNS else parse_value(obj, c, kind))
+               for c, kind in INPUT_COLUMNS.items())
+    if DERIVED:
+        got.update(_derived(t, got))
+    return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
+
+
+def _derived(t: int, values: Mapping[str, object]) -> dict[str, object]:
+    """The udfs' columns of one event; an event a udf gives no finite number is refused."""
+    out = derive(DERIVED_FUNCTIONS, [t], {c: [v] for c, v in values.items()})
+    for name, col in out.items():
+        if col[0] is None:
+            raise Refused(BAD_TYPE, f"derived column {name!r}: its udf gave no finite number")
+    return {name: col[0] for name, col in out.items()}
+
+
+def parse_optional(obj: dict, name: str) -> float | None:
+    """An optional number (a coordinate): missing or null is None; otherwise a finite JSON
+    number of either sign within the limit."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Refused(BAD_TYPE, f"{name!r} must be a number or null, "
+                                f"found {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > MAX_AMOUNT:
+        raise Refused(BAD_AMOUNT, f"{name!r} = {value!r}: must be finite, within "
+                                  f"{MAX_AMOUNT:g} either side of 0")
+    return round(number * CENTS) / CENTS  # kept to the hundredth, as on every path
 
 
 def parse_label(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Label:
@@ -270,12 +315,14 @@ def transaction_message(tx: Transaction | dict) -> bytes:
     return json.dumps(d, separators=(",", ":"), default=str).encode()
 
 
-def _fields(tx: Transaction, time_name: str, time_value: object) -> dict:
+def _fields(tx: Transaction, time_name: str, time_value: object,
+            derived: bool = False) -> dict:
     """transaction_id, the keys, the time, the values: the field order of every message."""
     out: dict[str, object] = {"transaction_id": tx.transaction_id}
     out.update((c, v) for c, v in tx.columns if c not in VALUE_COLUMNS)
     out[time_name] = time_value
-    out.update((c, v) for c, v in tx.columns if c in VALUE_COLUMNS)
+    out.update((c, v) for c, v in tx.columns
+               if c in VALUE_COLUMNS and (derived or c not in DERIVED))
     return out
 
 
@@ -292,7 +339,7 @@ def iso(t: int) -> str:
 
 def enriched_transaction(tx: Transaction, features: dict, processed_at_ms: int) -> bytes:
     """Undefined values (NaN: a mean over an empty window) are written as null."""
-    row = {"kind": "transaction", **_fields(tx, "event_time_ms", tx.t * 1000)}
+    row = {"kind": "transaction", **_fields(tx, "event_time_ms", tx.t * 1000, derived=True)}
     for name, value in features.items():
         if name not in row:
             row[name] = value

@@ -23,7 +23,7 @@ from ffs.bus.producer import EventProducer
 from ffs.config import KafkaConfig
 from ffs.transformations import schema
 from ffs.transformations.declarations import KEY_SEPARATOR
-from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.features import INPUT_COLUMNS, KEY_COLUMNS
 from ffs.transformations.ids import TEXT, IdTypes
 from ffs.transformations.timestamps import to_seconds
 
@@ -60,8 +60,14 @@ def transaction_values(tx: pd.DataFrame) -> np.ndarray:
     for key in KEY_COLUMNS:
         body = body + f',"{key}":' + _text(tx[key])
     body = body + ',"event_timestamp":"' + _iso(ts) + '"'
-    for column, kind in VALUE_COLUMNS.items():
-        value = tx[column].astype(float).map(repr) if kind == NUMBER else _text(tx[column])
+    for column, kind in INPUT_COLUMNS.items():  # a derived column is never sent
+        if column not in tx.columns:  # an optional column the feed lacks
+            value = "null"
+        elif kind != NUMBER:
+            value = _text(tx[column])
+        else:  # an optional column's null is JSON's
+            numbers = tx[column].astype(float)
+            value = numbers.map(repr).where(numbers.notna(), "null")
         body = body + f',"{column}":' + value
     return (body + "}").to_numpy()
 

@@ -20,7 +20,8 @@ A record holds what the entity's features read, and nothing more (RecordFormat):
     >I   cumulative count (this event included)          only with cumulative columns
     per cumulative column (sum, mean, std): >q  cumulative sum of hundredths
                                             >d  cumulative sum of squared hundredths (std)
-    per numeric column read: >q  this event's value in hundredths
+    per numeric column read: >q  this event's value in hundredths (an optional column's
+                                 null: NULL_CENTS, the smallest int64)
     then the text columns counted distinct, each followed by a tab, then the transaction id
 
 Why cumulative members: a window (t - W, t] is "cumulative at t minus cumulative at t - W",
@@ -41,7 +42,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ffs.transformations.declarations import CENTS, KEY_SEPARATOR, Agg, Entity, to_cents
+from ffs.transformations.declarations import (
+    CENTS,
+    KEY_SEPARATOR,
+    NULL_CENTS,
+    Agg,
+    Entity,
+    to_cents,
+)
 from ffs.transformations.features import (
     ENTITIES,
     KEY_COLUMNS,
@@ -116,15 +124,6 @@ class RecordFormat:
     def fixed_size(self) -> int:
         return struct.calcsize(self.struct.replace("I4", "I").replace("i8", "q"))
 
-    def argv(self) -> list[object]:
-        """The format as the Lua scripts read it: count flag, cumulative columns with their
-        square flags and positions among the numbers, the numbers, the text columns."""
-        out: list[object] = [int(self.has_count), len(self.cumulative)]
-        for col, sq in zip(self.cumulative, self.squares, strict=True):
-            out += [self.numbers.index(col) + 1, int(sq)]
-        out += [len(self.numbers), len(self.texts)]
-        return out
-
 
 def record_format(entity: Entity) -> RecordFormat:
     feats = windows_for(entity)
@@ -140,7 +139,9 @@ def record_format(entity: Entity) -> RecordFormat:
 
 def cents_of(value: object) -> int:
     """to_cents of one value, without NumPy's per-call cost (the writer's hot path): the same
-    double times CENTS, rounded half to even as np.rint rounds."""
+    double times CENTS, rounded half to even as np.rint rounds; a null is NULL_CENTS."""
+    if value is None or value != value:  # an optional column's null (None or NaN)
+        return NULL_CENTS
     return int(round(float(value) * CENTS))  # type: ignore[arg-type]
 
 
@@ -162,7 +163,11 @@ def content(event: dict[str, Any]) -> str:
     """What two copies of one transaction must agree on: "t|keys|values|"."""
     parts = [str(int(event["t"]))] + [str(event[k]) for k in KEY_COLUMNS]
     for col, kind in VALUE_COLUMNS.items():
-        parts.append(str(cents_of(event[col])) if kind == "number" else str(event[col]))
+        value = event.get(col)
+        if kind != "number":
+            parts.append(str(value))
+        else:  # an optional column's null is empty
+            parts.append("" if value is None or value != value else str(cents_of(value)))
     return "|".join(parts) + "|"
 
 
@@ -176,7 +181,10 @@ def decode_tx(value: bytes | str) -> dict[str, Any]:
         out[k] = parts[i]
         i += 1
     for col, kind in VALUE_COLUMNS.items():
-        out[col] = int(parts[i]) / CENTS if kind == "number" else parts[i]
+        if kind != "number":
+            out[col] = parts[i]
+        else:
+            out[col] = int(parts[i]) / CENTS if parts[i] else None
         i += 1
     out["label_t"] = int(parts[i]) if parts[i] else None
     out["is_fraud"] = int(parts[i + 1]) if parts[i + 1] else None

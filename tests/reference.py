@@ -55,7 +55,8 @@ def _window(f, t: int, events: list[dict], labs: dict, value_kinds: dict):
         if not before:
             return math.nan
         latest = max(e["t"] for e in before)
-        return max(_cents(e[col]) for e in before if e["t"] == latest) / CENTS
+        kept = [_cents(e[col]) for e in before if e["t"] == latest and not _missing(e[col])]
+        return max(kept) / CENTS if kept else math.nan  # an optional column's null
     if f.agg == Agg.FIRST_SEEN:
         return float(t - min(e["t"] for e in inside)) if inside else math.nan
     if f.agg == Agg.COUNT_DISTINCT:

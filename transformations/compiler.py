@@ -8,7 +8,9 @@ What is read from Feast's objects:
   timestamp field, its topic; the transactions source is the one the views aggregate, the
   labels source the one a view names in its `ffs.labels` tag.
 - `StreamFeatureView`: one entity, `Aggregation`s (column, function, time_window, name), an
-  output schema naming each aggregation with its type, tags `ffs.delay` and `ffs.labels`.
+  output schema naming each aggregation with its type, tags `ffs.delay` and `ffs.labels`;
+  its `udf` (python mode) derives event columns the aggregations may read (`derived`).
+- a source's tag `ffs.optional`: its columns that may be null or absent (read by `last`).
 - `OnDemandFeatureView`: the request-time features (its output schema).
 - `FeatureService`: the service the product serves.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ffs.errors import InputError
@@ -65,6 +67,7 @@ ID_TYPES = {"INT64": "int", "STRING": "string"}
 # engines key events by these columns whatever else the source carries.
 EVENT_ID, EVENT_TIME = "transaction_id", "event_timestamp"
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_timestamp")
+_SAMPLE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)  # the made-up event udfs are tried on
 _SPAN = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -103,6 +106,30 @@ class Compiled:
     entities: list[Entity] = field(default_factory=list)  # in the service's order
     # the event columns the windows read beyond the keys: column -> "number" | "text"
     values: dict[str, str] = field(default_factory=dict)
+    # value columns that may be null (the source's ffs.optional tag): only `last` reads them
+    optional: list[str] = field(default_factory=list)
+    # the views' udfs: event columns derived from the others (outputs), run on every path
+    derived: list[RequestFunction] = field(default_factory=list)
+    # every feature service of the repo -> its features, in the engines' column order (the
+    # served one has them all; others, e.g. a baseline, are subsets for training and serving)
+    services: dict[str, list[str]] = field(default_factory=dict)
+
+    def service_features(self, name: str) -> list[str]:
+        """The features of one of the repo's services; KeyError naming the ones it has."""
+        if name not in self.services:
+            raise KeyError(f"the feature repo declares no feature service {name!r} "
+                           f"(it has {sorted(self.services)})")
+        return list(self.services[name])
+
+    @property
+    def derived_columns(self) -> tuple[str, ...]:
+        return tuple(name for fn in self.derived for name, _ in fn.outputs)
+
+    @property
+    def input_values(self) -> dict[str, str]:
+        """The value columns an event arrives with (the derived ones are computed)."""
+        derived = set(self.derived_columns)
+        return {c: k for c, k in self.values.items() if c not in derived}
 
     def entity(self, name: str) -> Entity:
         return next(e for e in self.entities if e.name == name)
@@ -129,7 +156,10 @@ class Compiled:
                                         for e in self.entities],
                            # pairs: sort_keys would reorder a mapping, and the order is the
                            # column order of messages and tables
-                           "values": list(self.values.items())},
+                           "values": list(self.values.items()),
+                           "optional": self.optional,
+                           "derived": [f.to_dict() for f in self.derived],
+                           "services": self.services},
                           default=enc, indent=1, sort_keys=True)
 
     @classmethod
@@ -149,7 +179,10 @@ class Compiled:
         return cls(d["service"], windows, recency, request, d["id_types"], d["views"],
                    d.get("topics", {}),
                    [RequestFunction.from_dict(f) for f in d.get("functions", [])],
-                   list(entities.values()), dict(d.get("values", [])))
+                   list(entities.values()), dict(d.get("values", [])),
+                   list(d.get("optional", [])),
+                   [RequestFunction.from_dict(f) for f in d.get("derived", [])],
+                   d.get("services", {}))
 
 
 def parse_span(text: str) -> timedelta:
@@ -218,8 +251,7 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
 
     # the service's order is the column order of every engine's output
     services = {s.name: s for s in contents.feature_services}
-    chosen = services.get(service) if service else (
-        next(iter(services.values())) if len(services) == 1 else None)
+    chosen = services.get(service) if service else _default_service(contents, services)
     order = [p.name for p in chosen.feature_view_projections] if chosen is not None else []
 
     def position(view) -> int:
@@ -234,6 +266,10 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     entities: dict[str, Entity] = {}
     values: dict[str, str] = {}
     event_source: str | None = None
+    derived = _derived_columns(contents.stream_feature_views, join_keys, problems)
+    derived_types = {name: "double" for fn in derived for name, _ in fn.outputs}
+    optional: set[str] = set()
+    optional_of: dict[str, set[str]] = {}
     for v in sorted(contents.stream_feature_views, key=position):
         where = f"StreamFeatureView {v.name}"
         ents = list(v.entities)
@@ -259,6 +295,10 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
             cols = {}
         else:
             name = getattr(source, "name", "")
+            if name not in optional_of:  # once per source, however many views read it
+                optional_of[name] = _optional(source, cols, problems)
+            optional |= optional_of[name]
+            cols = {**cols, **derived_types}
             if event_source is None:
                 event_source = name
                 missing = [c for c in (EVENT_ID, EVENT_TIME) if c not in cols]
@@ -343,6 +383,12 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
                                                 f"{cols[column]}",
                                             f"a column of type {' or '.join(NUMERIC_TYPES[:3])}"))
                     continue
+                if column in optional and fn != "last":
+                    problems.append(Problem(aw, f"{column!r} is optional (may be null), and "
+                                                f"{fn} needs a value on every event",
+                                            "last (null when the latest event has none), "
+                                            "or drop it from ffs.optional"))
+                    continue
                 if column not in keys:
                     kind_of = "number" if cols[column] in NUMERIC_TYPES else "text"
                     values[column] = "number" if values.get(column) == "number" else kind_of
@@ -404,7 +450,8 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     if chosen is None:
         problems.append(Problem(f"FeatureService {service or ''}".strip(),
                                 f"the repo declares {sorted(services) or 'none'}; the product "
-                                f"serves one", "declare one, or name it (--service)"))
+                                f"serves one", "declare one, one that serves every view, or "
+                                "name it (features.service)"))
     else:
         missing = [n for n in order if n not in views]
         if missing:
@@ -414,9 +461,126 @@ def compile_objects(contents, id_types: dict[str, str] | None = None,
     if problems:
         raise RepoError(problems)
     used = {k for e in entities.values() for k in e.keys}
+    derived = [_kept_inputs(fn, sources.get(event_source or ""), used, values, problems)
+               for fn in derived]
+    # every derived column is computed, read or not, so its function runs as declared
+    values.update((name, "number") for fn in derived for name, _ in fn.outputs
+                  if name not in values)
+    every = [f.name for f in request] + [w.name for w in windows] + [r.name for r in recency]
+    # a projection may select some of a view's features (Feast's view[["a", "b"]])
+    served = {name: [n for n in every if n in {f.name for p in s.feature_view_projections
+                                                for f in p.features}]
+              for name, s in services.items()}
     return Compiled(service, windows, recency, request,
                     {k: kind for k, kind in keys.items() if k in used}, views, topics,
-                    functions, list(entities.values()), values)
+                    functions, list(entities.values()), values,
+                    sorted(c for c in optional if c in values), derived, served)
+
+
+def _optional(source, cols: dict[str, str], problems: list[Problem]) -> set[str]:
+    """The source's `ffs.optional` tag: columns that may be null or absent (coordinates a
+    feed does not always carry). Only numbers: a null text id would name no value."""
+    text = dict(getattr(source, "tags", None) or {}).get("ffs.optional", "")
+    out = set()
+    for column in (c.strip() for c in text.split(",") if c.strip()):
+        where = f"{type(source).__name__} {source.name}, tag ffs.optional"
+        if column not in cols:
+            problems.append(Problem(where, f"{column!r} is not in its schema {sorted(cols)}",
+                                    "name columns of the source's schema_json"))
+        elif column in (EVENT_ID, EVENT_TIME) or cols[column] not in NUMERIC_TYPES:
+            problems.append(Problem(where, f"{column!r} ({cols[column]}) cannot be optional: "
+                                           "only number columns may be null",
+                                    "leave it out of ffs.optional"))
+        else:
+            out.add(column)
+    return out
+
+
+def _default_service(contents, services: dict):
+    """Without a configured service: the repo's only one, or the one serving every view
+    (the others are subsets, e.g. a baseline to compare with); None when that is ambiguous."""
+    if len(services) == 1:
+        return next(iter(services.values()))
+    views = {v.name for v in (*contents.stream_feature_views,
+                              *contents.on_demand_feature_views)}
+    whole = [s for s in services.values()
+             if views <= {p.name for p in s.feature_view_projections}]
+    return whole[0] if len(whole) == 1 else None
+
+
+def _kept_inputs(fn: RequestFunction, source, keys: set[str], values: dict[str, str],
+                 problems: list[Problem]) -> RequestFunction:
+    """The udf with the event columns it reads as inputs, found by running it: the stream
+    keeps only the keys and the value columns, so a source column the udf reads becomes a
+    value column (carried by every path) rather than a None on one path and a value on
+    another."""
+    cols = (source_columns(source) if source is not None else None) or {}
+    derived = {name for name, _ in fn.outputs}
+    while True:
+        kept = [c for c in cols if c in keys or c in values or c == EVENT_TIME]
+        sample = {c: [1.0 if cols[c] in NUMERIC_TYPES else "1"] for c in kept if c != EVENT_TIME}
+        try:
+            fn.callable()({**sample, EVENT_TIME: [_SAMPLE_TIME]})
+            return RequestFunction(fn.view, fn.function, fn.source, tuple(kept), (), fn.outputs)
+        except KeyError as exc:
+            column = exc.args[0] if exc.args else None
+            if column not in cols or column in kept or column in derived:
+                problems.append(Problem(f"StreamFeatureView {fn.view}, udf", f"it reads "
+                                        f"{column!r}, not a column of its source",
+                                        "read the source's columns"))
+                return fn
+            values[column] = "number" if cols[column] in NUMERIC_TYPES else "text"
+        except Exception as exc:  # it ran on the view's columns in _derived_columns
+            problems.append(Problem(f"StreamFeatureView {fn.view}, udf", f"it fails on the "
+                                    f"kept columns: {exc}", "read the source's columns"))
+            return fn
+
+
+def _derived_columns(views, join_keys: dict[str, str],
+                     problems: list[Problem]) -> list[RequestFunction]:
+    """The views' udfs: python-mode functions of the event's columns (lists; event_timestamp
+    as UTC datetimes) returning new columns, numbers on every event. Each is tried on one
+    made-up event, so a function that cannot run on its own is refused here, not mid-stream."""
+    out: list[RequestFunction] = []
+    seen: dict[str, str] = {}
+    for v in views:
+        t = getattr(v, "feature_transformation", None)
+        source = getattr(t, "udf_string", "") or ""
+        if t is None or not source:
+            continue
+        where = f"StreamFeatureView {v.name}, udf"
+        mode = getattr(t, "mode", None)
+        if str(getattr(mode, "value", mode)) != "python":
+            problems.append(Problem(where, f"mode {mode}: the engines run python-mode udfs",
+                                    'mode="python" (a function of a dict of event columns)'))
+            continue
+        cols = source_columns(v.stream_source or v.batch_source) or {}
+        inputs = tuple(c for c in cols if c != EVENT_ID)
+        sample = {c: [1.0 if cols[c] in NUMERIC_TYPES else "1"] for c in inputs
+                  if c != EVENT_TIME}
+        try:
+            probe = RequestFunction.from_source(v.name, source, request_inputs=inputs,
+                                                feature_inputs=(), outputs=())
+            got = probe.callable()({**sample, EVENT_TIME: [_SAMPLE_TIME]})
+            if not isinstance(got, dict):
+                raise RequestFunctionError(f"it returned {type(got).__name__}, not a dict")
+        except Exception as exc:  # the repo's own code: whatever it raises is the reason
+            problems.append(Problem(where, f"it does not run on one event: "
+                                           f"{type(exc).__name__}: {exc}",
+                                    "a python-mode function of a dict of the source's columns "
+                                    "that imports what it uses inside its body"))
+            continue
+        new = [c for c in got if c not in cols]
+        for c in new:
+            if c in seen or c in join_keys.values():
+                problems.append(Problem(where, f"column {c!r} is also derived by "
+                                               f"{seen.get(c, 'an entity key')}",
+                                        "derive each column once"))
+            seen[c] = v.name
+        if new:
+            out.append(RequestFunction(probe.view, probe.function, probe.source, inputs, (),
+                                       tuple((c, "float64") for c in new)))
+    return out
 
 
 def _request_function(od, fields, reads, outputs, where: str,

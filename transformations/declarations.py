@@ -28,10 +28,26 @@ CENTS = 100  # value columns are kept to the hundredth, as integers: sums cannot
 KEY_SEPARATOR = ","  # joins a composite key's ids; ids cannot contain it (transformations/ids)
 
 
+# An optional column's null, in hundredths: below every value, so "the largest of a
+# second's values" picks a value whenever one of them has one.
+NULL_CENTS = int(np.iinfo(np.int64).min)
+
+
 def to_cents(values) -> np.ndarray:
     """Numbers in hundredths (CENTS), rounded half to even: how every engine keeps a value
-    column, so sums agree to the last cent."""
-    return np.rint(np.asarray(values, dtype=np.float64) * CENTS).astype(np.int64)
+    column, so sums agree to the last cent. A null (NaN) is NULL_CENTS."""
+    x = np.asarray(values, dtype=np.float64)
+    nulls = np.isnan(x)
+    out = np.rint(np.where(nulls, 0.0, x) * CENTS).astype(np.int64)
+    if nulls.any():
+        out[nulls] = NULL_CENTS
+    return out
+
+
+def from_cents(cents) -> np.ndarray:
+    """to_cents' inverse: floats, NaN for NULL_CENTS."""
+    c = np.asarray(cents)
+    return np.where(c == NULL_CENTS, np.nan, c / CENTS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,8 @@ class Agg(str, Enum):
     MIN = "min"  # smallest `column` value in the window; null on an empty window
     MAX = "max"  # largest `column` value in the window; null on an empty window
     FIRST_SEEN = "first_seen"  # seconds from the entity's first event in the window to t
-    LAST = "last"  # `column` of the latest event strictly before t (ties: the largest)
+    LAST = "last"  # `column` of the latest event strictly before t (ties: the largest; an
+    #                optional column's null when none of that second's events has a value)
     STD = "std"  # sample standard deviation of `column` (n - 1); null under 2 events
 
 

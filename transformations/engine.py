@@ -41,9 +41,11 @@ from ffs.transformations.declarations import (
     Entity,
     RecencyFeature,
     WindowFeature,
+    from_cents,
     to_cents,
 )
 from ffs.transformations.request import TIME_FIELD
+from ffs.transformations.schema import with_event_columns
 
 _FAR = np.iinfo(np.int64).max // 4  # "never": an interval that no later event ends
 _INT64_MAX = np.iinfo(np.int64).max
@@ -415,7 +417,7 @@ class _EntityWindows:
         start = np.searchsorted(self.line.key, self.line.key[safe], side="left")
         got = self.line.range_op(np.where(ok, start, 0), np.where(ok, idx + 1, 0),
                                  self._numbers(f.column), np.maximum)
-        return got / CENTS
+        return from_cents(got)  # an optional column's null stays null
 
     def count_distinct(self, f: WindowFeature) -> np.ndarray:
         """Distinct values of `column` in (t - D - W, t - D]: interval coverage (module doc)."""
@@ -519,7 +521,9 @@ def entity_features(entity: Entity, tx: pd.DataFrame, labels: pd.DataFrame | Non
     event_timestamp (`attach_labels`); None when there are none. points: the entity's keys
     and event_timestamp (the request times); `points is tx` means the events themselves.
     """
-    cols = _entity_columns(entity, tx, labels, points, repo)
+    self_points = points is tx
+    tx = with_event_columns(tx, repo)
+    cols = _entity_columns(entity, tx, labels, tx if self_points else points, repo)
     names = [f.name for f in windows_of(entity, repo)] + [r.name for r in recency_of(entity, repo)]
     return _frame(cols, names, points.index)
 
@@ -612,6 +616,8 @@ def compute_features(tx: pd.DataFrame, labels: pd.DataFrame | None,
     """
     r = _repo(repo)
     self_points = points is tx
+    tx = with_event_columns(tx, repo)
+    points = with_event_columns(points, repo) if self_points else points
     points = points.reset_index(drop=True)
     if self_points:
         tx = points

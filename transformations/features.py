@@ -23,7 +23,8 @@ __all__ = ["Agg", "Entity", "RecencyFeature", "RequestFeature", "WindowFeature",
            "COMPILED", "FEATURE_SERVICE", "WINDOW_FEATURES", "RECENCY_FEATURES",
            "REQUEST_FEATURES", "REQUEST_FUNCTIONS", "feature_names", "feature_dtypes",
            "windows_for", "recency_for", "entity_feature_names", "retention", "ENTITIES",
-           "KEY_COLUMNS", "VALUE_COLUMNS", "entity"]
+           "KEY_COLUMNS", "VALUE_COLUMNS", "INPUT_COLUMNS", "OPTIONAL_COLUMNS",
+           "DERIVED_FUNCTIONS", "entity"]
 
 COMPILED = _repo.load()
 FEATURE_SERVICE: str = COMPILED.service
@@ -35,6 +36,11 @@ ENTITIES: tuple[Entity, ...] = tuple(COMPILED.entities)
 # every join key the entities read, in their order, and the value columns the windows read
 KEY_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(k for e in ENTITIES for k in e.keys))
 VALUE_COLUMNS: dict[str, str] = dict(COMPILED.values)
+# of those, the ones events arrive with (the rest are derived by the views' udfs), and the
+# ones that may be null
+INPUT_COLUMNS: dict[str, str] = COMPILED.input_values
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(COMPILED.optional)
+DERIVED_FUNCTIONS: tuple[RequestFunction, ...] = tuple(COMPILED.derived)
 
 
 def feature_names() -> list[str]:

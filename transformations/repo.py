@@ -27,7 +27,7 @@ from ffs.transformations.compiler import Compiled, compile_objects
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT_ROOT / "feature_repo"
 CACHE = Path(".ffs") / "compiled.json"
-FORMAT = 3  # bump when Compiled's JSON changes
+FORMAT = 4  # bump when Compiled's JSON changes
 
 
 def repo_dir(cfg: Config | None = None) -> Path:

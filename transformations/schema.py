@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ffs.errors import InputError
+from ffs.transformations.declarations import from_cents, to_cents
 from ffs.transformations.ids import STRING, IdTypes, canonical_series
 from ffs.transformations.timestamps import MIN_S, RANGE_TEXT, to_seconds, to_utc
 
@@ -214,11 +215,17 @@ def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS,
                            repo: Compiled | None = None) -> Normalized:
     """Typed, checked transactions; ids in their canonical form (transformations/ids.py).
     The columns are the repo's (`repo`, a Compiled; by default the loaded one)."""
+    compiled = _compiled(repo)
     keys, values = key_columns(repo), value_columns(repo)
+    inputs, optional = compiled.input_values, set(compiled.optional)
     columns = (*EVENT_COLUMNS, *keys, *values)
     df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
-    _require(df, columns, "transactions")
+    _require(df, tuple(c for c in (*EVENT_COLUMNS, *keys, *inputs) if c not in optional),
+             "transactions")
     df = df.reset_index(drop=True)
+    for c in optional:  # a feed without them (the handbook's files have no coordinates)
+        if c not in df.columns:
+            df[c] = np.nan
     rejects: list[pd.DataFrame] = []
     keep = pd.Series(True, index=df.index)
 
@@ -228,10 +235,13 @@ def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS,
               *_time_checks(df["event_timestamp"], ts, "event_timestamp")]
     for k in keys:
         checks += _id_checks(df, k, id_types, parsed)
-    for c, kind in values.items():
+    for c, kind in inputs.items():
         # a text value follows the ids' validity rule, kept as text whatever the id types
-        checks += _number_checks(df, c, parsed) if kind == "number" else \
-            _id_checks(df, c, id_types, parsed, STRING)
+        if c in optional:
+            checks += _optional_checks(df, c, parsed)
+        else:
+            checks += _number_checks(df, c, parsed) if kind == "number" else \
+                _id_checks(df, c, id_types, parsed, STRING)
     for mask, reason in checks:
         keep &= _reject(df, mask.fillna(False) & keep, reason, rejects)
 
@@ -241,15 +251,82 @@ def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS,
 
     rows = df.loc[keep].copy()
     rows["event_timestamp"] = ts[keep]
-    for c in ("transaction_id", *keys, *values):
+    for c in ("transaction_id", *keys, *inputs):
         col = parsed[c][keep]
-        if values.get(c) == "number":
+        if c in optional:  # kept to the hundredth, as the online state keeps it
+            col = pd.Series(from_cents(to_cents(col.astype("float64"))), index=col.index)
+        elif values.get(c) == "number":
             col = col.astype("float64")
         elif str(col.dtype) == "Int64":
             col = col.astype("int64")
         rows[c] = col
+    if compiled.derived:
+        rows = _derive(rows, compiled, df, rejects)
     ordered = list(columns) + [c for c in rows.columns if c not in columns]
     return Normalized(rows[ordered].reset_index(drop=True), _concat(rejects, df.columns))
+
+
+def with_event_columns(tx: pd.DataFrame, repo: Compiled | None = None) -> pd.DataFrame:
+    """`tx` (accepted events) with every column the engines read: an optional column it
+    lacks as nulls, a derived one it lacks computed by its udf. The same frame when nothing
+    is missing (normalize_transactions' output has them all)."""
+    compiled = _compiled(repo)
+    lacking = [c for c in compiled.optional if c not in tx.columns]
+    derived = [fn for fn in compiled.derived
+               if any(name not in tx.columns for name, _ in fn.outputs)]
+    if not lacking and not derived:
+        return tx
+    from ffs.transformations.derived import DerivedError, derive
+
+    out = tx.copy()
+    for c in lacking:
+        out[c] = np.nan
+    if derived and len(out):
+        t = to_seconds(out["event_timestamp"]).tolist()
+        try:
+            got = derive(derived, t, {c: out[c].tolist() for c in out.columns})
+        except DerivedError as exc:
+            raise InputError(f"transactions: {exc}") from None
+        for name, col in got.items():
+            out[name] = pd.Series(col, index=out.index, dtype="float64")
+    elif derived:
+        for fn in derived:
+            for name, _ in fn.outputs:
+                out[name] = pd.Series([], dtype="float64")
+    return out
+
+
+def _optional_checks(raw: pd.DataFrame, column: str,
+                     out: dict[str, pd.Series]) -> list[tuple[pd.Series, str]]:
+    """An optional number (a coordinate): null is a value; otherwise a finite number of any
+    sign within the limit."""
+    value = pd.to_numeric(raw[column], errors="coerce")
+    out[column] = value
+    return [
+        (value.isna() & raw[column].notna(), f"{column} is not a number"),
+        (raw[column].notna() & ~np.isfinite(value.fillna(0.0)), f"{column} is not finite"),
+        (value.abs() > MAX_AMOUNT, f"{column} beyond the limit of {MAX_AMOUNT:g}"),
+    ]
+
+
+def _derive(rows: pd.DataFrame, compiled: Compiled, df: pd.DataFrame,
+            rejects: list[pd.DataFrame]) -> pd.DataFrame:
+    """The udfs' columns (transformations/derived.py) on the accepted rows; a row a udf gives
+    no finite number is set aside with the column's name."""
+    from ffs.transformations.derived import DerivedError, derive
+
+    t = to_seconds(rows["event_timestamp"]).tolist()
+    try:
+        got = derive(compiled.derived, t, {c: rows[c].tolist() for c in rows.columns})
+    except DerivedError as exc:
+        raise InputError(f"transactions: {exc}") from None
+    keep = pd.Series(True, index=rows.index)
+    for name, col in got.items():
+        value = pd.Series(col, index=rows.index, dtype="float64")
+        rows[name] = value
+        keep &= _reject(df.loc[rows.index], value.isna() & keep,
+                        f"derived {name} is not a number", rejects)
+    return rows.loc[keep]
 
 
 def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None,

@@ -14,7 +14,9 @@ from great_expectations import ExpectationSuite
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from ffs.transformations.features import (
+    INPUT_COLUMNS,
     KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
     RECENCY_FEATURES,
     REQUEST_FEATURES,
     VALUE_COLUMNS,
@@ -37,9 +39,15 @@ def feature_keys() -> tuple[str, ...]:
     return ("transaction_id", *KEY_COLUMNS, "event_timestamp")
 
 
+_FINITE = 1.7976931348623157e308  # the largest double
+_DERIVED = frozenset(c for c in VALUE_COLUMNS if c not in INPUT_COLUMNS)
+
+
 def _numbers() -> list[str]:
-    """The transactions' number columns (amount): each has the limits amount has."""
-    return [c for c, kind in VALUE_COLUMNS.items() if kind == "number"]
+    """The transactions' number columns (amount): each has the limits amount has. Optional
+    ones (coordinates) may be null and of either sign, as the data model reads them."""
+    return [c for c, kind in VALUE_COLUMNS.items()
+            if kind == "number" and c not in OPTIONAL_COLUMNS and c not in _DERIVED]
 
 
 def _sev(exp: gxe.Expectation, severity: str, why: str) -> gxe.Expectation:
@@ -76,11 +84,13 @@ def _number_checks(col: str) -> list[gxe.Expectation]:
 
 
 def transactions_suite() -> ExpectationSuite:
-    columns = tx_columns()
+    # what events arrive with: the derived columns are computed from these (and an optional
+    # column may be absent)
+    columns = [c for c in tx_columns() if c not in _DERIVED]
     return _suite("transactions", [
-        *_exist(columns),
+        *_exist(c for c in columns if c not in OPTIONAL_COLUMNS),
         _sev(gxe.ExpectTableRowCountToBeBetween(min_value=1), FAIL, "empty batch"),
-        *_not_null(columns),
+        *_not_null(c for c in columns if c not in OPTIONAL_COLUMNS),
         _sev(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"), FAIL,
              "a payment is one row"),
         *[e for col in _numbers() for e in _number_checks(col)],
@@ -141,6 +151,9 @@ def _window_checks(f) -> list[gxe.Expectation]:
                 *_range(col, 0, why=f"sum of non-negative {f.column} values")]
     if f.agg == Agg.FIRST_SEEN:
         return [*_range(col, 0, nullable=True, why="seconds since the first event")]
+    if f.column in OPTIONAL_COLUMNS:  # last of a coordinate: any sign, often null
+        return _range(col, -MAX_AMOUNT, MAX_AMOUNT, nullable=True,
+                      why=f"{f.agg.value} of {f.column}, within the limit either side of 0")
     if f.agg in (Agg.MEAN, Agg.MIN, Agg.MAX, Agg.LAST):
         return [*_not_null([col], WARN, MIN_NON_NULL_MEAN),
                 *_range(col, 0, nullable=True,
@@ -161,7 +174,8 @@ def _request_checks(f) -> list[gxe.Expectation]:
         # A ratio of non-negative values; null wherever the mean it divides by is null or 0.
         return [*_not_null([col], WARN, MIN_NON_NULL_MEAN),
                 *_range(col, 0, nullable=True, why="ratio of non-negative values")]
-    return []  # presence and dtype only; tests require a value rule for every feature
+    # a function's number: finite (a division by zero gives null, never infinity)
+    return _range(col, -_FINITE, _FINITE, nullable=True, why="a finite number")
 
 
 def _recency_checks(f) -> list[gxe.Expectation]:

@@ -38,7 +38,7 @@ def bus_fields(compiled: Compiled) -> dict[str, tuple[str, ...]]:
     """What the bus parses from each message (bus/messages.py): the event contract, the keys
     and value columns of this repo; labels when a view counts them."""
     keys = tuple(dict.fromkeys(k for e in compiled.entities for k in e.keys))
-    out = {"transactions": (EVENT_ID, EVENT_TIME, *keys, *compiled.values)}
+    out = {"transactions": (EVENT_ID, EVENT_TIME, *keys, *compiled.input_values)}
     if any(w.agg.value == "fraud_rate" for w in compiled.windows):
         out["labels"] = LABEL_COLUMNS
     return out

@@ -35,7 +35,9 @@ from ffs.transformations.declarations import KEY_SEPARATOR
 from ffs.transformations.engine import compute_features
 from ffs.transformations.features import (
     ENTITIES,
+    INPUT_COLUMNS,
     KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
     VALUE_COLUMNS,
     Entity,
     entity_feature_names,
@@ -283,9 +285,15 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
                           prefix=cfg.redis.prefix, max_batch=1000, id_types=_ids.types(cfg))
     rows = points.to_dict("records")
     for r in rows:  # a free point is a read without a transaction: no id, no values
-        if r["transaction_id"] is None or any(_missing(r[c]) for c in VALUE_COLUMNS):
+        if r["transaction_id"] is None or any(_missing(r[c]) for c in INPUT_COLUMNS
+                                              if c not in OPTIONAL_COLUMNS):
             for c in (*VALUE_COLUMNS, "transaction_id"):
                 r.pop(c)
+        else:  # a null coordinate is sent as null; a derived column is never sent
+            r.update((c, None) for c in OPTIONAL_COLUMNS if _missing(r[c]))
+            for c in VALUE_COLUMNS:
+                if c not in INPUT_COLUMNS:
+                    r.pop(c)
     online = Rates()
     for i in range(0, len(rows), 1000):
         chunk = rows[i:i + 1000]

@@ -51,6 +51,7 @@ class E(NamedTuple):
     value: float = 1.0
     qty: int = 1
     kind: str = "web"
+    geo: float | None = None  # optional: null unless given
 
 
 class P(NamedTuple):
@@ -91,13 +92,26 @@ EMPTY = {
     "s_count_1d_lag7d": 0, "s_fraud_rate_1d_lag7d": 0.0,
     "p_count_7d": 0, "p_sum_7d": 0.0, "p_first_seen_7d": None, "p_last_7d": None,
     "p_fraud_rate_7d": 0.0, "p_count_1d_lag1d": 0, "p_fraud_rate_1d_lag1d": 0.0,
-    "u_gap_s": None, "p_gap_s": None,
+    "u_gap_s": None, "p_gap_s": None, "u_geo_last_1d": None, "u_late_share_1d": None,
 }
 
 # a user paying every 30 s for 16 h 40 m, across 7 shops (s1 gets every 7th payment)
 HOT = [E(i, f"{30 * i}s", 1, f"s{1 + i % 7}", 1.25) for i in range(1, 2001)]
 
 CASES = [
+    Case("last of an optional column", "last (optional)",
+         [E(1, "1h", 1, "a", geo=5.0), E(2, "2h", 1, "a"),
+          E(3, "5h", 1, "a"), E(4, "5h", 1, "b", geo=-2.5), E(5, "8h", 1, "a", geo=0.0)],
+         [P(1, "a", "2h", {"u_geo_last_1d": 5.0}),  # strictly before t: the 1h event's
+          P(1, "a", "3h", {"u_geo_last_1d": None}),  # the latest event has none: null
+          P(1, "a", "6h", {"u_geo_last_1d": -2.5}),  # of one second's, a value beats a null
+          P(1, "a", "9h", {"u_geo_last_1d": 0.0})]),  # a zero is a value
+    Case("a column the view's udf derives from the event's time", "mean (derived)",
+         [E(1, "17h 59m 59s", 1, "a"), E(2, "18h", 1, "a"), E(3, "23h", 1, "a")],
+         [P(1, "a", "17h 59m 59s", {"u_late_share_1d": 0.0}),
+          P(1, "a", "18h", {"u_late_share_1d": 0.5}),
+          P(1, "a", "23h", {"u_late_share_1d": 2 / 3}),
+          P(1, "a", "1d 18h 30m", {"u_late_share_1d": 1.0})]),
     Case("ties at t are inside", "count, count_distinct",
          [E(1, "10h", 1, "a"), E(2, "12h", 1, "b"), E(3, "12h", 1, "a")],
          [P(1, "a", "12h", {"u_count_1d": 3, "u_count_1h": 2, "s_count_1h": 1,
@@ -157,6 +171,10 @@ CASES = [
          [P(1, "a", "30m", {"u_first_seen_7d": None, "p_first_seen_7d": None}),
           P(1, "a", "1h", {"u_first_seen_7d": 0.0, "p_first_seen_7d": 0.0}),
           P(1, "a", "5h", {"u_first_seen_7d": 14400.0}),
+          # at the retention edge: the 1h event is in (t - 7d, t] one second before it
+          # leaves, and then the first seen is the 5h one
+          P(1, "a", "7d 59m 59s", {"u_first_seen_7d": 604799.0, "p_first_seen_7d": 604799.0}),
+          P(1, "a", "7d 1h", {"u_first_seen_7d": 590400.0, "p_first_seen_7d": 590400.0}),
           P(1, "a", "7d 2h", {"u_first_seen_7d": 594000.0, "p_first_seen_7d": 594000.0})]),
     Case("the previous event is strictly before t", "seconds_since_previous",
          [E(1, "1h", 1, "a"), E(2, "3h", 1, "a"), E(3, "3h", 1, "b")],
@@ -288,7 +306,7 @@ def world() -> dict:
             continue
         tx += [{"transaction_id": _txid(i, e.txid), "user_id": _user(i, e.user),
                 "shop_id": _shop(i, e.shop), "event_timestamp": _iso(e.at), "value": e.value,
-                "qty": e.qty, "kind": e.kind} for e in case.tx]
+                "qty": e.qty, "kind": e.kind, "geo": e.geo} for e in case.tx]
         labels += [{"transaction_id": _txid(i, txid), "is_fraud": fraud,
                     "label_timestamp": _iso(at)} for txid, fraud, at in case.labels]
         for p in case.points:

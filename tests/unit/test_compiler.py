@@ -134,6 +134,81 @@ def test_a_repo_with_many_mistakes_gets_every_problem_at_once(tmp_path):
     assert str(info.value).startswith(f"{len(EXPECTED)} problem(s) in the feature repo:")
 
 
+COLUMN_MISTAKES = '''
+from feast.stream_feature_view import stream_feature_view
+
+card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.INT64)
+payments = KafkaSource(
+    name="payments", kafka_bootstrap_servers="k:9092", topic="payments",
+    timestamp_field="event_timestamp",
+    message_format=JsonFormat(schema_json="transaction_id bigint, card_id bigint, "
+                                          "event_timestamp timestamp, amount double, "
+                                          "lat double, city string"),
+    batch_source=FileSource(name="p_offline", path="p.parquet",
+                            timestamp_field="event_timestamp"),
+    tags={"ffs.optional": "lat,city,altitude"})
+_geo = [Aggregation(column="lat", function="mean", time_window=D, name="lat_mean_1d"),
+        Aggregation(column="lat", function="last", time_window=D, name="lat_last_1d")]
+
+
+@stream_feature_view(entities=[card], source=payments, aggregations=_geo, schema=fields(_geo),
+                     mode="python", timestamp_field="event_timestamp", ttl=D)
+def geo(events: dict) -> dict:
+    return {"hour": [t.hour for t in events["event_timestamp"]],
+            "broken": [1 / 0 for _ in events["amount"]]}
+
+
+_spend = [Aggregation(column="amount", function="sum", time_window=D, name="spend_1d")]
+
+
+@stream_feature_view(entities=[card], source=payments, aggregations=_spend,
+                     schema=fields(_spend), mode="pandas", timestamp_field="event_timestamp",
+                     ttl=D)
+def spend(df):
+    return df
+
+
+service = FeatureService(name="s", features=[geo, spend])
+'''
+
+
+def test_optional_columns_and_udfs_are_checked_with_every_problem_at_once(tmp_path):
+    with pytest.raises(RepoError) as info:
+        compile_dir(write_repo(tmp_path / "cols", COLUMN_MISTAKES))
+    lines = [p.line() for p in info.value.problems]
+    expected = [
+        ("KafkaSource payments, tag ffs.optional", "'city' (string) cannot be optional",
+         "leave it out"),
+        ("KafkaSource payments, tag ffs.optional", "'altitude' is not in its schema",
+         "schema_json"),
+        ("StreamFeatureView geo, udf", "does not run on one event", "python-mode"),
+        ("StreamFeatureView spend, udf", "mode", 'mode="python"'),
+        ("StreamFeatureView geo, aggregation lat_mean_1d", "'lat' is optional", "last"),
+    ]
+    for obj, reason, fix in expected:
+        assert any(p.obj == obj and reason in p.reason and fix in p.fix
+                   for p in info.value.problems), (obj, reason, lines)
+    assert len(lines) == len(expected), lines
+
+
+def test_a_udf_derives_columns_from_the_columns_it_reads(tmp_path):
+    body = COLUMN_MISTAKES.replace('"lat,city,altitude"', '"lat"').replace(
+        ',\n            "broken": [1 / 0 for _ in events["amount"]]', "").replace(
+        'function="mean", time_window=D, name="lat_mean_1d"',
+        'function="mean", time_window=D, name="hour_mean_1d"').replace(
+        'Aggregation(column="lat", function="mean"', 'Aggregation(column="hour", function="mean"')
+    body = body.replace('mode="pandas"', 'mode="python"').replace(
+        "def spend(df):\n    return df", "def spend(events: dict) -> dict:\n"
+        "    return {\"big\": [int(a > 100) for a in events[\"amount\"]]}")
+    c = compile_dir(write_repo(tmp_path / "ok", body))
+    assert c.optional == ["lat"] and c.derived_columns == ("hour", "big")
+    assert c.values == {"lat": "number", "amount": "number", "hour": "number", "big": "number"}
+    hour, big = c.derived
+    assert hour.request_inputs == ("card_id", "event_timestamp", "amount", "lat")
+    assert big.apply([0], {"amount": [150.0]}, {}) == {"big": [1]}
+    assert c.input_values == {"lat": "number", "amount": "number"}
+
+
 def test_a_float_id_names_the_type_it_found(tmp_path):
     path = write_repo(tmp_path / "many", MANY_MISTAKES)
     with pytest.raises(RepoError) as info:
@@ -227,7 +302,11 @@ def test_every_function_compiles_on_any_entity_with_and_without_a_delay():
     assert {w.entity.name for w in c.windows} == {"user", "shop", "user+shop"}
     assert {r.entity.name for r in c.recency} == {"user", "user+shop"}
     assert c.id_types == {"user_id": "int", "shop_id": "string"}
-    assert c.values == {"value": "number", "qty": "number", "kind": "text"}
+    assert c.values == {"value": "number", "qty": "number", "kind": "text", "geo": "number",
+                        "late": "number"}
+    assert c.optional == ["geo"] and c.derived_columns == ("late",)
+    assert c.input_values == {"value": "number", "qty": "number", "kind": "text",
+                              "geo": "number"}
     (fn,) = c.functions
     assert set(fn.feature_inputs) == {"u_count_1h", "u_min_1d", "u_max_1d", "s_count_1h"}
 

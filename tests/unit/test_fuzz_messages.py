@@ -128,7 +128,7 @@ def test_the_http_request_parser_answers_4xx_or_rows_never_crashes(seed):
     for i in range(2000):
         body = _raw(rng) if i % 5 == 0 else _mutated_request(rng)
         try:
-            rows, _as_of, entities = parse_request(body, max_batch=1000)
+            rows, _as_of, entities, _service = parse_request(body, max_batch=1000)
         except BadRequest as exc:
             assert 400 <= exc.status < 500 and str(exc), body
             bad += 1

@@ -97,7 +97,7 @@ def _http(value, types: IdTypes):
     body = json.dumps({"feature_service": "fraud_detection_v1",
                        "entities": {"customer_id": [value], "terminal_id": [9]}}).encode()
     try:
-        rows, _, _ = parse_request(body, 10, types)
+        rows, _, _, _ = parse_request(body, 10, types)
     except BadRequest as exc:
         assert exc.status == 400 and "customer_id[0]" in str(exc)
         return None

@@ -209,8 +209,10 @@ def test_good_transaction_values():
                                    "event_timestamp": T0 * 1000, "amount": 7,
                                    "extra": {"ignored": True}}))
     assert tx == _tx_of("123", "0", "T:9/a+b=c@d_e.f-g", T0, 7.0)
+    # then the udf's is_night (12:34 UTC: 0) and the absent coordinates (optional: None)
     assert tx.columns == (("customer_id", "0"), ("terminal_id", "T:9/a+b=c@d_e.f-g"),
-                          ("amount", 7.0))
+                          ("amount", 7.0), ("is_night", 0.0), ("terminal_x", None),
+                          ("terminal_y", None))
     assert type(tx.get("amount")) is float
     assert parse_transaction(_tx(amount=0)).get("amount") == 0.0
     assert parse_transaction(_tx(amount=1e9)).get("amount") == 1e9  # the limit itself
@@ -220,14 +222,19 @@ def test_good_transaction_values():
 
 def test_transaction_views_for_the_writer_the_client_and_the_bus():
     tx = _tx_of("t-9", "c2", "m3", T0, 0.1)
+    rest = {"is_night": 0.0, "terminal_x": None, "terminal_y": None}
     assert tx.event() == {"transaction_id": "t-9", "t": T0, "customer_id": "c2",
-                          "terminal_id": "m3", "amount": 0.1}
+                          "terminal_id": "m3", "amount": 0.1, **rest}
     assert tx.row() == {"transaction_id": "t-9", "event_timestamp": T0, "customer_id": "c2",
-                        "terminal_id": "m3", "amount": 0.1}
+                        "terminal_id": "m3", "amount": 0.1, **rest}
     assert M.Transaction.from_event(tx.event()) == tx
     assert M.Transaction.of(9, T0, {"customer_id": 2, "terminal_id": 3, "amount": 1,
-                                    "other": "x"}).columns == \
-        (("customer_id", "2"), ("terminal_id", "3"), ("amount", 1.0))
+                                    "terminal_x": 4, "other": "x"}).columns == \
+        (("customer_id", "2"), ("terminal_id", "3"), ("amount", 1.0), ("is_night", 0.0),
+         ("terminal_x", 4.0), ("terminal_y", None))
+    # the derived column is the udf's on every path: 03:00 UTC is night
+    assert M.Transaction.of(9, T0 - 9 * 3600, {"customer_id": 2, "terminal_id": 3,
+                                               "amount": 1}).get("is_night") == 1.0
     assert tx.key() == "c2" == M.message_key({"customer_id": "c2"})  # the first entity's key
     assert len({tx, _tx_of("t-9", "c2", "m3", T0, 0.1)}) == 1  # hashable, by value
     with pytest.raises(KeyError, match="no column 'merchant_id'"):
@@ -246,6 +253,20 @@ def test_a_bad_column_is_named_in_the_detail():
 def test_outgoing_messages_round_trip():
     tx = _tx_of("t-9", "c2", "m3", T0, 0.1)
     assert parse_transaction(M.transaction_message(tx)) == tx
+    # a derived column is not sent (every path computes it); optional ones are, null or not
+    assert "is_night" not in json.loads(M.transaction_message(tx))
+    located = M.Transaction.of("t-8", T0, {"customer_id": "c2", "terminal_id": "m3",
+                                           "amount": 1, "terminal_x": -3.5, "terminal_y": 7})
+    assert parse_transaction(M.transaction_message(located)) == located
+
+
+def test_optional_and_derived_columns_refuse_bad_values_by_name():
+    for value, reason in (("12", M.BAD_TYPE), (True, M.BAD_TYPE), (1e10, M.BAD_AMOUNT)):
+        with pytest.raises(M.Refused) as info:
+            parse_transaction(_tx(terminal_x=value))
+        assert info.value.reason == reason and "'terminal_x'" in info.value.detail
+    assert parse_transaction(_tx(terminal_x=None)).get("terminal_x") is None
+    assert parse_transaction(_tx(terminal_x=-12.25)).get("terminal_x") == -12.25
     lab = M.Label("t-9", 0, T0 + 86400)
     assert parse_label(M.label_message(lab)) == lab
 
@@ -257,6 +278,7 @@ def test_enriched_transaction_writes_undefined_values_as_null():
         processed_at_ms=5))
     assert row == {"kind": "transaction", "transaction_id": "t-9", "customer_id": "c2",
                    "terminal_id": "m3", "event_time_ms": T0 * 1000, "amount": 0.1,
+                   "is_night": 0.0, "terminal_x": None, "terminal_y": None,
                    "customer_avg_amount_1d": None, "customer_nb_tx_1d": 3,
                    "processed_at_ms": 5}
 
