@@ -29,13 +29,18 @@ from ffs.config import Config, RedisConfig, Secret
 from ffs.errors import InputError
 from ffs.online import layout
 from ffs.online.plan import EntityPlan, compile_plans
-from ffs.online.scripts import READ
+from ffs.online.scripts import read_script
 from ffs.transformations import ids
 from ffs.transformations import timestamps as T
-from ffs.transformations.declarations import CENTS, Agg, Entity
+from ffs.transformations.declarations import CENTS, NULL_CENTS, Agg, Entity
+from ffs.transformations.derived import DerivedError, derive
 from ffs.transformations.features import (
+    COMPILED,
+    DERIVED_FUNCTIONS,
     FEATURE_SERVICE,
+    INPUT_COLUMNS,
     KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
     REQUEST_FUNCTIONS,
     VALUE_COLUMNS,
     entity_feature_names,
@@ -47,6 +52,7 @@ from ffs.transformations.features import entity as entity_named
 from ffs.transformations.ids import IdTypes
 from ffs.transformations.request import TIME_FIELD
 
+_NULL = float(NULL_CENTS)  # how a reply says "no value" where values may be negative
 PRESENT = "PRESENT"
 MISSING_ENTITY = "MISSING_ENTITY"
 MISSING_REQUEST_DATA = "MISSING_REQUEST_DATA"
@@ -81,6 +87,14 @@ class OnlineResult:
 
     def row(self, i: int) -> dict[str, object]:
         return {name: self.values[name][i] for name in self.feature_names}
+
+    def of_service(self, service: str) -> OnlineResult:
+        """The result as another of the repo's services answers it: its features only."""
+        if service == FEATURE_SERVICE:
+            return self
+        names = COMPILED.service_features(service)
+        return OnlineResult(names, {n: self.values[n] for n in names},
+                            {n: self.statuses[n] for n in names}, self.as_of, self.error)
 
     def to_feast_response(self, entities: Mapping[str, Sequence]) -> dict:
         """Feast's columnar /get-online-features response shape."""
@@ -147,9 +161,9 @@ class OnlineClient:
         self.prefix = prefix
         self.plans = plans or compile_plans()
         self.max_batch = max_batch
-        self._script = redis_conn.register_script(READ)
-        # the plans as redis-py sends them, encoded once: ~30 numbers per entity per call
-        self._argv = {p.entity.name: [str(x).encode() for x in p.argv()] for p in self.plans}
+        # one script per set of plans read together, generated from them (online/scripts.py)
+        self._scripts: dict[tuple[str, ...], Any] = {}
+        self._script = self._script_for(self.plans)
         self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
 
@@ -161,9 +175,11 @@ class OnlineClient:
     def get_features(self, rows: Iterable[Mapping[str, object]], as_of: object = None,
                      feature_service: str = FEATURE_SERVICE) -> OnlineResult:
         rows = list(rows)
-        if feature_service != FEATURE_SERVICE:
-            raise InputError(f"unknown feature service {feature_service!r}; "
-                             f"this store serves {FEATURE_SERVICE!r}")
+        if feature_service != FEATURE_SERVICE and feature_service not in COMPILED.services:
+            raise InputError(f"unknown feature service {feature_service!r}; this store serves "
+                             f"{', '.join(dict.fromkeys([FEATURE_SERVICE, *COMPILED.services]))}")
+        if feature_service != FEATURE_SERVICE:  # another of the repo's: its features only
+            return self.get_features(rows, as_of).of_service(feature_service)
         if len(rows) > self.max_batch:
             raise InputError(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         default_t = _seconds(as_of) if as_of is not None else int(time.time())
@@ -220,29 +236,37 @@ class OnlineClient:
         return OnlineResult(names, {n: values[n] for n in names},
                             {n: statuses[n] for n in names}, req.t.tolist())
 
+    def _script_for(self, plans: tuple[EntityPlan, ...]):
+        names = tuple(p.entity.name for p in plans)
+        if names not in self._scripts:
+            self._scripts[names] = self.redis.register_script(read_script(plans))
+        return self._scripts[names]
+
     def _read(self, req: _Requests, plans) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """One script call, one round trip: every entity's windows over all rows, and which
         rows' transactions are already stored."""
         n = len(req.t)
         p = self.prefix
         keys: list[str] = []
-        argv: list[object] = [len(plans)]
         for plan in plans:
             ent = plan.entity
-            argv += self._argv[ent.name]
-            for i in range(n):
-                value = layout.entity_value([req.keys[k][i] for k in ent.keys])
+            rows = (zip(*(req.keys[k] for k in ent.keys), strict=True) if len(ent.keys) > 1
+                    else ((v,) for v in req.keys[ent.keys[0]]))
+            for row in rows:
+                value = layout.entity_value(row)
                 keys += [layout.entity_key(p, ent, value), layout.fraud_key(p, ent, value)]
-        argv.append(n)
-        ts = req.t.tolist()
-        for i in range(n):
-            argv.append(ts[i])
-            carries = bool(req.carries_tx[i])
-            for plan in plans:
-                argv += [_scored_text(req, c, i) if carries else "" for c in plan.fmt.texts]
+        argv: list[object] = [n]
+        texts = [c for plan in plans for c in plan.fmt.texts]
+        if texts:
+            carries = req.carries_tx.tolist()
+            for i, t in enumerate(req.t.tolist()):
+                argv.append(t)
+                argv += [_scored_text(req, c, i) if carries[i] else "" for c in texts]
+        else:
+            argv += req.t.tolist()
         asked = [i for i in range(n) if req.carries_tx[i] and req.txid[i] is not None]
         keys += [layout.tx_key(p, req.txid[i]) for i in asked]
-        reply = np.asarray(self._script(keys=keys, args=argv), dtype=np.int64)
+        reply = np.asarray(self._script_for(plans)(keys=keys, args=argv), dtype=np.int64)
         raws, at = {}, 0
         for plan in plans:
             raws[plan.entity.name] = reply[at:at + n * plan.width].reshape(n, plan.width)
@@ -328,56 +352,56 @@ def _assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
     t = req.t
     add_i = add.astype(np.int64)
     status = np.where(raw[:, 0].astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
-    for op in ops:
-        if op.n[0]:
-            kind, a, b = op.n
-            n = raw[:, b] - raw[:, a] if kind == "edges" else raw[:, a]
-            if op.at_t:
-                n = n + add_i
-        agg = op.agg
-        if agg is Agg.COUNT:
-            col = n.tolist()
-        elif agg in (Agg.SUM, Agg.MEAN, Agg.STD):
-            mine = np.where(add, req.cents[op.column or ""], 0) if op.at_t else 0
-            s = raw[:, op.cols[1]] - raw[:, op.cols[0]] + mine
-            if agg is Agg.SUM:
-                col = (s / CENTS).tolist()
-            elif agg is Agg.MEAN:
-                with np.errstate(invalid="ignore", divide="ignore"):
+    # one errstate for all: entering one costs more than a 1-row feature
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty windows: masked
+        for op in ops:
+            if op.n[0]:
+                kind, a, b = op.n
+                n = raw[:, b] - raw[:, a] if kind == "edges" else raw[:, a]
+                if op.at_t:
+                    n = n + add_i
+            agg = op.agg
+            if agg is Agg.COUNT:
+                col = n.tolist()
+            elif agg in (Agg.SUM, Agg.MEAN, Agg.STD):
+                mine = np.where(add, req.cents[op.column or ""], 0) if op.at_t else 0
+                s = raw[:, op.cols[1]] - raw[:, op.cols[0]] + mine
+                if agg is Agg.SUM:
+                    col = (s / CENTS).tolist()
+                elif agg is Agg.MEAN:
                     col = _plain(np.where(n > 0, s / np.maximum(n, 1) / CENTS, np.nan))
-            else:
-                v = np.asarray(mine, dtype=np.float64)
-                q = (raw[:, op.cols[3]] - raw[:, op.cols[2]]) + v * v
-                col = _plain(std_of(n, s, q))
-        elif agg is Agg.FRAUD_RATE:
-            with np.errstate(invalid="ignore", divide="ignore"):
+                else:
+                    v = np.asarray(mine, dtype=np.float64)
+                    q = (raw[:, op.cols[3]] - raw[:, op.cols[2]]) + v * v
+                    col = _plain(std_of(n, s, q))
+            elif agg is Agg.FRAUD_RATE:
                 col = np.where(n > 0, raw[:, op.cols[0]] / np.maximum(n, 1), 0.0).tolist()
-        elif agg is Agg.COUNT_DISTINCT:
-            k = op.cols[0]
-            got = raw[:, k] + ((add & (raw[:, k + 1] == 0)) if op.at_t else 0)
-            col = got.tolist()
-        elif agg in (Agg.MIN, Agg.MAX):
-            best = raw[:, op.cols[0]].astype(np.float64)
-            best[best < 0] = np.nan  # an empty window
-            if op.at_t:  # the scored transaction is in it; fmax/fmin skip an empty one's NaN
-                joined = (np.fmax if op.is_max else np.fmin)(
-                    best, req.cents[op.column or ""].astype(np.float64))
-                best = np.where(add, joined, best)
-            col = _plain(best / CENTS)
-        elif agg is Agg.FIRST_SEEN:
-            first = raw[:, op.cols[0]]
-            if op.at_t:  # first seen with the scored transaction itself: 0 seconds
-                first = np.where((first < 0) & add, t, first)
-            col = _plain(np.where(first >= 0, (t - first).astype(np.float64), np.nan))
-        elif agg is Agg.LAST:
-            # strictly before t - D: the scored transaction (at t) is never its own previous
-            prev = raw[:, op.cols[0]].astype(np.float64)
-            col = _plain(np.where(prev >= 0, prev / CENTS, np.nan))
-        else:  # recency: the previous event strictly before t, within the horizon
-            prev_t = raw[:, 1]
-            gap = (t - prev_t).astype(np.float64)
-            col = _plain(np.where((prev_t >= 0) & (gap < op.horizon), gap, np.nan))
-        values[op.name], statuses[op.name] = col, status
+            elif agg is Agg.COUNT_DISTINCT:
+                k = op.cols[0]
+                got = raw[:, k] + ((add & (raw[:, k + 1] == 0)) if op.at_t else 0)
+                col = got.tolist()
+            elif agg in (Agg.MIN, Agg.MAX):
+                best = raw[:, op.cols[0]].astype(np.float64)
+                best[best < 0] = np.nan  # an empty window
+                if op.at_t:  # the scored transaction is in it; fmax/fmin skip an empty one's NaN
+                    joined = (np.fmax if op.is_max else np.fmin)(
+                        best, req.cents[op.column or ""].astype(np.float64))
+                    best = np.where(add, joined, best)
+                col = _plain(best / CENTS)
+            elif agg is Agg.FIRST_SEEN:
+                first = raw[:, op.cols[0]]
+                if op.at_t:  # first seen with the scored transaction itself: 0 seconds
+                    first = np.where((first < 0) & add, t, first)
+                col = _plain(np.where(first >= 0, (t - first).astype(np.float64), np.nan))
+            elif agg is Agg.LAST:
+                # strictly before t - D: the scored transaction (at t) is never its own previous
+                prev = raw[:, op.cols[0]].astype(np.float64)  # NULL_CENTS: none, or a null
+                col = _plain(np.where(prev > _NULL, prev / CENTS, np.nan))
+            else:  # recency: the previous event strictly before t, within the horizon
+                prev_t = raw[:, 1]
+                gap = (t - prev_t).astype(np.float64)
+                col = _plain(np.where((prev_t >= 0) & (gap < op.horizon), gap, np.nan))
+            values[op.name], statuses[op.name] = col, status
 
 
 def std_of(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -406,18 +430,20 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
     keys: dict[str, list] = {k: [] for k in key_columns}
     txid: list[object] = []
     t = np.full(n, default_t, dtype=np.int64)
-    numbers = {c: np.full(n, np.nan) for c, kind in VALUE_COLUMNS.items() if kind == "number"}
-    texts: dict[str, list] = {c: [None] * n for c, kind in VALUE_COLUMNS.items()
+    # what a request may carry of its transaction (a derived column is computed below)
+    numbers = {c: np.full(n, np.nan) for c, kind in INPUT_COLUMNS.items() if kind == "number"}
+    texts: dict[str, list] = {c: [None] * n for c, kind in INPUT_COLUMNS.items()
                               if kind == "text"}
+    kinds = [(name, column, id_types.of(name)) for name, column in keys.items()]
+    tx_kind = id_types.transaction_id
     for i, row in enumerate(rows):
-        for name, column in keys.items():
-            value = _id(row.get(name), id_types.of(name), f"row {i}: {name}")
+        for name, column, kind in kinds:
+            value = _id(row.get(name), kind, (i, name))
             if value is None:
                 raise InputError(f"row {i}: missing {name!r}; every row needs "
                                  f"{' and '.join(key_columns)}")
             column.append(value)
-        txid.append(_id(row.get("transaction_id"), id_types.transaction_id,
-                        f"row {i}: transaction_id"))
+        txid.append(_id(row.get("transaction_id"), tx_kind, (i, "transaction_id")))
         ts = row.get("event_timestamp")
         if ts is not None:
             t[i] = _seconds(ts, f"row {i}: event_timestamp")
@@ -429,17 +455,32 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
                 col[i] = float(a)  # type: ignore[arg-type]  # bad values: except below
             except (TypeError, ValueError):
                 raise InputError(f"row {i}: {c} must be a number, got {a!r}") from None
-            if not np.isfinite(col[i]) or col[i] < 0:
+            if c in OPTIONAL_COLUMNS:  # a coordinate: any sign, kept to the hundredth
+                if not np.isfinite(col[i]):
+                    raise InputError(f"row {i}: {c} must be finite or null, got {a!r}")
+                col[i] = round(col[i] * CENTS) / CENTS
+            elif not np.isfinite(col[i]) or col[i] < 0:
                 raise InputError(f"row {i}: {c} must be finite and >= 0, got {a!r}")
         for c, text in texts.items():
             if row.get(c) is not None:
-                text[i] = _id(row.get(c), ids.STRING, f"row {i}: {c}")
+                text[i] = _id(row.get(c), ids.STRING, (i, c))
     has_ts = np.array([r.get("event_timestamp") is not None for r in rows], dtype=bool)
     carries = has_ts.copy()
-    for col in numbers.values():
-        carries &= ~np.isnan(col)
+    for c, col in numbers.items():
+        if c not in OPTIONAL_COLUMNS:  # an optional column's null is a value it carries
+            carries &= ~np.isnan(col)
     for text in texts.values():
         carries &= np.array([v is not None for v in text], dtype=bool)
+    if DERIVED_FUNCTIONS:  # the udfs' columns of the carried transactions, as every path
+        try:
+            got = derive(DERIVED_FUNCTIONS, t.tolist(), {**keys, **texts, **{
+                c: [None if v != v else v for v in col.tolist()] for c, col in numbers.items()}})
+        except DerivedError:  # a udf that cannot run on these rows: read without carrying
+            got = {name: [None] * n for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
+        for c, derived in got.items():
+            numbers[c] = np.array([np.nan if v is None else v for v in derived],
+                                  dtype=np.float64)
+            carries &= ~np.isnan(numbers[c])
     cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
     extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
     values: dict[str, list] = {**{c: col.tolist() for c, col in numbers.items()}, **texts}
@@ -476,14 +517,19 @@ def _plain(values: np.ndarray) -> list:
     return values.tolist()
 
 
-def _id(value: object, kind: str, what: str) -> object:
-    """The id's canonical form (transformations/ids.py); None or NaN is missing (None)."""
+def _id(value: object, kind: str, what: str | tuple[int, str]) -> object:
+    """The id's canonical form (transformations/ids.py); None or NaN is missing (None). what:
+    the id's description, or (row, column) for "row i: column", made only for a refused id
+    (the request loop's hot path)."""
+    if value is None:
+        return None
     try:
         return ids.canonical(value, kind)
     except ids.BadId as exc:
         if exc.rule == "missing":
             return None
-        raise InputError(f"{what} = {exc}") from None
+        where = what if isinstance(what, str) else f"row {what[0]}: {what[1]}"
+        raise InputError(f"{where} = {exc}") from None
 
 
 def _epoch_number(value: int | float, what: str) -> int:

@@ -17,9 +17,9 @@ import pandas as pd
 
 from ffs.online import layout
 from ffs.online.layout import RecordFormat
-from ffs.online.writer import record_tail
 from ffs.transformations import timestamps as T
 from ffs.transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.schema import with_event_columns
 
 CHUNK = 500  # entities per MULTI/EXEC
 
@@ -51,6 +51,7 @@ def load_state(redis_conn, tx: pd.DataFrame, labels: pd.DataFrame, prefix: str =
                log: Callable[[str], None] = lambda _: None,
                index_transactions: bool = True) -> LoadSummary:
     started = time.perf_counter()
+    tx = with_event_columns(tx)  # derived columns computed, absent optional ones null
     ts = T.to_seconds(tx["event_timestamp"])
     newest = int(ts.max()) if len(ts) else 0
     lab = current_labels(labels)
@@ -80,116 +81,154 @@ def load_state(redis_conn, tx: pd.DataFrame, labels: pd.DataFrame, prefix: str =
 
 def _spells(labels: pd.DataFrame) -> pd.DataFrame:
     """(transaction_id, member) of every fraud spell (layout.fraud_spells), from each
-    transaction's whole label history: only transactions ever labelled fraud have any."""
+    transaction's whole label history: only transactions ever labelled fraud have any.
+
+    layout.fraud_spells, vectorised over all transactions at once (a loop per fraud cost more
+    than the rest of the load): after each label the state is that label's is_fraud, so a
+    spell opens at a fraud label whose predecessor (of the same transaction) is not fraud and
+    closes at the next label, which is then genuine; a spell closed at its own start is
+    dropped, one never closed is open (empty end)."""
     if labels.empty:
         return pd.DataFrame({"transaction_id": [], "member": []})
-    ever = labels.loc[labels["is_fraud"].to_numpy() == 1, "transaction_id"].unique()
+    fraud = labels["is_fraud"].to_numpy() == 1
+    ever = labels.loc[fraud, "transaction_id"].unique()
     hist = labels[labels["transaction_id"].isin(ever)].assign(
         l=lambda d: T.to_seconds(d["label_timestamp"])).sort_values(["transaction_id", "l"])
-    rows = []
-    for txid, group in hist.groupby("transaction_id", sort=False):
-        pairs = list(zip(group["l"].tolist(), group["is_fraud"].astype(int).tolist(),
-                         strict=True))
-        rows += [(txid, m) for m in layout.fraud_spells(str(txid), pairs)]
-    return pd.DataFrame(rows, columns=["transaction_id", "member"])
+    txid = hist["transaction_id"].to_numpy()
+    lt = hist["l"].to_numpy(dtype=np.int64)
+    f = hist["is_fraud"].to_numpy().astype(np.int64) == 1
+    n = len(hist)
+    new_tx = np.ones(n, dtype=bool)
+    new_tx[1:] = txid[1:] != txid[:-1]
+    prev_fraud = np.zeros(n, dtype=bool)
+    prev_fraud[1:] = f[:-1]
+    prev_fraud &= ~new_tx
+    # the labels that change the state: opens and closes alternate within a transaction
+    change = np.flatnonzero(f != prev_fraud)
+    opens = change[f[change]]
+    nxt = np.searchsorted(change, opens, side="right")  # the change after each open
+    closed = nxt < len(change)
+    close_at = change[np.minimum(nxt, len(change) - 1)]
+    closed &= txid[close_at] == txid[opens]  # sorted: same id, same transaction
+    start = lt[opens]
+    end = np.where(closed, lt[close_at], 0)
+    keep = ~closed | (end > start)
+    opens, start, end, closed = opens[keep], start[keep], end[keep], closed[keep]
+    ids = [str(t) for t in txid[opens].tolist()]
+    ends = [str(e) if c else "" for e, c in zip(end.tolist(), closed.tolist(), strict=True)]
+    members = [f"{i}\t{s}\t{e}" for i, s, e in zip(ids, start.tolist(), ends, strict=True)]
+    return pd.DataFrame({"transaction_id": txid[opens], "member": members})
 
 
-def _values(entity, part: pd.DataFrame) -> np.ndarray:
-    """Each row's entity value text (layout.entity_value), vectorised."""
-    cols = [part[k].astype(str).to_numpy(dtype=object) for k in entity.keys]
-    if len(cols) == 1:
-        return cols[0]
-    out = cols[0]
-    for c in cols[1:]:
-        out = out + "," + c
-    return out
+def _order(entity, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `part` grouped by entity value, each value's rows by (t, transaction id
+    as text), and each row's group number. The order inside a second decides the cumulative
+    records, so it is the text order of the ids, as stored; comparing texts only where two
+    events of one value share a second keeps the sort numeric (text sorts of 1.75 M ids cost
+    more than the Redis write)."""
+    if len(entity.keys) == 1:
+        codes = pd.factorize(part[entity.keys[0]].to_numpy())[0]
+    else:
+        codes = part.groupby(list(entity.keys), sort=False).ngroup().to_numpy()
+    t = part["t"].to_numpy()
+    order = np.lexsort((t, codes))
+    c, ts = codes[order], t[order]
+    tie = np.zeros(len(order), dtype=bool)
+    same = (c[1:] == c[:-1]) & (ts[1:] == ts[:-1])
+    tie[1:] |= same
+    tie[:-1] |= same
+    if tie.any():
+        rank = np.zeros(len(order), dtype=np.int64)
+        texts = part["transaction_id"].to_numpy()[order[tie]].astype(str)
+        rank[tie] = np.unique(texts, return_inverse=True)[1]
+        order = order[np.lexsort((rank, ts, c))]
+    return order, codes[order]
 
 
-def _members(fmt: RecordFormat, part: pd.DataFrame, value: np.ndarray) -> list[bytes]:
-    """Every row's record (online/layout.py), in the order of `part` sorted by (value, t)."""
+def _texts(values: list) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _members(fmt: RecordFormat, part: pd.DataFrame, codes: np.ndarray) -> list[bytes]:
+    """Every row's record (online/layout.py; its tail as writer.record_tail makes it, column
+    by column), `part` in _order's order (`codes`: each row's group, contiguous)."""
     n = len(part)
     dtype: list[tuple[str, str]] = []
     cols: dict[str, np.ndarray] = {}
     cents = {c: layout.to_cents(part[c].to_numpy(dtype=np.float64)) for c in fmt.numbers}
     if fmt.has_count:
-        groups = pd.Series(value).groupby(value, sort=False)
+        starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
+        first = np.repeat(starts, np.diff(np.r_[starts, n]))  # each row's group start
         dtype.append(("n", ">u4"))
-        cols["n"] = groups.cumcount().to_numpy() + 1
+        cols["n"] = np.arange(n) - first + 1
         for k, (col, sq) in enumerate(zip(fmt.cumulative, fmt.squares, strict=True)):
-            s = pd.Series(cents[col]).groupby(value, sort=False).cumsum().to_numpy()
             dtype.append((f"s{k}", ">i8"))
-            cols[f"s{k}"] = s
-            if sq:
+            cols[f"s{k}"] = pd.Series(cents[col]).groupby(codes, sort=False).cumsum().to_numpy()
+            if sq:  # floats: summed group by group, as a write adds them one by one
                 q = pd.Series(cents[col].astype(np.float64) ** 2).groupby(
-                    value, sort=False).cumsum().to_numpy()
+                    codes, sort=False).cumsum().to_numpy()
                 dtype.append((f"q{k}", ">f8"))
                 cols[f"q{k}"] = q
     for k, col in enumerate(fmt.numbers):
         dtype.append((f"v{k}", ">i8"))
         cols[f"v{k}"] = cents[col]
-    tails = [record_tail(fmt, row) for row in _rows(part, fmt)]
+    # each distinct-counted text with a tab, then the txid (layout.text_of's rule)
+    tail = _texts(part["transaction_id"].tolist())
+    for c in reversed(fmt.texts):
+        if VALUE_COLUMNS.get(c) == "number":
+            text = _texts(layout.to_cents(part[c].to_numpy(dtype=np.float64)).tolist())
+        else:
+            text = _texts(part[c].tolist())
+        tail = [a + "\t" + b for a, b in zip(text, tail, strict=True)]
     if not dtype:
-        return [t.encode() for t in tails]
+        return [x.encode() for x in tail]
     fixed = np.empty(n, dtype=dtype)
     for name, values in cols.items():
         fixed[name] = values
     raw = fixed.tobytes()
     size = fixed.dtype.itemsize
-    return [raw[i * size:(i + 1) * size] + tails[i].encode() for i in range(n)]
-
-
-def _rows(part: pd.DataFrame, fmt: RecordFormat):
-    cols = ["transaction_id", *fmt.texts]
-    data = {c: part[c].tolist() for c in cols}
-    for i in range(len(part)):
-        yield {c: data[c][i] for c in cols}
+    return [raw[i * size:(i + 1) * size] + x.encode() for i, x in enumerate(tail)]
 
 
 def _write_entity(r, prefix, entity, fmt: RecordFormat, part: pd.DataFrame,
                   spells: pd.DataFrame, ttl: int) -> tuple[int, int]:
-    value = _values(entity, part)
-    order = np.lexsort((part["transaction_id"].astype(str).to_numpy(), part["t"].to_numpy(),
-                        value.astype(str)))
+    order, codes = _order(entity, part)
     part = part.iloc[order]
-    value = value[order]
-    members = np.empty(len(part), dtype=object)
-    members[:] = _members(fmt, part, value)
-    frauds: dict[str, list] = {}
+    members = _members(fmt, part, codes)
+    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1] if len(codes) else \
+        np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(codes)]
+    # each group's value text (layout.entity_value), from its first row
+    heads = [part[k].to_numpy()[starts].tolist() for k in entity.keys]
+    names = [layout.entity_value(ids) for ids in zip(*heads, strict=True)]
+    frauds: dict[int, list] = {}
     if fmt.fraud and len(spells):
         hit = pd.DataFrame({"transaction_id": part["transaction_id"].to_numpy(),
-                            "t": part["t"].to_numpy(), "value": value}).merge(
+                            "t": part["t"].to_numpy(), "g": codes}).merge(
             spells, on="transaction_id", how="inner")
-        for v, group in hit.groupby("value", sort=False):
-            spells = group["member"].tolist()
-            frauds[str(v)] = [*_interleave(group["t"].to_numpy(), spells),
-                              layout.FRAUD_SUMMARY_SCORE, layout.fraud_summary(spells)]
-    groups = _groups(value, part["t"].to_numpy(), members)
+        for g, group in hit.groupby("g", sort=False):
+            ms = group["member"].tolist()
+            frauds[int(g)] = [*_interleave(group["t"].to_numpy(), ms),
+                              layout.FRAUD_SUMMARY_SCORE, layout.fraud_summary(ms)]
+    times = part["t"].to_numpy().tolist()
     pipe, n = r.pipeline(transaction=True), 0
-    for v, (times, recs) in groups:
+    for lo, hi, v in zip(starts.tolist(), ends.tolist(), names, strict=True):
         ev_key, fr_key = layout.entity_key(prefix, entity, v), layout.fraud_key(prefix, entity, v)
         pipe.delete(ev_key, fr_key)
-        pipe.execute_command("ZADD", ev_key, *_interleave(times, recs.tolist()))
+        scored: list = [None] * (2 * (hi - lo))
+        scored[0::2] = times[lo:hi]
+        scored[1::2] = members[lo:hi]
+        pipe.execute_command("ZADD", ev_key, *scored)
         pipe.expire(ev_key, ttl)
-        if v in frauds:
-            pipe.execute_command("ZADD", fr_key, *frauds[v])
+        g = int(codes[lo])
+        if g in frauds:
+            pipe.execute_command("ZADD", fr_key, *frauds[g])
             pipe.expire(fr_key, ttl)
         n += 1
         if n % CHUNK == 0:
             pipe.execute()
     pipe.execute()
     return n, sum(len(f) // 2 - 1 for f in frauds.values())
-
-
-def _groups(entity: np.ndarray, *columns: np.ndarray):
-    """(entity value, slices of each column) per entity, from one stable sort: per-group
-    pandas indexing cost more than the whole Redis write."""
-    order = np.argsort(entity, kind="stable")
-    entity = entity[order]
-    cols = [c[order] for c in columns]
-    bounds = np.flatnonzero(entity[1:] != entity[:-1]) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(entity)]
-    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield str(entity[lo]), [c[lo:hi] for c in cols]
 
 
 def _interleave(scores: np.ndarray, members: list) -> list:

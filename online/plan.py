@@ -1,14 +1,15 @@
 """Compile an entity's feature declarations into the lookups one online read performs.
 
-The Redis script (online/scripts.py READ) is generic: it reads cumulative records at a list
-of offsets back from t, counts members in a list of intervals, scans windows for distinct
-values and extremes, and so on. This module decides those lists for each entity of the repo
-(transformations/features.py) and where each feature's numbers sit in the reply.
+This module decides, for each entity of the repo (transformations/features.py), which
+cumulative records to read at which offsets back from t, which intervals to count, which
+windows to scan for distinct values and extremes, and so on, and where each feature's
+numbers sit in the reply. online/scripts.py writes the Redis script from these plans.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ffs.online.layout import RecordFormat, record_format
 from ffs.transformations.declarations import Agg, Entity, WindowFeature
@@ -33,26 +34,16 @@ class EntityPlan:
     lasts: tuple[tuple[int, int, int], ...]  # (lo, hi, number column)
     recency: bool
 
-    @property
+    @cached_property  # read on every row batch
     def edge_width(self) -> int:
         """Numbers per edge: the count, then per cumulative column its sum (and squares)."""
         return 1 + sum(2 if sq else 1 for sq in self.fmt.squares)
 
-    @property
+    @cached_property
     def width(self) -> int:
         return (2 + len(self.edges) * self.edge_width + len(self.intervals) + len(self.frauds)
                 + 2 * len(self.distinct) + len(self.extremes) + len(self.firsts)
                 + len(self.lasts))
-
-    def argv(self) -> list[object]:
-        out: list[object] = [*self.fmt.argv(), len(self.edges), *self.edges]
-        for items in (self.intervals, self.frauds, self.distinct, self.extremes, self.firsts,
-                      self.lasts):
-            out.append(len(items))
-            for item in items:
-                out += list(item)
-        out.append(int(self.recency))
-        return out
 
     # where things sit in one row's reply
     def edge_at(self, back: int) -> int:

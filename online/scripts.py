@@ -1,11 +1,15 @@
 """The Redis Lua script behind every online read: all windows of every entity for a batch of
 rows in one round trip, and which rows' transactions are already stored.
 
-KEYS: per entity (the repo's order), 2 per row: the entity value's events and its fraud set
+The script is generated from the compiled plans (online/plan.py EntityPlan), once per client:
+each entity's record layout, windows and lookups are written into it as straight-line Lua,
+so a call carries only ids and times, and Redis neither parses a plan nor interprets one on
+every row (the generic script that did cost 1.15-1.4x on every read).
+
+KEYS: per entity (the plans' order), 2 per row: the entity value's events and its fraud set
 (online/layout.py); then the transaction index keys of the rows that carry a transaction.
-ARGV: the number of entities, each entity's plan (its record format, layout.RecordFormat.argv,
-then online/plan.py EntityPlan.argv), the number of rows, then per row: t (epoch seconds) and,
-per entity, the scored event's values of its text columns ('' when the row carries none).
+ARGV: the number of rows, then per row: t (epoch seconds) and, per entity, the scored
+event's values of its text columns ('' when the row carries none).
 Returns, per entity and per row, EntityPlan.width integers:
     exists (0/1), previous event time strictly before t (-1: none, or not read),
     per cumulative edge: count, then per cumulative column its sum (and sum of squares),
@@ -14,221 +18,279 @@ Returns, per entity and per row, EntityPlan.width integers:
     per distinct window: the distinct values in it, and 1 if the scored value is among them,
     per extreme window: the largest or smallest value (hundredths, -1 if empty),
     per first-seen window: the first event's time (-1 if none),
-    per last-value window: the latest earlier event's value (hundredths, -1 if none);
+    per last-value window: the latest earlier event's value (hundredths, NULL_CENTS if none);
 then 0/1 per transaction index key: already stored.
 Every lookup is O(log n) in the entity's size, except distinct counts and extremes, which read
-the window's records (O(the entity's events in that window)), and fraud counts, which read
-the window's fraud spells (O(its frauds)).
+the window's records (O(the entity's events in that window)), and fraud counts when a spell
+was revised or opened after t, which read the fraud windows' spells once (O(its frauds)).
 """
 
-READ = r"""
-local META = -1e13  -- the fraud set's summary member sits at this score (layout.py)
-local i = 1
-local function num() local v = tonumber(ARGV[i]); i = i + 1; return v end
-local function list_of(width)
-  local n = num(); local out = {}
-  for e = 1, n do
-    local item = {}
-    for w = 1, width do item[w] = num() end
-    out[e] = item
-  end
-  return out
-end
--- one plan per entity: record format, then the lookups
-local function plan()
-  local P = {cum = {}, num_at = {}}
-  P.has_count = num() == 1
-  local n_cum = num()
-  for c = 1, n_cum do P.cum[c] = {num(), num() == 1} end
-  P.n_num, P.n_txt = num(), num()
-  local fmt, pos = '>', 0
-  if P.has_count then fmt = fmt .. 'I4'; pos = 1 end
-  for c = 1, n_cum do
-    fmt = fmt .. 'i8'; pos = pos + 1
-    if P.cum[c][2] then fmt = fmt .. 'd'; pos = pos + 1 end
-  end
-  for c = 1, P.n_num do fmt = fmt .. 'i8'; pos = pos + 1; P.num_at[c] = pos end
-  P.fmt = fmt
-  P.size = (fmt == '>') and 0 or struct.size(fmt)
-  local n_edges = num()
-  P.edges = {}
-  for e = 1, n_edges do P.edges[e] = num() end
-  P.intervals, P.frauds, P.distinct = list_of(2), list_of(2), list_of(3)
-  P.extremes, P.firsts, P.lasts = list_of(4), list_of(2), list_of(3)
-  P.recency = num() == 1
-  return P
-end
-local n_ent = num()
-local plans = {}
-for e = 1, n_ent do plans[e] = plan() end
-local rows = num()
-local times, scored = {}, {}
-for r = 1, rows do
-  times[r] = num()
-  scored[r] = {}
-  for e = 1, n_ent do
-    local s = {}
-    for c = 1, plans[e].n_txt do s[c] = ARGV[i]; i = i + 1 end
-    scored[r][e] = s
-  end
-end
+from __future__ import annotations
 
-local out, o = {}, 0
-local function put(v) o = o + 1; out[o] = v end
+from collections.abc import Sequence
 
-local function fields(P, m) return {struct.unpack(P.fmt, m)} end
-local function texts(P, m)
-  local got, k = {}, 0
-  for part in string.gmatch(string.sub(m, P.size + 1), '([^\t]*)\t') do
-    k = k + 1; got[k] = part
-  end
-  return got
-end
+from ffs.online.plan import EntityPlan
+from ffs.transformations.declarations import NULL_CENTS
 
-local function read(P, ev, fr, t, mine)
-  -- existence (and the oldest record, when edges or recency need it)
-  local first, exists
-  if #P.edges > 0 or P.recency then
-    first = redis.call('ZRANGE', ev, 0, 0, 'WITHSCORES')
-    exists = #first > 0
-  else
-    exists = redis.call('ZCARD', ev) > 0
-  end
-  put(exists and 1 or 0)
-  local prev_at = o + 1  -- the previous event's time, filled in once the edge at t is read
-  put(-1)
-  local at_t = nil
-  -- cumulative edges, ascending backs: the record found for one edge also answers a later
-  -- (older) edge whenever its time is already at or before it
-  if #P.edges > 0 then
-    local base, first_t = nil, nil
-    if exists then
-      local f = fields(P, first[1])
-      base = {f[1] - 1}
-      local k = 2
-      for c = 1, #P.cum do
-        local v = f[P.num_at[P.cum[c][1]]]
-        base[#base + 1] = f[k] - v; k = k + 1
-        if P.cum[c][2] then base[#base + 1] = f[k] - v * v; k = k + 1 end
-      end
-      first_t = tonumber(first[2])
-    end
-    local rec, rec_t = nil, nil
-    local width = 1
-    for c = 1, #P.cum do width = width + (P.cum[c][2] and 2 or 1) end
-    for e = 1, #P.edges do
-      local x = t - P.edges[e]
-      local vals
-      if not first_t or x < first_t then
-        vals = base
-      else
-        if not (rec_t and rec_t <= x) then
-          local got = redis.call('ZREVRANGEBYSCORE', ev, x, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-          rec, rec_t = fields(P, got[1]), tonumber(got[2])
-        end
-        vals = rec
-        if P.edges[e] == 0 then at_t = rec_t end
-      end
-      for w = 1, width do put(vals and vals[w] or 0) end
-    end
-  end
-  -- the previous event strictly before t: the record at t when it is older than t (no
-  -- second lookup), else the newest record before t
-  if P.recency and exists then
-    local prev_t = -1
-    if at_t and at_t < t then
-      prev_t = at_t
-    elseif tonumber(first[2]) < t then
-      local p = redis.call('ZREVRANGEBYSCORE', ev, '(' .. t, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-      if #p > 0 then prev_t = tonumber(p[2]) end
-    end
-    out[prev_at] = prev_t
-  end
-  for _, iv in ipairs(P.intervals) do
-    put(exists and redis.call('ZCOUNT', ev, '(' .. (t - iv[1]), t - iv[2]) or 0)
-  end
-  -- frauds: the window's spells known at t and not yet revised. When no spell was ever
-  -- revised and none opened after t (the set's summary, layout.fraud_summary), that is
-  -- every spell in the window: one ZCOUNT; otherwise the window's spells are read
-  local has_fraud = #P.frauds > 0 and exists and redis.call('EXISTS', fr) == 1
-  local quick = false
-  if has_fraud then
-    local meta = redis.call('ZRANGEBYSCORE', fr, META, META)
-    if #meta > 0 then
-      local newest, revised = string.match(meta[1], '\t(%d+)\t(%d+)$')
-      quick = tonumber(revised) == 0 and tonumber(newest) <= t
-    end
-  end
-  for _, iv in ipairs(P.frauds) do
-    local n = 0
-    if quick then
-      n = redis.call('ZCOUNT', fr, '(' .. (t - iv[1]), t - iv[2])
-    elseif has_fraud then
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', fr, '(' .. (t - iv[1]), t - iv[2])) do
-        local from, till = string.match(m, '\t(%d+)\t(%d*)$')
-        if tonumber(from) <= t and (till == '' or t < tonumber(till)) then n = n + 1 end
-      end
-    end
-    put(n)
-  end
-  for _, d in ipairs(P.distinct) do
-    local n, inside = 0, 0
-    if exists then
-      local seen = {}
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - d[1]), t - d[2])) do
-        local v = texts(P, m)[d[3]]
-        if not seen[v] then seen[v] = true; n = n + 1 end
-      end
-      if mine[d[3]] ~= '' and seen[mine[d[3]]] then inside = 1 end
-    end
-    put(n); put(inside)
-  end
-  for _, x in ipairs(P.extremes) do
-    local best = -1
-    if exists then
-      local at, is_max = P.num_at[x[3]], x[4] == 1
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - x[1]), t - x[2])) do
-        local a = fields(P, m)[at]
-        if best < 0 or (is_max and a > best) or (not is_max and a < best) then best = a end
-      end
-    end
-    put(best)
-  end
-  for _, iv in ipairs(P.firsts) do
-    local f = -1
-    if exists then
-      local got = redis.call('ZRANGEBYSCORE', ev, '(' .. (t - iv[1]), t - iv[2],
-                             'WITHSCORES', 'LIMIT', 0, 1)
-      if #got > 0 then f = tonumber(got[2]) end
-    end
-    put(f)
-  end
-  -- the latest event strictly before t - D within (t - D - W, t - D); of that second's
-  -- events, the largest value
-  for _, l in ipairs(P.lasts) do
-    local v = -1
-    if exists then
-      local got = redis.call('ZREVRANGEBYSCORE', ev, '(' .. (t - l[2]), '(' .. (t - l[1]),
-                             'WITHSCORES', 'LIMIT', 0, 1)
-      if #got > 0 then
-        local at = P.num_at[l[3]]
-        for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, got[2], got[2])) do
-          local a = fields(P, m)[at]
-          if a > v then v = a end
-        end
-      end
-    end
-    put(v)
-  end
-end
+__all__ = ["read_script"]
 
-for e = 1, n_ent do
-  local base = (e - 1) * 2 * rows
-  for r = 1, rows do
-    read(plans[e], KEYS[base + 2 * r - 1], KEYS[base + 2 * r], times[r], scored[r][e])
-  end
-end
--- the rest of KEYS: transaction index keys, whether each is stored
-for k = n_ent * 2 * rows + 1, #KEYS do put(redis.call('EXISTS', KEYS[k])) end
-return out
-"""
+_PUT = "o = o + 1; out[o] = "
+
+
+def read_script(plans: Sequence[EntityPlan]) -> str:
+    """The read script for these plans (their order is the reply's)."""
+    stride = 1 + sum(len(p.fmt.texts) for p in plans)
+    parts = ["local out, o = {}, 0\nlocal rows = tonumber(ARGV[1])\n"]
+    for e, plan in enumerate(plans, 1):
+        parts.append(_entity(e, plan))
+    at = 2  # the row's first text, relative to its t
+    for e, plan in enumerate(plans, 1):
+        texts = "".join(f", ARGV[a + {at + k - 1}]" for k in range(len(plan.fmt.texts)))
+        at += len(plan.fmt.texts)
+        base = (e - 1) * 2
+        parts.append(f"for r = 1, rows do\n"
+                     f"  local a = 2 + (r - 1) * {stride}\n"
+                     f"  read_{e}(KEYS[{base} * rows + 2 * r - 1], KEYS[{base} * rows + 2 * r],"
+                     f" tonumber(ARGV[a]){texts})\n"
+                     f"end\n")
+    parts.append(f"for k = {2 * len(plans)} * rows + 1, #KEYS do "
+                 f"{_PUT}redis.call('EXISTS', KEYS[k]) end\n"
+                 "return out\n")
+    return "".join(parts)
+
+
+def _lua_list(values: list[int]) -> str:
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+def _offsets(plan: EntityPlan) -> tuple[str, str, list[int]]:
+    """The record's cumulative part as Lua's struct reads it, the whole fixed part, and the
+    byte offset (1-based) of each number column's own value."""
+    fmt = plan.fmt
+    cum = (">I4" if fmt.has_count else ">") + "".join(
+        "i8d" if sq else "i8" for sq in fmt.squares)
+    size = (4 if fmt.has_count else 0) + sum(16 if sq else 8 for sq in fmt.squares)
+    nums = [size + 8 * k + 1 for k in range(len(fmt.numbers))]
+    return cum, fmt.struct, nums
+
+
+def _entity(e: int, plan: EntityPlan) -> str:
+    fmt = plan.fmt
+    cum_fmt, full_fmt, num_at = _offsets(plan)
+    size = fmt.fixed_size
+    width = plan.edge_width
+    texts = [f"s{k + 1}" for k in range(len(fmt.texts))]
+    defaults = ([0, -1] + [0] * (len(plan.edges) * width) + [0] * len(plan.intervals)
+                + [0] * len(plan.frauds) + [0, 0] * len(plan.distinct)
+                + [-1] * (len(plan.extremes) + len(plan.firsts))
+                + [NULL_CENTS] * len(plan.lasts))
+    L = [f"local D{e} = {_lua_list(defaults)}",
+         f"local function read_{e}(ev, fr, t{''.join(', ' + s for s in texts)})"]
+    if plan.edges or plan.recency:
+        L += _records(e, plan, len(defaults))
+    elif plan.intervals:
+        # the counts first: any of them above 0 says the entity exists, without a ZCARD
+        counts = [f"k{k}" for k in range(len(plan.intervals))]
+        L += [f"  local {c} = redis.call('ZCOUNT', ev, '(' .. (t - {lo}), t - {hi})"
+              for c, (lo, hi) in zip(counts, plan.intervals, strict=True)]
+        L += [f"  if {' and '.join(c + ' == 0' for c in counts)} and "
+              "redis.call('ZCARD', ev) == 0 then",
+              f"    for k = 1, {len(defaults)} do {_PUT}D{e}[k] end", "    return", "  end",
+              f"  {_PUT}1; {_PUT}-1",
+              *[f"  {_PUT}{c}" for c in counts]]
+    else:
+        L += ["  if redis.call('ZCARD', ev) == 0 then",
+              f"    for k = 1, {len(defaults)} do {_PUT}D{e}[k] end", "    return", "  end",
+              f"  {_PUT}1; {_PUT}-1"]
+    if plan.frauds:
+        L += _frauds(plan)
+    for lo, hi, col in plan.distinct:
+        pattern = "^" + "[^\\t]*\\t" * (col - 1) + "([^\\t]*)\\t"
+        mine = texts[col - 1]
+        L += ["  do",
+              "    local n, inside, seen = 0, 0, {}",
+              f"    for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - {lo}), "
+              f"t - {hi})) do",
+              f"      local v = string.match(m, '{pattern}', {size + 1})",
+              "      if not seen[v] then seen[v] = true; n = n + 1 end",
+              "    end",
+              f"    if {mine} ~= '' and seen[{mine}] then inside = 1 end",
+              f"    {_PUT}n; {_PUT}inside",
+              "  end"]
+    for lo, hi, col, is_max in plan.extremes:
+        better = "a > best" if is_max else "a < best"
+        L += ["  do",
+              "    local best = -1",
+              f"    for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. (t - {lo}), "
+              f"t - {hi})) do",
+              f"      local a = struct.unpack('>i8', m, {num_at[col - 1]})",
+              f"      if best < 0 or {better} then best = a end",
+              "    end",
+              f"    {_PUT}best",
+              "  end"]
+    for lo, hi in plan.firsts:
+        L += ["  do",
+              "    local f = -1",
+              f"    local got = redis.call('ZRANGEBYSCORE', ev, '(' .. (t - {lo}), t - {hi}, "
+              "'WITHSCORES', 'LIMIT', 0, 1)",
+              "    if #got > 0 then f = tonumber(got[2]) end",
+              f"    {_PUT}f",
+              "  end"]
+    # the latest event strictly before t - D within (t - D - W, t - D); of that second's
+    # events, the largest value
+    for lo, hi, col in plan.lasts:
+        # none: NULL_CENTS, below every value (values may be negative: coordinates), which
+        # an optional column's null also is, so a second with only nulls gives null
+        L += ["  do",
+              f"    local v = {NULL_CENTS}",
+              f"    local got = redis.call('ZREVRANGEBYSCORE', ev, '(' .. (t - {hi}), "
+              f"'(' .. (t - {lo}), 'WITHSCORES', 'LIMIT', 0, 1)",
+              "    if #got > 0 then",
+              "      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ev, got[2], got[2])) do",
+              f"        local a = struct.unpack('>i8', m, {num_at[col - 1]})",
+              "        if a > v then v = a end",
+              "      end",
+              "    end",
+              f"    {_PUT}v",
+              "  end"]
+    L += ["end", ""]
+    return "\n".join(L)
+
+
+# how many of the newest records at or before t one call fetches: enough for the short
+# windows of a typical entity (a handbook customer has ~2 events a day), so its edges of the
+# last minutes, hours and day need no lookup of their own
+RECENT = 4
+
+
+def _records(e: int, plan: EntityPlan, n_defaults: int) -> list[str]:
+    """Existence, the cumulative edges and the previous event, from the newest RECENT records
+    at or before t; an edge or previous event older than those is one lookup, and an edge
+    older than the oldest record kept is the base before it (its cumulative fields minus its
+    own values, from ZRANGE 0 0, read only then)."""
+    fmt = plan.fmt
+    cum_fmt, full_fmt, _ = _offsets(plan)
+    width = plan.edge_width
+    L = [f"  local recent = redis.call('ZREVRANGEBYSCORE', ev, t, '-inf', 'WITHSCORES', "
+         f"'LIMIT', 0, {RECENT})",
+         f"  local full = #recent == {2 * RECENT}  -- more records at or before t than these",
+         "  local first = nil",
+         "  if #recent == 0 then",
+         "    first = redis.call('ZRANGE', ev, 0, 0, 'WITHSCORES')",
+         "    if #first == 0 then",
+         f"      for k = 1, {n_defaults} do {_PUT}D{e}[k] end", "      return", "    end",
+         "  elseif not full then",
+         "    first = {recent[#recent - 1], recent[#recent]}  -- the oldest record of all",
+         "  end",
+         f"  {_PUT}1"]
+    if plan.recency:
+        L += ["  local prev_at = o + 1"]
+    L.append(f"  {_PUT}-1")
+    if plan.edges:
+        names = ["n"] + [f"c{k}" for k in range(1, width)]
+        own = [f"v{k + 1}" for k in range(len(fmt.numbers))]
+        base, k = ["n - 1"], 1
+        for col, sq in zip(fmt.cumulative, fmt.squares, strict=True):
+            v = own[fmt.numbers.index(col)]
+            base.append(f"c{k} - {v}")
+            k += 1
+            if sq:
+                base.append(f"c{k} - {v} * {v}")
+                k += 1
+        bnames = [f"b{k}" for k in range(width)]
+        rnames = [f"r{k}" for k in range(width)]
+        L += [f"  local {', '.join(bnames)}",
+              "  local below = false  -- x is older than every record kept",
+              f"  local rec_t, {', '.join(rnames)} = nil",
+              "  local j = 1  -- the first of the recent records not newer than x",
+              "  local x, got"]
+        # ascending backs, so x descends: the record found for one edge also answers a later
+        # (older) edge whenever its time is already at or before it
+        for back in plan.edges:
+            L += [f"  x = t - {back}",
+                  "  if not below and not (rec_t and rec_t <= x) then",
+                  "    rec_t = nil",
+                  "    while j < #recent and tonumber(recent[j + 1]) > x do j = j + 2 end",
+                  "    if j < #recent then",
+                  f"      {', '.join(rnames)} = struct.unpack('{cum_fmt}', recent[j])",
+                  "      rec_t = tonumber(recent[j + 1])",
+                  "    elseif full then",
+                  "      got = redis.call('ZREVRANGEBYSCORE', ev, x, '-inf', 'WITHSCORES', "
+                  "'LIMIT', 0, 1)",
+                  "      if #got > 0 then",
+                  f"        {', '.join(rnames)} = struct.unpack('{cum_fmt}', got[1])",
+                  "        rec_t = tonumber(got[2])",
+                  "      end",
+                  "    end",
+                  "  end",
+                  "  if rec_t then",
+                  *[f"    {_PUT}{r}" for r in rnames],
+                  "  else  -- older than every record kept",
+                  "    if not below then",
+                  "      below = true",
+                  "      if not first then first = redis.call('ZRANGE', ev, 0, 0, "
+                  "'WITHSCORES') end",
+                  "      do",
+                  f"        local {', '.join(names + own)} = struct.unpack('{full_fmt}', "
+                  "first[1])",
+                  f"        {', '.join(bnames)} = {', '.join(base)}",
+                  "      end",
+                  "    end",
+                  *[f"    {_PUT}{b}" for b in bnames],
+                  "  end"]
+    if plan.recency:
+        # the previous event strictly before t
+        L += ["  do",
+              "    local prev_t = -1",
+              "    local k = 1",
+              "    while k < #recent and tonumber(recent[k + 1]) >= t do k = k + 2 end",
+              "    if k < #recent then",
+              "      prev_t = tonumber(recent[k + 1])",
+              "    elseif full then",
+              "      local p = redis.call('ZREVRANGEBYSCORE', ev, '(' .. t, '-inf', "
+              "'WITHSCORES', 'LIMIT', 0, 1)",
+              "      if #p > 0 then prev_t = tonumber(p[2]) end",
+              "    end",
+              "    out[prev_at] = prev_t",
+              "  end"]
+    for lo, hi in plan.intervals:
+        L.append(f"  {_PUT}redis.call('ZCOUNT', ev, '(' .. (t - {lo}), t - {hi})")
+    return L
+
+
+def _frauds(plan: EntityPlan) -> list[str]:
+    """Fraud counts: the window's spells known at t and not yet revised. The set's lowest
+    member is its summary (layout.fraud_summary, at layout.FRAUD_SUMMARY_SCORE, below every
+    event time): with no spell ever revised and none opened after t, every spell in a window counts
+    and a window is one ZCOUNT; otherwise the spells of all fraud windows are read once."""
+    wins = plan.frauds
+    widest_lo, nearest_hi = max(lo for lo, _ in wins), min(hi for _, hi in wins)
+    L = ["  do",
+         "    local head = redis.call('ZRANGE', fr, 0, 0)",
+         "    local quick = false",
+         "    if #head > 0 then",
+         "      local newest, revised = string.match(head[1], '^#summary\\t(%d+)\\t(%d+)$')",
+         "      quick = newest ~= nil and tonumber(revised) == 0 and tonumber(newest) <= t",
+         "    end",
+         "    if quick then",
+         *[f"      {_PUT}redis.call('ZCOUNT', fr, '(' .. (t - {lo}), t - {hi})"
+           for lo, hi in wins],
+         "    elseif #head > 0 then",
+         f"      local {', '.join(f'n{k}' for k in range(len(wins)))} = "
+         f"{', '.join('0' for _ in wins)}",
+         f"      local got = redis.call('ZRANGEBYSCORE', fr, '(' .. (t - {widest_lo}), "
+         f"t - {nearest_hi}, 'WITHSCORES')",
+         "      for k = 1, #got, 2 do",
+         "        local from, till = string.match(got[k], '\\t(%d+)\\t(%d*)$')",
+         "        if tonumber(from) <= t and (till == '' or t < tonumber(till)) then",
+         "          local s = tonumber(got[k + 1])",
+         *[f"          if s > t - {lo} and s <= t - {hi} then n{k} = n{k} + 1 end"
+           for k, (lo, hi) in enumerate(wins)],
+         "        end",
+         "      end",
+         *[f"      {_PUT}n{k}" for k in range(len(wins))],
+         "    else",
+         *[f"      {_PUT}0" for _ in wins],
+         "    end",
+         "  end"]
+    return L

@@ -67,8 +67,11 @@ from ffs.online.client import (
 )
 from ffs.transformations import ids
 from ffs.transformations.features import (
+    COMPILED,
     FEATURE_SERVICE,
+    INPUT_COLUMNS,
     KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
     REQUEST_FUNCTIONS,
     VALUE_COLUMNS,
     feature_names,
@@ -80,11 +83,16 @@ log = logging.getLogger("ffs.server")
 
 ENTITY_KEYS = KEY_COLUMNS  # every join key of the loaded repo: each row needs all of them
 NUMBER = "number"  # a VALUE_COLUMNS kind; the other is "text"
+OPTIONAL = "optional"  # a number column that may be null (OPTIONAL_COLUMNS), of any sign
 # the scored transaction's fields, and any other field the repo's request functions read
 EXTRA_KEYS = tuple(sorted({f for fn in REQUEST_FUNCTIONS for f in fn.request_inputs}
                           - {"transaction_id", "event_timestamp", *VALUE_COLUMNS,
                              *ENTITY_KEYS}))
-REQUEST_KEYS = ("transaction_id", "event_timestamp", *VALUE_COLUMNS, *EXTRA_KEYS)
+# (a column the views' udfs derive is computed from these, never sent)
+REQUEST_KEYS = ("transaction_id", "event_timestamp", *INPUT_COLUMNS, *EXTRA_KEYS)
+# the services a request may name: the served one (every feature) and the repo's others,
+# each answered with its own features
+SERVICES = tuple(dict.fromkeys([FEATURE_SERVICE, *COMPILED.services]))
 TOP_LEVEL_KEYS = {"feature_service", "entities", "request_data", "as_of", "features",
                   "full_feature_names", "include_feature_view_version_metadata"}
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -345,8 +353,9 @@ def _check_ids(values: list, what: str, kind: str, nullable: bool = False) -> No
 
 
 def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_IDS,
-                  ) -> tuple[list[dict], int | None, dict]:
-    """Body -> (rows for OnlineClient.get_features, as_of, entity columns for the response)."""
+                  ) -> tuple[list[dict], int | None, dict, str]:
+    """Body -> (rows for OnlineClient.get_features, as_of, entity columns for the response,
+    the feature service asked for)."""
     try:
         req = json.loads(body, parse_constant=_reject_constant)
     except BadRequest:
@@ -367,9 +376,10 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
     service = req.get("feature_service")
     if service is None:
         raise BadRequest(f"missing \"feature_service\" (this store serves {FEATURE_SERVICE!r})")
-    if service != FEATURE_SERVICE:
+    if service not in SERVICES:
         raise BadRequest(f"unknown feature service {_show(service)}; this store serves "
-                         f"{FEATURE_SERVICE!r}", status=404, reason="unknown_feature_service")
+                         f"{_listing(SERVICES)}", status=404,
+                         reason="unknown_feature_service")
     full_names = req.get("full_feature_names", False)
     if not isinstance(full_names, bool):
         raise BadRequest(f"full_feature_names: expected true or false, found {_show(full_names)}")
@@ -424,10 +434,11 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
     if "event_timestamp" in columns:
         for i, (row, ts) in enumerate(zip(rows, columns["event_timestamp"], strict=False)):
             row["event_timestamp"] = None if ts is None else _epoch(ts, f"event_timestamp[{i}]")
-    for column, kind in VALUE_COLUMNS.items():
+    for column, kind in INPUT_COLUMNS.items():
         if column in columns:
             for i, (row, v) in enumerate(zip(rows, columns[column], strict=False)):
-                row[column] = _value(v, f"{column}[{i}]", kind)
+                row[column] = _value(v, f"{column}[{i}]",
+                                     OPTIONAL if column in OPTIONAL_COLUMNS else kind)
     for key in EXTRA_KEYS:  # as sent: JSON scalars, for the request functions to read
         for i, (row, v) in enumerate(zip(rows, columns.get(key, [None] * n), strict=True)):
             if v is not None and type(v) not in (int, float, str, bool):
@@ -436,7 +447,7 @@ def parse_request(body: bytes, max_batch: int, id_types: ids.IdTypes = DEFAULT_I
             row[key] = v
     as_of = req.get("as_of")
     as_of = None if as_of is None else _epoch(as_of, "as_of")
-    return rows, as_of, keys
+    return rows, as_of, keys, service
 
 
 def _value(value: object, what: str, kind: str) -> object:
@@ -444,6 +455,11 @@ def _value(value: object, what: str, kind: str) -> object:
     text (canonical text), or None where the row has none."""
     if value is None:
         return None
+    if kind == OPTIONAL:  # a coordinate: any sign within the limit
+        if type(value) not in (int, float) or not abs(value) <= MAX_AMOUNT:  # type: ignore[arg-type]
+            raise BadRequest(f"{what}: expected a number within {MAX_AMOUNT:g} of 0 or null, "
+                             f"found {_show(value)}")
+        return value
     if kind == NUMBER:
         if type(value) not in (int, float) or not 0 <= value <= MAX_AMOUNT:  # type: ignore[operator]
             raise BadRequest(f"{what}: expected a number between 0 and {MAX_AMOUNT:g}, "
@@ -664,7 +680,8 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
 
     unavailable_by_kind: dict[str, Any] = {}
 
-    def read(rows: list[dict], as_of: int | None) -> OnlineResult:
+    def read(rows: list[dict], as_of: int | None,
+             service: str = FEATURE_SERVICE) -> OnlineResult:
         """The client, called directly on the event loop.
 
         Measured (2 cores, one worker, 1-row requests): in a worker thread
@@ -678,9 +695,9 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         if breaker.error is not None:
             default_t = as_of if as_of is not None else int(time.time())
             result = client._unavailable(_requests(rows, default_t, id_types),
-                                         f"CircuitOpen: {breaker.error}")
+                                         f"CircuitOpen: {breaker.error}").of_service(service)
         else:
-            result = client.get_features(rows, as_of)
+            result = client.get_features(rows, as_of, service)
             if result.error is not None:
                 breaker.open(result.error)
         metrics.read_latency.observe(time.perf_counter() - started)
@@ -710,8 +727,9 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
             body = await _read_body(receive, MAX_BODY_BYTES)
             if body is None:
                 return error(f"body is over {MAX_BODY_BYTES} bytes", 413, "too_large")
-            rows, as_of, entity_columns = parse_request(body, scfg.max_batch, id_types)
-            result = read(rows, as_of)
+            rows, as_of, entity_columns, service = parse_request(body, scfg.max_batch,
+                                                                 id_types)
+            result = read(rows, as_of, service)
             data = _dumps(result.to_feast_response(entity_columns))
         except BadRequest as exc:
             return error(str(exc), exc.status, exc.reason)

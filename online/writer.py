@@ -19,145 +19,134 @@ applied (duplicate, unknown transaction, stale label).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ffs.errors import InputError
 from ffs.online import layout
 from ffs.online.layout import RecordFormat
 from ffs.transformations.declarations import Agg, Entity
-from ffs.transformations.features import ENTITIES, KEY_COLUMNS, windows_for
+from ffs.transformations.derived import derive
+from ffs.transformations.features import DERIVED_FUNCTIONS, ENTITIES, KEY_COLUMNS, windows_for
 
-WRITE_TX = r"""
--- KEYS: transaction index key, then each entity's events and fraud keys (the repo's entities,
---       in order)
--- ARGV: t, txid, content ("t|keys|values|"), number of entities, then per entity: its record
---       format (layout.RecordFormat.argv), its numbers (hundredths), the record's tail
---       (texts, each with a tab, then txid), retention, keep records from (a floor), 1 if
---       the entity has fraud rates
--- returns {status, late}: status written | duplicate | conflict; late = 1 when events of one
--- of the event's entities at or after t were already stored (their enriched rows, computed
--- before this event arrived, need recomputing)
-local x_key = KEYS[1]
-local t, txid, content = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local n_ent = tonumber(ARGV[4])
-local i = 5
-local function num() local v = tonumber(ARGV[i]); i = i + 1; return v end
-local ents = {}
-for e = 1, n_ent do
-  local d = {key = KEYS[2 * e], fraud = KEYS[2 * e + 1], cum = {}, vals = {}}
-  d.has_count = num() == 1
-  local n_cum = num()
-  for c = 1, n_cum do d.cum[c] = {num(), num() == 1} end
-  d.n_num, d.n_txt = num(), num()
-  for c = 1, d.n_num do d.vals[c] = num() end
-  d.tail = ARGV[i]; i = i + 1
-  d.ret, d.keep, d.has_fraud = num(), num(), num() == 1
-  local fmt = '>'
-  if d.has_count then fmt = fmt .. 'I4' end
-  for c = 1, n_cum do fmt = fmt .. (d.cum[c][2] and 'i8d' or 'i8') end
-  for c = 1, d.n_num do fmt = fmt .. 'i8' end
-  d.fmt = fmt
-  d.size = (fmt == '>') and 0 or struct.size(fmt)
-  ents[e] = d
-end
-local function late()
-  for e = 1, n_ent do
-    if redis.call('ZCOUNT', ents[e].key, t, '+inf') > 1 then return 1 end
-  end
-  return 0
-end
-local x = redis.call('GET', x_key)
-if x then
-  if string.sub(x, 1, #content) ~= content then return {'conflict', 0} end
-  return {'duplicate', late()}
-end
 
--- cumulative fields of a record: {count, sum, [squares], ...}; own values of its numbers
-local function cum_fields(d, f)
-  local out, k = {f[1]}, 2
-  for c = 1, #d.cum do
-    out[#out + 1] = f[k]; k = k + 1
-    if d.cum[c][2] then out[#out + 1] = f[k]; k = k + 1 end
-  end
-  return out
-end
-local function pack(d, cum)
-  if d.size == 0 then return '' end
-  local args = {}
-  if cum then for _, v in ipairs(cum) do args[#args + 1] = v end end
-  for c = 1, d.n_num do args[#args + 1] = d.vals[c] end
-  return struct.pack(d.fmt, unpack(args))
-end
-local max_ret = 0
-for e = 1, n_ent do
-  local d = ents[e]
-  local fixed
-  if d.has_count then
-    -- the cumulative record just before this event (the last at or before t), or the base
-    -- before the oldest record kept
-    local before = nil
-    local prev = redis.call('ZREVRANGEBYSCORE', d.key, t, '-inf', 'LIMIT', 0, 1)
-    if #prev > 0 then
-      before = cum_fields(d, {struct.unpack(d.fmt, prev[1])})
-    else
-      local first = redis.call('ZRANGE', d.key, 0, 0)
-      if #first > 0 then
-        local f = {struct.unpack(d.fmt, first[1])}
-        before = cum_fields(d, f)
-        local own_at = #before  -- own values follow the cumulative fields
-        before[1] = before[1] - 1
-        local k = 2
-        for c = 1, #d.cum do
-          local v = f[own_at + d.cum[c][1]]
-          before[k] = before[k] - v; k = k + 1
-          if d.cum[c][2] then before[k] = before[k] - v * v; k = k + 1 end
-        end
-      end
-    end
-    local function plus(cum)
-      local out = {(cum and cum[1] or 0) + 1}
-      local k = 2
-      for c = 1, #d.cum do
-        local v = d.vals[d.cum[c][1]]
-        out[k] = (cum and cum[k] or 0) + v; k = k + 1
-        if d.cum[c][2] then out[k] = (cum and cum[k] or 0) + v * v; k = k + 1 end
-      end
-      return out
-    end
-    -- a late event: every later record moves up by one event and its values
-    local later = redis.call('ZRANGEBYSCORE', d.key, '(' .. t, '+inf', 'WITHSCORES')
-    for k = 1, #later, 2 do
-      local m = later[k]
-      local f = {struct.unpack(d.fmt, m)}
-      local moved = plus(cum_fields(d, f))
-      local own = {}
-      for c = 1, d.n_num do own[c] = f[#moved + c] end
-      local args = {}
-      for _, v in ipairs(moved) do args[#args + 1] = v end
-      for c = 1, d.n_num do args[#args + 1] = own[c] end
-      redis.call('ZREM', d.key, m)
-      redis.call('ZADD', d.key, later[k + 1],
-                 struct.pack(d.fmt, unpack(args)) .. string.sub(m, d.size + 1))
-    end
-    fixed = pack(d, plus(before))
-  else
-    fixed = pack(d, nil)
-  end
-  redis.call('ZADD', d.key, t, fixed .. d.tail)
-  -- trim what no read can need any more: older than the retention behind the entity's
-  -- newest event, and behind the caller's floor (the stream still reads older times)
-  local newest = tonumber(redis.call('ZRANGE', d.key, -1, -1, 'WITHSCORES')[2])
-  local cutoff = '(' .. math.min(newest - d.ret, d.keep)
-  redis.call('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
-  if d.has_fraud then  -- the spells of events trimmed go too
-    redis.call('ZREMRANGEBYSCORE', d.fraud, '(-1e13', cutoff)  -- not the summary
-  end
-  redis.call('EXPIRE', d.key, d.ret)
-  if d.ret > max_ret then max_ret = d.ret end
-end
-redis.call('SET', x_key, content .. '|', 'EX', max_ret)
-return {'written', late()}
-"""
+def write_tx_script(formats: Sequence[tuple[Entity, RecordFormat, int]]) -> str:
+    """The transaction write, generated for the repo's entities [(entity, record format,
+    retention)]: each entity's record layout and retention are written into the script, so
+    an event carries only its own values (the generic script parsed the formats from every
+    event's arguments and built its records through tables).
+
+    KEYS: transaction index key, then per entity its events key and, for an entity with fraud
+    rates, its fraud key.
+    ARGV: t, txid, content ("t|keys|values|"), keep records from (a floor: a retention behind
+    it), then per entity its numbers (hundredths, RecordFormat.numbers) and the record's
+    tail (texts, each with a tab, then txid).
+    Returns {status, late}: status written | duplicate | conflict; late = 1 when events of one
+    of the event's entities at or after t were already stored (their enriched rows, computed
+    before this event arrived, need recomputing)."""
+    ev_keys, lines, k, a = [], [], 2, 5
+    for _entity, fmt, ret in formats:
+        ev, k = f"KEYS[{k}]", k + 1
+        fr = None
+        if fmt.fraud:
+            fr, k = f"KEYS[{k}]", k + 1
+        ev_keys.append(ev)
+        own = [f"v{c + 1}" for c in range(len(fmt.numbers))]
+        values = ", ".join(f"tonumber(ARGV[{a + c}])" for c in range(len(own)))
+        body = [f"  local {', '.join(own)} = {values}"] if own else []
+        tail = f"ARGV[{a + len(own)}]"
+        a += len(own) + 1
+        full = fmt.struct
+        size = fmt.fixed_size
+        if fmt.has_count:
+            cum = ["n"] + [f"c{c}" for c in range(1, 1 + sum(2 if sq else 1 for sq in fmt.squares))]
+            cum_fmt = ">I4" + "".join("i8d" if sq else "i8" for sq in fmt.squares)
+            # the cumulative fields of a record and each one's own value
+            adds, base, j = ["1"], ["f_n - 1"], 1
+            for col, sq in zip(fmt.cumulative, fmt.squares, strict=True):
+                v = own[fmt.numbers.index(col)]
+                adds.append(v)
+                base.append(f"f_c{j} - f_{v}")
+                j += 1
+                if sq:
+                    adds.append(f"{v} * {v}")
+                    base.append(f"f_c{j} - f_{v} * f_{v}")
+                    j += 1
+            f_names = [f"f_{x}" for x in cum] + [f"f_{v}" for v in own]
+            l_names = [f"l_{x}" for x in cum] + [f"l_{v}" for v in own]
+            moved = [f"l_{x} + {d}" for x, d in zip(cum, adds, strict=True)] + \
+                [f"l_{v}" for v in own]
+            mine = [f"{x} + {d}" for x, d in zip(cum, adds, strict=True)] + own
+            body += [
+                # the cumulative record just before this event (the last at or before t), or
+                # the base before the oldest record kept
+                f"  local {', '.join(cum)} = {', '.join('0' for _ in cum)}",
+                f"  local prev = redis.call('ZREVRANGEBYSCORE', {ev}, t, '-inf', 'WITHSCORES', "
+                "'LIMIT', 0, 1)",
+                "  if #prev > 0 then",
+                f"    {', '.join(cum)} = struct.unpack('{cum_fmt}', prev[1])",
+                "    if tonumber(prev[2]) == t then is_late = 1 end  -- one of the same second",
+                "  else",
+                f"    local first = redis.call('ZRANGE', {ev}, 0, 0)",
+                "    if #first > 0 then",
+                f"      local {', '.join(f_names)} = struct.unpack('{full}', first[1])",
+                f"      {', '.join(cum)} = {', '.join(base)}",
+                "    end",
+                "  end",
+                # a late event: every later record moves up by one event and its values
+                f"  local later = redis.call('ZRANGEBYSCORE', {ev}, '(' .. t, '+inf', "
+                "'WITHSCORES')",
+                "  for k = 1, #later, 2 do",
+                "    local m = later[k]",
+                f"    local {', '.join(l_names)} = struct.unpack('{full}', m)",
+                f"    redis.call('ZREM', {ev}, m)",
+                f"    redis.call('ZADD', {ev}, later[k + 1], struct.pack('{full}', "
+                f"{', '.join(moved)}) .. string.sub(m, {size + 1}))",
+                "  end",
+                "  local newest = t",
+                "  if #later > 0 then is_late = 1; newest = tonumber(later[#later]) end",
+                f"  local fixed = struct.pack('{full}', {', '.join(mine)})"]
+        else:
+            # the newest event before this one: at or after t, this event is late
+            body += [f"  local top = redis.call('ZRANGE', {ev}, -1, -1, 'WITHSCORES')",
+                     "  local newest = t",
+                     "  if #top > 0 and tonumber(top[2]) >= t then",
+                     "    is_late = 1; newest = tonumber(top[2])",
+                     "  end",
+                     f"  local fixed = struct.pack('{full}', {', '.join(own)})" if size else
+                     "  local fixed = ''"]
+        body += [
+            f"  redis.call('ZADD', {ev}, t, fixed .. {tail})",
+            # trim what no read can need any more: older than the retention behind the
+            # entity's newest event, and behind the caller's floor (the stream still reads
+            # older times)
+            f"  local cutoff = '(' .. math.min(newest - {ret}, keep - {ret})",
+            f"  local trimmed = redis.call('ZREMRANGEBYSCORE', {ev}, '-inf', cutoff)"]
+        if fr:
+            # the spells of events trimmed go too (not the summary); a spell's score is its
+            # event's time, so with no event trimmed there is none to trim
+            body.append(f"  if trimmed > 0 then redis.call('ZREMRANGEBYSCORE', {fr}, "
+                        "'(-1e13', cutoff) end")
+        body.append(f"  redis.call('EXPIRE', {ev}, {ret})")
+        lines += ["do", *body, "end"]
+    max_ret = max((ret for _e, _f, ret in formats), default=0)
+    late = "\n".join(f"  if redis.call('ZCOUNT', {ev}, t, '+inf') > 1 then return 1 end"
+                     for ev in ev_keys)
+    return (
+        "local x_key = KEYS[1]\n"
+        "local t, txid, content = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
+        "local keep = tonumber(ARGV[4])\n"
+        "local is_late = 0  -- events of its entities at or after t were already stored\n"
+        f"local function late()\n{late}\n  return 0\nend\n"
+        "local x = redis.call('GET', x_key)\n"
+        "if x then\n"
+        "  if string.sub(x, 1, #content) ~= content then return {'conflict', 0} end\n"
+        "  return {'duplicate', late()}\n"
+        "end\n"
+        + "\n".join(lines) + "\n"
+        f"redis.call('SET', x_key, content .. '|', 'EX', {max_ret})\n"
+        "return {'written', is_late}\n")
+
 
 WRITE_LABEL = r"""
 -- KEYS: transaction index key; ARGV: prefix, is_fraud, label time, index retention, number
@@ -252,10 +241,6 @@ class WriteOutcome:
         return name
 
 
-def entity_ids(entity: Entity, event: Mapping[str, object]) -> tuple[str, ...]:
-    return tuple(str(event[k]) for k in entity.keys)
-
-
 def record_tail(fmt: RecordFormat, event: Mapping[str, object]) -> str:
     """A record's text part: each distinct-counted value with a tab, then the txid."""
     return "".join(layout.text_of(c, event[c]) + "\t" for c in fmt.texts) + str(
@@ -265,10 +250,11 @@ def record_tail(fmt: RecordFormat, event: Mapping[str, object]) -> str:
 class OnlineWriter:
     def __init__(self, redis_conn, prefix: str = "ffs"):
         self.redis, self.prefix = redis_conn, prefix
-        self._tx = redis_conn.register_script(WRITE_TX)
-        self._label = redis_conn.register_script(WRITE_LABEL)
         self._formats = [(e, layout.record_format(e), layout.retention_s(e)) for e in ENTITIES]
-        self._argv = [fmt.argv() for _e, fmt, _r in self._formats]  # per call, not per event
+        self._tx = redis_conn.register_script(write_tx_script(self._formats))
+        self._label = redis_conn.register_script(WRITE_LABEL)
+        # per entity, what its part of an event's arguments is made of: built once
+        self._plan = [(e, tuple(e.keys), fmt) for e, fmt, _r in self._formats]
         self._index_ret = layout.index_retention_s()
         self._fraud_args: list[object] = []
         n = 0
@@ -293,25 +279,26 @@ class OnlineWriter:
         each batch at its events' own times, which can be days behind the newest event of a
         backlog); records that such a read needs are not trimmed. trim=False keeps all."""
         p = self.prefix
+        # the floor the script keeps records from (a retention behind it): none kept beyond
+        # the retention (no reader behind), or every record (trim=False)
+        keep = -1e18 if not trim else 1e18 if reads_from is None else int(reads_from)
         pipe = self.redis.pipeline(transaction=False)
+        script, cents = self._tx, layout.cents_of
         for e in events:
-            keys = [layout.tx_key(p, e["transaction_id"])]
-            args: list[object] = [int(e["t"]), str(e["transaction_id"]),  # type: ignore[call-overload]
-                                  layout.content(dict(e)), len(self._formats)]
-            for (entity, fmt, ret), fmt_argv in zip(self._formats, self._argv, strict=True):
-                value = layout.entity_value(entity_ids(entity, e))
-                keys += [layout.entity_key(p, entity, value), layout.fraud_key(p, entity, value)]
-                args += fmt_argv
-                args += [layout.cents_of(e[c]) for c in fmt.numbers]
-                args.append(record_tail(fmt, e))
-                if not trim:
-                    keep = -1e18
-                elif reads_from is None:
-                    keep = 1e18
-                else:
-                    keep = reads_from - ret
-                args += [ret, keep, int(fmt.fraud)]
-            self._tx(keys=keys, args=args, client=pipe)
+            if _DERIVED and not _DERIVED <= e.keys():  # a hand-made event: as every path
+                e = _with_derived(e)
+            txid = str(e["transaction_id"])
+            keys = [layout.tx_key(p, txid)]
+            args: list[object] = [int(e["t"]), txid,  # type: ignore[call-overload]
+                                  layout.content(e if isinstance(e, dict) else dict(e)), keep]
+            for entity, key_cols, fmt in self._plan:
+                value = layout.entity_value([e[k] for k in key_cols])
+                keys.append(layout.entity_key(p, entity, value))
+                if fmt.fraud:
+                    keys.append(layout.fraud_key(p, entity, value))
+                args += [cents(e.get(c)) for c in fmt.numbers]  # an optional one: null
+                args.append(record_tail(fmt, e) if fmt.texts else txid)
+            script(keys=keys, args=args, client=pipe)
         replies = pipe.execute()
         total, statuses = self._outcomes(r[0] for r in replies)
         return total, statuses, [bool(r[1]) for r in replies]
@@ -380,3 +367,16 @@ class OnlineWriter:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+_DERIVED = frozenset(name for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs)
+
+
+def _with_derived(event: Mapping) -> dict:
+    """The event with the columns the repo's udfs derive (transformations/derived.py)."""
+    got = derive(DERIVED_FUNCTIONS, [int(event["t"])], {c: [v] for c, v in event.items()})
+    bad = [c for c, col in got.items() if col[0] is None]
+    if bad:
+        raise InputError(f"transaction {event.get('transaction_id')}: derived column(s) "
+                         f"{bad}: the udf gave no finite number")
+    return {**event, **{c: col[0] for c, col in got.items()}}

@@ -83,16 +83,21 @@ def _plain_views(source_path: Path) -> list[object]:
 
     types = {"int64": Int64, "float64": Float64}
     dtypes = feature_dtypes()
-    feast_entities = {e.name: FeastEntity(name=e.name, join_keys=list(e.keys),
-                                          value_type=ValueType.INT64) for e in ENTITIES}
+    # one Feast entity per join key (Feast's take one); a composite entity's view lists both
+    single = {e.keys[0]: e.name for e in ENTITIES if not e.composite}
+    feast_entities = {k: FeastEntity(name=single.get(k, k), join_keys=[k],
+                                     value_type=ValueType.INT64)
+                      for e in ENTITIES for k in e.keys}
     source = FileSource(name="features_source", path=str(source_path),
                         timestamp_field="event_timestamp")
-    names = {f"{e.name}_features": (e.name, entity_feature_names(e)) for e in ENTITIES}
-    names["transaction_features"] = (ENTITIES[0].name, [f.name for f in REQUEST_FEATURES])
-    views = [FeatureView(name=view, entities=[feast_entities[ent]], ttl=timedelta(days=40),
+    names = {f"{e.name.replace('+', '_')}_features": (e.keys, entity_feature_names(e))
+             for e in ENTITIES}
+    names["transaction_features"] = (ENTITIES[0].keys, [f.name for f in REQUEST_FEATURES])
+    views = [FeatureView(name=view, entities=[feast_entities[k] for k in keys],
+                         ttl=timedelta(days=40),
                          schema=[Field(name=n, dtype=types[dtypes[n]]) for n in features],
                          source=source, online=True)
-             for view, (ent, features) in names.items()]
+             for view, (keys, features) in names.items()]
     return [*feast_entities.values(), source, *views,
             FeatureService(name=FEATURE_SERVICE, features=views)]
 
@@ -429,8 +434,9 @@ def test_the_shipped_repo_served_by_feast_with_the_plugin_equals_the_online_clie
     store.apply([*contents.data_sources, *contents.entities, *contents.stream_feature_views,
                  *contents.on_demand_feature_views, *contents.feature_services])
     at = AS_OF.to_pydatetime()  # (a pandas Timestamp reaches the function as 1970-01-01)
-    rows = [{"customer_id": c, "terminal_id": t, "amount": 40.0 + i, "event_timestamp": at}
-            for i, (c, t) in enumerate(ROWS)]
+    # (Feast needs every request source's fields: the behavioural view reads coordinates)
+    rows = [{"customer_id": c, "terminal_id": t, "amount": 40.0 + i, "event_timestamp": at,
+             "terminal_x": 10.0, "terminal_y": 20.0} for i, (c, t) in enumerate(ROWS)]
     got = store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
                                     entity_rows=rows).to_dict()
     ours = client.get_features([{"customer_id": c, "terminal_id": t} for c, t in ROWS],

@@ -88,7 +88,7 @@ def test_scored_transaction_counts_exactly_as_in_the_training_set(world):
     for row in new.to_dict("records"):
         # one at a time: each is scored before the next is known, as in production
         got = client.get_features([row])
-        extended = pd.concat([tx[new.columns], pd.DataFrame([row])], ignore_index=True)
+        extended = pd.concat([tx, pd.DataFrame([row])], ignore_index=True)
         expected = training_set(pd.DataFrame([row]), cfg, transactions=extended,
                                 labels=labels, engine="local")[got.feature_names]
         _compare(got, expected)

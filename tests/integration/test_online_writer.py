@@ -13,6 +13,7 @@ from ffs.jobs.tools.generate import GenerateSpec, generate_frames
 from ffs.online.client import OnlineClient
 from ffs.online.writer import OnlineWriter
 from ffs.transformations import schema
+from ffs.transformations.features import INPUT_COLUMNS
 from ffs.transformations.timestamps import to_seconds
 from tests.integration.test_online_parity import _compare, _snapshot
 
@@ -46,7 +47,8 @@ def events():
 def _tx_events(tx: pd.DataFrame, seed: int, lateness: int = 25) -> list[dict]:
     ordered = tx.sort_values(["event_timestamp", "transaction_id"]).assign(
         t=lambda d: to_seconds(d["event_timestamp"]))
-    rows = ordered[["transaction_id", "customer_id", "terminal_id", "t", "amount"]]
+    # what a message carries: the derived columns are the writer's to compute
+    rows = ordered[["transaction_id", "customer_id", "terminal_id", "t", *INPUT_COLUMNS]]
     rng = np.random.default_rng(seed)
     order = np.arange(len(rows))
     for lo in range(0, len(order), lateness):  # shuffled within blocks: bounded lateness
