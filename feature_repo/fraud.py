@@ -32,6 +32,7 @@ from feast import (
 )
 from feast.data_format import JsonFormat
 from feast.on_demand_feature_view import on_demand_feature_view
+from feast.stream_feature_view import stream_feature_view
 from feast.types import Float64, Int64, UnixTimestamp
 
 from feature_repo.paths import kafka_settings, offline_table
@@ -51,9 +52,12 @@ transactions = KafkaSource(
     timestamp_field="event_timestamp",
     message_format=JsonFormat(schema_json="transaction_id bigint, customer_id bigint, "
                                           "terminal_id bigint, event_timestamp timestamp, "
-                                          "amount double"),
+                                          "amount double, terminal_x double, "
+                                          "terminal_y double"),
     batch_source=FileSource(name="transactions_offline", path=offline_table("transactions"),
                             timestamp_field="event_timestamp"),
+    # the terminal's coordinates, when the feed has them (the handbook's files do not)
+    tags={"ffs.optional": "terminal_x,terminal_y"},
     description="payments, one message per transaction (key: customer_id)",
 )
 labels = KafkaSource(
@@ -137,6 +141,44 @@ terminal_velocity = StreamFeatureView(
     timestamp_field="event_timestamp", ttl=DAY, online=True,
     description="terminal velocity: transactions in the last hour")
 
+_pair = [
+    _window("customer_terminal_nb_tx_30d", "count", 30 * DAY, "transaction_id",
+            "the card's transactions at this terminal in the last 30 days"),
+    _window("customer_terminal_first_seen_30d", "first_seen", 30 * DAY, "event_timestamp",
+            "seconds since the card's first transaction at this terminal (<= 30 days)"),
+]
+customer_terminal = StreamFeatureView(
+    name="customer_terminal", entities=[customer, terminal], source=transactions,
+    aggregations=_pair, schema=_schema(_pair), timestamp_field="event_timestamp",
+    ttl=30 * DAY, online=True,
+    description="this card at this terminal: how often, and since when (a terminal new to "
+                "the card)")
+
+_habits = [
+    _window("customer_std_amount_30d", "std", 30 * DAY, "amount",
+            "standard deviation of the card's amounts over 30 days"),
+    _window("customer_max_amount_1d", "max", DAY, "amount",
+            "the card's largest amount in the last day"),
+    _window("customer_night_share_30d", "mean", 30 * DAY, "is_night",
+            "share of the card's transactions at night (UTC hour <= 6) over 30 days"),
+    _window("customer_first_seen_30d", "first_seen", 30 * DAY, "event_timestamp",
+            "seconds since the card's first transaction (<= 30 days)"),
+    _window("customer_prev_terminal_x", "last", 30 * DAY, "terminal_x",
+            "x of the terminal of the card's previous transaction (null without coordinates)"),
+    _window("customer_prev_terminal_y", "last", 30 * DAY, "terminal_y",
+            "y of the terminal of the card's previous transaction (null without coordinates)"),
+]
+
+
+@stream_feature_view(
+    entities=[customer], source=transactions, aggregations=_habits, schema=_schema(_habits),
+    mode="python", timestamp_field="event_timestamp", ttl=30 * DAY, online=True,
+    description="the card's habits: amounts, hours, where it was last used")
+def customer_habits(events: dict) -> dict:
+    # the event column the night share averages, derived on every path from the event's time
+    return {"is_night": [int(t.hour <= 6) for t in events["event_timestamp"]]}
+
+
 transaction = RequestSource(name="transaction", schema=[
     Field(name="amount", dtype=Float64), Field(name="event_timestamp", dtype=UnixTimestamp)])
 
@@ -166,8 +208,60 @@ def transaction_features(inputs: dict) -> dict:
     }
 
 
+location = RequestSource(name="location", schema=[
+    Field(name="terminal_x", dtype=Float64), Field(name="terminal_y", dtype=Float64)])
+
+
+@on_demand_feature_view(
+    sources=[transaction, location,
+             customer_daily[["customer_avg_amount_30d"]],
+             customer_habits[["customer_std_amount_30d", "customer_prev_terminal_x",
+                              "customer_prev_terminal_y"]],
+             customer_velocity[["customer_secs_since_prev_tx"]],
+             customer_terminal[["customer_terminal_first_seen_30d"]]],
+    schema=[Field(name="amount_zscore_30d", dtype=Float64),
+            Field(name="first_time_at_terminal", dtype=Int64),
+            Field(name="distance_from_prev_terminal", dtype=Float64),
+            Field(name="speed_from_prev_terminal", dtype=Float64)],
+    mode="python",
+    description="the scored payment against the card's habits: the amount's z-score over 30 "
+                "days (null under 2 payments or no spread), a terminal the card has not used "
+                "in 30 days (1/0), and the distance and implied speed (grid units per hour) "
+                "from the previous payment's terminal (null without coordinates)")
+def behaviour_features(inputs: dict) -> dict:
+    import math
+
+    def ok(v):
+        return v is not None and v == v
+
+    out: dict[str, list] = {"amount_zscore_30d": [], "first_time_at_terminal": [],
+           "distance_from_prev_terminal": [], "speed_from_prev_terminal": []}
+    for a, mean, std, seen, x, y, px, py, gap in zip(
+            inputs["amount"], inputs["customer_avg_amount_30d"],
+            inputs["customer_std_amount_30d"], inputs["customer_terminal_first_seen_30d"],
+            inputs["terminal_x"], inputs["terminal_y"], inputs["customer_prev_terminal_x"],
+            inputs["customer_prev_terminal_y"], inputs["customer_secs_since_prev_tx"],
+            strict=True):
+        out["amount_zscore_30d"].append(
+            (a - mean) / std if ok(a) and ok(mean) and ok(std) and std > 0 else None)
+        # the payment itself is the pair's first one (0 s), or not stored yet (null)
+        out["first_time_at_terminal"].append(int(not ok(seen) or seen == 0))
+        far = math.hypot(x - px, y - py) if all(ok(v) for v in (x, y, px, py)) else None
+        out["distance_from_prev_terminal"].append(far)
+        out["speed_from_prev_terminal"].append(
+            far * 3600.0 / gap if far is not None and ok(gap) and gap > 0 else None)
+    return out
+
+
 fraud_detection_v1 = FeatureService(
     name="fraud_detection_v1",
     features=[transaction_features, customer_daily, terminal_risk, customer_velocity,
               terminal_velocity],
     description="the handbook's features plus card and terminal velocity")
+
+fraud_detection_v2 = FeatureService(
+    name="fraud_detection_v2",
+    features=[transaction_features, behaviour_features, customer_daily, terminal_risk,
+              customer_velocity, terminal_velocity, customer_terminal, customer_habits],
+    description="fraud_detection_v1 plus behavioural features: the card at a new terminal, "
+                "its amount against its habit, its night share, and how far and fast it moved")

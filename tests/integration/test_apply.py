@@ -17,7 +17,8 @@ from ffs.cli import main
 from ffs.transformations import repo as R
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-VIEWS = ["customer_daily", "customer_velocity", "terminal_risk", "terminal_velocity"]
+VIEWS = ["customer_daily", "customer_habits", "customer_terminal", "customer_velocity",
+         "terminal_risk", "terminal_velocity"]
 
 
 def _copy(tmp_path: Path, registry) -> Path:
@@ -51,15 +52,18 @@ def test_apply_registers_the_repo_in_a_file_registry_and_the_feast_cli_lists_it(
     monkeypatch.setenv("FFS_FEATURES_REPO", str(repo))  # apply sets it; restored after
     assert main(["--repo", str(repo), "apply"]) == 0
     out = capsys.readouterr().out
-    # the shipped repo's read: 16 numbers per customer row, 9 per terminal row; 20 bytes of
-    # counts and cents per customer event, none per terminal event (a bare transaction id)
-    assert ("redis read plan, stream writer: customer: 16 values per row, 20 + text bytes per "
-            "event, terminal: 9 values per row, 0 + text bytes per event") in out
-    assert "applied repo: service fraud_detection_v1, 19 windowed and 4 request" in out
+    # the shipped repo's read: 32 numbers per customer row, 9 per terminal row, 4 per pair;
+    # 60 bytes of counts, sums and values per customer event, none per terminal or pair
+    # event (a bare transaction id)
+    assert ("redis read plan, stream writer: customer: 32 values per row, 60 + text bytes per "
+            "event, terminal: 9 values per row, 0 + text bytes per event, customer+terminal: "
+            "4 values per row, 0 + text bytes per event") in out
+    assert "applied repo: service fraud_detection_v2, 27 windowed and 8 request" in out
     assert registry.exists()
     got = _listed(_store(repo))
-    assert got["stream"] == VIEWS and got["on_demand"] == ["transaction_features"]
-    assert got["services"] == ["fraud_detection_v1"]
+    assert got["stream"] == VIEWS
+    assert got["on_demand"] == ["behaviour_features", "transaction_features"]
+    assert got["services"] == ["fraud_detection_v1", "fraud_detection_v2"]
     assert {"customer", "terminal"} <= set(got["entities"])
     # (`feast feature-views list` itself fails on an on-demand view over stream views, a
     # Feast 0.67 bug: it looks the stream views up as plain ones)
@@ -73,10 +77,11 @@ def test_apply_registers_the_repo_in_a_file_registry_and_the_feast_cli_lists_it(
     # a view removed from the repo leaves the registry on the next apply
     text = (repo / "fraud.py").read_text()
     start = text.index("_terminal_velocity = [")
-    end = text.index("transaction = RequestSource(")
+    end = text.index("_pair = [")
     text = text[:start] + text[end:]
     text = text.replace("customer_velocity,\n              terminal_velocity]",
                         "customer_velocity]")
+    text = text.replace("customer_velocity, terminal_velocity, ", "customer_velocity, ")
     (repo / "fraud.py").write_text(text)
     assert main(["--repo", str(repo), "apply"]) == 2  # another process's repo is loaded
     err = capsys.readouterr().err
@@ -85,7 +90,7 @@ def test_apply_registers_the_repo_in_a_file_registry_and_the_feast_cli_lists_it(
                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
                          env={**os.environ, "FFS_FEAST_REDIS": "x:1"})
     assert run.returncode == 0, run.stderr[-2000:]
-    assert _listed(_store(repo))["stream"] == VIEWS[:3]
+    assert _listed(_store(repo))["stream"] == [v for v in VIEWS if v != "terminal_velocity"]
 
 
 @pytest.mark.postgres
@@ -100,7 +105,8 @@ def test_apply_registers_in_feasts_sql_registry_on_postgresql(tmp_path, postgres
     assert postgres.password not in run.stdout + run.stderr
     # another client of the same registry (a teammate, the feature server) sees it all
     got = _listed(_store(repo))
-    assert got["stream"] == VIEWS and got["services"] == ["fraud_detection_v1"]
+    assert got["stream"] == VIEWS
+    assert got["services"] == ["fraud_detection_v1", "fraud_detection_v2"]
 
 
 def test_a_broken_repo_is_refused_whole_and_nothing_is_registered(tmp_path):

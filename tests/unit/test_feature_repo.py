@@ -56,15 +56,51 @@ EXPECTED_WINDOWS = [
 ]
 
 
+V1_REQUEST = [("amount", "float64"), ("tx_during_weekend", "int64"),
+              ("tx_during_night", "int64"), ("amount_over_customer_avg_30d", "float64")]
+# the behavioural features fraud_detection_v2 adds (name, entity, aggregation, window, column)
+CT = Entity("customer+terminal", ("customer_id", "terminal_id"))
+EXPECTED_BEHAVIOUR = [
+    ("customer_terminal_nb_tx_30d", CT, Agg.COUNT, 30 * D, None),
+    ("customer_terminal_first_seen_30d", CT, Agg.FIRST_SEEN, 30 * D, "event_timestamp"),
+    ("customer_std_amount_30d", C, Agg.STD, 30 * D, "amount"),
+    ("customer_max_amount_1d", C, Agg.MAX, D, "amount"),
+    ("customer_night_share_30d", C, Agg.MEAN, 30 * D, "is_night"),
+    ("customer_first_seen_30d", C, Agg.FIRST_SEEN, 30 * D, "event_timestamp"),
+    ("customer_prev_terminal_x", C, Agg.LAST, 30 * D, "terminal_x"),
+    ("customer_prev_terminal_y", C, Agg.LAST, 30 * D, "terminal_y"),
+]
+
+
 def test_the_shipped_repo_compiles_to_the_23_features_unchanged():
-    got = [(w.name, w.entity, w.agg, w.window, w.column, w.delay) for w in WINDOW_FEATURES]
+    windows = {w.name: w for w in WINDOW_FEATURES}
+    v1 = repo.load().service_features("fraud_detection_v1")
+    assert [n for n in v1 if n in windows] == [e[0] for e in EXPECTED_WINDOWS]
+    got = [(w.name, w.entity, w.agg, w.window, w.column, w.delay)
+           for w in (windows[e[0]] for e in EXPECTED_WINDOWS)]
     assert got == EXPECTED_WINDOWS
     assert [(r.name, r.entity, r.horizon) for r in RECENCY_FEATURES] == [
         ("customer_secs_since_prev_tx", C, 30 * D)]
-    assert [(r.name, r.dtype) for r in REQUEST_FEATURES] == [
-        ("amount", "float64"), ("tx_during_weekend", "int64"), ("tx_during_night", "int64"),
-        ("amount_over_customer_avg_30d", "float64")]
-    assert FEATURE_SERVICE == "fraud_detection_v1" and len(feature_names()) == 23
+    request = dict((r.name, r.dtype) for r in REQUEST_FEATURES)
+    assert [(n, request[n]) for n in v1 if n in request] == V1_REQUEST
+    assert len(v1) == 23 and v1[:4] == [n for n, _ in V1_REQUEST]
+
+
+def test_the_served_service_is_v1_plus_the_behavioural_features():
+    compiled = repo.load()
+    assert FEATURE_SERVICE == "fraud_detection_v2" == compiled.service
+    assert compiled.service_features(FEATURE_SERVICE) == feature_names()
+    v1 = compiled.service_features("fraud_detection_v1")
+    added = [n for n in feature_names() if n not in v1]
+    windows = {w.name: w for w in WINDOW_FEATURES}
+    assert [(w.name, w.entity, w.agg, w.window, w.column)
+            for w in (windows[n] for n in added if n in windows)] == EXPECTED_BEHAVIOUR
+    assert [n for n in added if n not in windows] == [
+        "amount_zscore_30d", "first_time_at_terminal", "distance_from_prev_terminal",
+        "speed_from_prev_terminal"]
+    assert compiled.optional == ["terminal_x", "terminal_y"]
+    assert compiled.derived_columns == ("is_night",)
+    assert "is_night" not in compiled.input_values and "terminal_x" in compiled.input_values
 
 
 def test_feast_collects_the_repo_as_feast_apply_does():
@@ -72,10 +108,14 @@ def test_feast_collects_the_repo_as_feast_apply_does():
     assert sorted(e.name for e in contents.entities if e.name != "__dummy") == [
         "customer", "terminal"]
     assert sorted(v.name for v in contents.stream_feature_views) == [
-        "customer_daily", "customer_velocity", "terminal_risk", "terminal_velocity"]
-    assert [v.name for v in contents.on_demand_feature_views] == ["transaction_features"]
-    assert [s.name for s in contents.feature_services] == ["fraud_detection_v1"]
-    assert {"transactions", "labels", "transaction"} <= {s.name for s in contents.data_sources}
+        "customer_daily", "customer_habits", "customer_terminal", "customer_velocity",
+        "terminal_risk", "terminal_velocity"]
+    assert sorted(v.name for v in contents.on_demand_feature_views) == [
+        "behaviour_features", "transaction_features"]
+    assert sorted(s.name for s in contents.feature_services) == [
+        "fraud_detection_v1", "fraud_detection_v2"]
+    assert {"transactions", "labels", "transaction", "location"} <= {
+        s.name for s in contents.data_sources}
 
 
 def test_the_request_function_runs_from_its_source_as_feast_runs_it():
@@ -86,7 +126,7 @@ def test_the_request_function_runs_from_its_source_as_feast_runs_it():
     from ffs.transformations import timestamps as TS
     from ffs.transformations.features import REQUEST_FUNCTIONS
 
-    (fn,) = REQUEST_FUNCTIONS
+    fn = next(f for f in REQUEST_FUNCTIONS if f.view == "transaction_features")
     assert fn.request_inputs == ("amount", "event_timestamp")
     assert fn.feature_inputs == ("customer_avg_amount_30d",)
     t = np.array([1_709_251_200 + i * 5_400 for i in range(40)])  # every 90 min from 1 March
@@ -184,11 +224,12 @@ def test_the_cache_follows_the_repo_and_loads_without_feast(tmp_path):
     cfg.features.repo = str(copy)
     first = repo.load(cfg)
     assert (copy / repo.CACHE).exists()
-    assert [w.name for w in first.windows] == [w[0] for w in EXPECTED_WINDOWS]
+    assert [w.name for w in first.windows] == [w[0] for w in EXPECTED_WINDOWS] + [
+        w[0] for w in EXPECTED_BEHAVIOUR]
     # a process without Feast loads the cached declarations
     code = ("import sys; sys.modules['feast'] = None\n"
             "import transformations.features as f\n"
-            "assert len(f.feature_names()) == 23, f.feature_names()\n")
+            "assert len(f.feature_names()) == 35, f.feature_names()\n")
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), FFS_FEATURES_REPO=str(copy))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=PROJECT_ROOT)
     # an edit to the repo compiles again: one window fewer
@@ -222,7 +263,8 @@ def test_a_request_function_that_cannot_run_alone_is_refused_at_apply(tmp_path):
     assert "NameError: name 'NIGHT' is not defined" in problem.reason
 
 
-PRODUCT = ("analytics", "bus", "ffs", "jobs", "online", "transformations", "validation")
+PRODUCT = ("analytics", "bus", "evaluation", "ffs", "jobs", "online", "transformations",
+           "validation")
 # where the shipped repo may be named: the demo and the traffic generator (they show it)
 SHOWS_THE_REPO = {"jobs/demo/run.py", "jobs/demo/stream.py", "analytics/demo.py",
                   "jobs/tools/generate.py"}
@@ -245,3 +287,33 @@ def test_no_product_module_names_a_feature_of_the_shipped_repo():
             text = path.read_text()
             found += [(rel, n) for n in names if re.search(rf"\b{n}\b", text)]
     assert found == []
+
+
+def test_the_behaviour_function_on_hand_written_rows():
+    """z-score (null under 2 payments or no spread), first time at the terminal (first seen
+    0 s ago, or the pair not stored yet), distance and speed from the previous terminal (null
+    without coordinates or without a previous payment); the same as Feast's own call."""
+    from feature_repo.fraud import behaviour_features
+    from ffs.transformations.features import REQUEST_FUNCTIONS
+
+    fn = next(f for f in REQUEST_FUNCTIONS if f.view == "behaviour_features")
+    rows = [  # amount, mean, std, pair first seen, x, y, previous x, y, seconds since previous
+        (30.0, 20.0, 5.0, 0.0, 3.0, 4.0, 0.0, 0.0, 1800.0),  # z 2, new, 5 units in 30 min
+        (20.0, 20.0, 0.0, 86400.0, 3.0, 4.0, 3.0, 4.0, 60.0),  # no spread; same terminal
+        (10.0, None, None, None, None, None, 1.0, 1.0, None),  # first payment, no location
+        (10.0, 12.0, 2.0, 3600.0, 1.0, 1.0, None, None, 0.0),  # previous had no location
+        (10.0, 12.0, 2.0, 3600.0, 1.0, 1.0, 1.0, 2.0, 0.0),  # same second: no speed
+    ]
+    cols = list(zip(*rows, strict=True))
+    request = {"amount": list(cols[0]), "terminal_x": list(cols[4]),
+               "terminal_y": list(cols[5])}
+    feats = {"customer_avg_amount_30d": list(cols[1]), "customer_std_amount_30d": list(cols[2]),
+             "customer_terminal_first_seen_30d": list(cols[3]),
+             "customer_prev_terminal_x": list(cols[6]), "customer_prev_terminal_y": list(cols[7]),
+             "customer_secs_since_prev_tx": list(cols[8])}
+    got = fn.apply([0] * len(rows), request, feats)
+    assert got["amount_zscore_30d"] == [2.0, None, None, -1.0, -1.0]
+    assert got["first_time_at_terminal"] == [1, 0, 1, 0, 0]
+    assert got["distance_from_prev_terminal"] == [5.0, 0.0, None, None, 1.0]
+    assert got["speed_from_prev_terminal"] == [10.0, 0.0, None, None, None]
+    assert got == behaviour_features.feature_transformation.udf({**request, **feats})

@@ -58,6 +58,8 @@ def test_every_feature_is_a_column_of_both_tables_with_its_type():
     cols = columns(pc.enriched_schema())
     base = {"transaction_id": "STRING", "customer_id": "STRING", "terminal_id": "STRING",
             "kind": "STRING", "amount": "DOUBLE", "is_fraud": "INT",
+            # the udf's night flag and the optional coordinates
+            "is_night": "DOUBLE", "terminal_x": "DOUBLE", "terminal_y": "DOUBLE",
             "event_time_ms": "LONG", "label_time_ms": "LONG", "processed_at_ms": "LONG"}
     assert cols == {**base, **{n: TYPES[dtypes[n]] for n in feature_names()}}
     assert pc.enriched_schema()["primaryKeyColumns"] == ["transaction_id"]
