@@ -11,7 +11,9 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
 2. in-process reads, 1 row (customer + terminal) and 100 rows, every feature of the service:
    `OnlineClient.get_features(rows, as_of=T0)` vs `get_online_features(features=<service>,
    entity_rows=...).to_dict()`, random real ids, p50/p99 after warm-up; plus the raw floor
-   (redis-py pipeline of the 2 HGETALL a Feast row needs);
+   (redis-py pipeline of the 2 HGETALL a Feast row needs); then a hot terminal
+   (HOT_PAYMENTS payments in its window, HOT_FRAUD of them fraud) against a quiet one, ours
+   only, p50/p99 read alternately in the same run;
 3. HTTP with one worker: `ffs serve` vs `feast serve` (gunicorn, access log off, worker
    recycling off) in subprocesses, p50/p99 for 1 and 100 rows over one keep-alive
    connection, then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
@@ -22,7 +24,10 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
 5. memory: Redis MEMORY USAGE (SAMPLES 0, exact) of sampled keys of both layouts, and
    used_memory after each load.
 
-Every loop is bounded in count and in time. Results: benchmarks/results/online-<date>.json.
+--no-feast measures ours alone (no Feast load, reads, server or values), e.g. to compare two
+feature repos (FFS_FEATURES_REPO, which the server is given too) run alternately; --out names
+the results file. Every loop is bounded in count and in time. Results:
+benchmarks/results/online-<date>.json.
 The machine is shared: the load average at start and end is recorded; compare ratios.
 """
 
@@ -57,6 +62,8 @@ FEAST_DB = 1
 PREFIX = "ffs"
 CONCURRENCY = 4
 NEEDS_REQUEST = ("amount", "amount_over_customer_avg_30d")
+HOT_PAYMENTS = 100_000  # the hot terminal's payments within its window (+ delay)
+HOT_FRAUD = 0.10  # of them, the share labelled fraud
 REQUEST_TIMES = (("T0", pd.Timedelta(0)), ("T0+12h", pd.Timedelta(hours=12)),
                  ("T0+2d", pd.Timedelta(days=2)))
 
@@ -292,6 +299,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer calls and rows")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--no-feast", action="store_true", help="ours alone: no Feast at all")
+    ap.add_argument("--out", default=None, help="results file (default: "
+                    "benchmarks/results/online-<date>.json)")
     args = ap.parse_args()
     os.environ.setdefault("FEAST_USAGE", "False")
     sys.path.insert(0, str(ROOT))
@@ -305,7 +315,8 @@ def main() -> int:
     vm = psutil.virtual_memory()
     results: dict[str, object] = {
         "date": dt.date.today().isoformat(),
-        "quick": args.quick,
+        "quick": args.quick, "feast": not args.no_feast,
+        "features_repo": os.environ.get("FFS_FEATURES_REPO", "(default)"),
         "machine": {"cores": psutil.cpu_count(), "memory_gib": round(vm.total / 2**30, 1),
                     "python": platform.python_version(), "platform": platform.platform()},
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
@@ -326,10 +337,14 @@ def main() -> int:
         rs.stop()
     results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_seconds"] = round(time.monotonic() - began, 1)
-    print_table(results)
+    if args.no_feast:  # the table sets ours beside Feast: the figures alone
+        log(json.dumps({k: results.get(k) for k in ("load", "in_process", "http")},
+                       default=str))
+    else:
+        print_table(results)
     if not args.no_save:
         name = f"online-{results['date']}{'-quick' if args.quick else ''}.json"
-        out = ROOT / "benchmarks" / "results" / name
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, default=str))
         log(f"results: {out}")
@@ -376,24 +391,28 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     log("1. load: Feast (FeatureStore.materialize, whole period)")
     tx = OfflineStore(offline).read("transactions", ["transaction_id", "event_timestamp",
                                                      "customer_id", "terminal_id"])
-    repo = work / "feast_repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    source = consolidate(offline / "features", repo / "features.parquet")
-    consolidate_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    store = feast_repo(repo, source, rs.port)
-    apply_s = time.perf_counter() - t0
-    start = (tx["event_timestamp"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
-    end = (tx["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
-    proc = psutil.Process()
-    rss_before = proc.memory_info().rss
-    t0 = time.perf_counter()
-    store.materialize(start_date=start, end_date=end)
-    feast_load = time.perf_counter() - t0
-    rss_after = proc.memory_info().rss
+    feast = not args.no_feast
+    store = repo = None
     mem_both = used_memory(r0)
-    log(f"   {feast_load:.1f} s (+ consolidate {consolidate_s:.1f} s, apply {apply_s:.1f} s)")
+    if feast:
+        repo = work / "feast_repo"
+        repo.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        source = consolidate(offline / "features", repo / "features.parquet")
+        consolidate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store = feast_repo(repo, source, rs.port)
+        apply_s = time.perf_counter() - t0
+        start = (tx["event_timestamp"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
+        end = (tx["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
+        proc = psutil.Process()
+        rss_before = proc.memory_info().rss
+        t0 = time.perf_counter()
+        store.materialize(start_date=start, end_date=end)
+        feast_load = time.perf_counter() - t0
+        rss_after = proc.memory_info().rss
+        mem_both = used_memory(r0)
+        log(f"   {feast_load:.1f} s (+ consolidate {consolidate_s:.1f} s, apply {apply_s:.1f} s)")
     results["load"] = {
         "ours": {"seconds": round(ours_load, 2), "load_state_seconds": round(summary.seconds, 2),
                  "customers": summary.entities.get("customer"),
@@ -403,7 +422,7 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                  "transactions_indexed": summary.transactions_indexed,
                  "as_of": T0.isoformat(), "keys": int(r0.dbsize()),
                  "redis_used_memory_bytes": mem_ours - mem_empty},
-        "feast": {"materialize_seconds": round(feast_load, 2),
+        "feast": None if not feast else {"materialize_seconds": round(feast_load, 2),
                   "consolidate_seconds": round(consolidate_s, 2),
                   "apply_seconds": round(apply_s, 2), "source_rows": len(tx),
                   "views": [v.name for v in store.list_feature_views()],
@@ -437,7 +456,7 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                                            + fraud_bytes_per_terminal, 1)
     ours_mem["tx_index_total_bytes_est"] = round(
         (ours_mem["tx_index"]["mean_bytes"] or 0) * summary.transactions_indexed)
-    feast_mem = {
+    feast_mem = {} if not feast else {
         "customer_key": memory_usage(r1, [feast_key("customer_id", c) for c in c_s]),
         "terminal_key": memory_usage(r1, [feast_key("terminal_id", t) for t in t_s]),
     }
@@ -448,7 +467,7 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     # ---------------------------------------------------------------- 2. in process
     log("2. in-process reads")
     client = OnlineClient.from_config(cfg)
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(FEATURE_SERVICE) if feast else None
 
     def id_rows(n: int, count: int) -> list[list[dict]]:
         cs = rng.choice(customers, (count, n)).tolist()
@@ -481,11 +500,11 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
         ours_errors[0] = 0
         o = time_calls(ours_read, pool, warm, calls, s["case_max_s"])
         o["unavailable_results"] = ours_errors[0]
-        f = time_calls(feast_read, pool, warm, calls, s["case_max_s"])
+        f = time_calls(feast_read, pool, warm, calls, s["case_max_s"]) if feast else {"n": 0}
         inproc[f"{n_rows}_row"] = {"ours": o, "feast": f}
         log(f"   {n_rows:>3} rows: ours p50 {o['p50_ms']} p99 {o['p99_ms']} ms | "
-            f"feast p50 {f['p50_ms']} p99 {f['p99_ms']} ms")
-        if n_rows == 1:
+            f"feast p50 {f.get('p50_ms')} p99 {f.get('p99_ms')} ms")
+        if n_rows == 1 and feast:
             keys = [[feast_key("customer_id", p[0]["customer_id"]),
                      feast_key("terminal_id", p[0]["terminal_id"])] for p in pool]
             inproc["1_row"]["raw_floor_2_hgetall"] = time_calls(raw_read, keys, warm, calls,
@@ -493,10 +512,13 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     # a sanity check that both return the whole service
     sample = id_rows(1, 1)[0]
     o_names = client.get_features(sample, as_of=t0_epoch).feature_names
-    f_names = [k for k in feast_read(sample) if k not in ("customer_id", "terminal_id")]
+    f_names = [k for k in (feast_read(sample) if feast else {})
+               if k not in ("customer_id", "terminal_id")]
     inproc["features_returned"] = {"ours": len(o_names), "feast": len(f_names),
                                    "same_names": sorted(o_names) == sorted(f_names)}
     results["in_process"] = inproc
+    results["hot_entity"] = hot_entity(r0, client, cfg, tx, customers, terminals, rng, s,
+                                       t0_epoch)
 
     # ---------------------------------------------------------------- 3. HTTP
     log("3. HTTP, one worker")
@@ -515,7 +537,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
 
     http_res: dict[str, dict] = {}
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FFS_") and k != "FEAST_FS_YAML_FILE_PATH"}
+           if (not k.startswith("FFS_") or k == "FFS_FEATURES_REPO")
+           and k != "FEAST_FS_YAML_FILE_PATH"}
     env["FEAST_USAGE"] = "False"
     servers = {
         "ours": (lambda port: [sys.executable, "-m", "ffs.cli", "serve", "--host", "127.0.0.1",
@@ -528,6 +551,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                   env, "/health", False, None),
     }
     for who, (argv, senv, ready_path, ours_fmt, marker) in servers.items():
+        if who == "feast" and not feast:
+            continue
         port = free_port()
         log_path = work / f"{who}-serve.log"
         p = procs.start(argv(port), senv, log_path)
@@ -581,7 +606,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     t0 = time.perf_counter()
     truth = training_set(ents, cfg, engine="local")
     truth_s = time.perf_counter() - t0
-    feast_vals = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    feast_vals = (store.get_online_features(features=service, entity_rows=rows).to_dict()
+                  if feast else None)
     corr: dict[str, object] = {"pairs": n_pairs, "features_compared": compared,
                                "training_set_seconds": round(truth_s, 1)}
     for label, delta in REQUEST_TIMES:
@@ -590,6 +616,9 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
         ours_res = client.get_features(rows, as_of=int(t.timestamp()))
         entry = {}
         for who, values in (("ours", ours_res.values), ("feast", feast_vals)):
+            if values is None:  # --no-feast
+                entry[who] = {"share_equal": float("nan"), "wrong_customer_nb_tx_1d": float("nan")}
+                continue
             per = {}
             equal_rows = np.ones(n_pairs, dtype=bool)
             for name in compared:
@@ -612,6 +641,55 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     client.redis.close()
     r0.close()
     r1.close()
+
+
+def hot_entity(r, client, cfg, tx, customers, terminals, rng, s: dict, t0: int) -> dict:
+    """A hot terminal beside a quiet one, in the same run: HOT_PAYMENTS payments over the
+    terminal's longest window + delay before T0 (new ids: a terminal and customers the
+    handbook does not have), HOT_FRAUD of them labelled fraud at their own time; then 1-row
+    reads of (a real customer, the hot terminal) and (the same customer, a real quiet
+    terminal), alternately, p50/p99 of each."""
+    from ffs.online.loader import load_state
+    from ffs.transformations.features import entity as entity_named
+    from ffs.transformations.features import windows_for
+
+    log(f"2b. hot entity: a terminal with {HOT_PAYMENTS:,} payments, "
+        f"{HOT_FRAUD:.0%} fraud, against a quiet one")
+    span = max(w.window_s + w.delay_s for w in windows_for(entity_named("terminal")))
+    n = HOT_PAYMENTS
+    hot_id = int(terminals.max()) + 1
+    times = np.sort(rng.integers(t0 - span + 1, t0 + 1, n))
+    hot = pd.DataFrame({
+        "transaction_id": np.arange(n, dtype=np.int64) + int(tx["transaction_id"].max()) + 1,
+        "event_timestamp": pd.to_datetime(times, unit="s", utc=True),
+        "customer_id": int(customers.max()) + 1 + rng.integers(0, 5000, n),
+        "terminal_id": hot_id, "amount": np.round(rng.uniform(1, 200, n), 2)})
+    labels = pd.DataFrame({"transaction_id": hot["transaction_id"],
+                           "is_fraud": (rng.random(n) < HOT_FRAUD).astype(np.int64),
+                           "label_timestamp": hot["event_timestamp"]})
+    load_state(r, hot, labels, cfg.redis.prefix, index_transactions=False)
+    customer = int(rng.choice(customers))
+    quiet_id = int(rng.choice(terminals))
+    rows = {"hot": [{"customer_id": customer, "terminal_id": hot_id}],
+            "quiet": [{"customer_id": customer, "terminal_id": quiet_id}]}
+    lat: dict[str, list[float]] = {"hot": [], "quiet": []}
+    clock = time.perf_counter
+    deadline = time.monotonic() + s["case_max_s"]
+    for k in range(s["warm_1"] + s["inproc_1"]):
+        for who in ("hot", "quiet"):
+            began = clock()
+            client.get_features(rows[who], as_of=t0)
+            if k >= s["warm_1"]:
+                lat[who].append(clock() - began)
+        if time.monotonic() > deadline:
+            break
+    got = client.get_features(rows["hot"], as_of=t0).row(0)
+    out = {"payments": n, "fraud_share": HOT_FRAUD, "window_s": span,
+           "terminal_values": {k: v for k, v in got.items() if k.startswith("terminal_")},
+           "hot": summarize(lat["hot"]), "quiet": summarize(lat["quiet"])}
+    log(f"   hot p50 {out['hot']['p50_ms']} p99 {out['hot']['p99_ms']} ms | quiet p50 "
+        f"{out['quiet']['p50_ms']} p99 {out['quiet']['p99_ms']} ms")
+    return out
 
 
 def print_table(res: dict) -> None:
@@ -638,6 +716,10 @@ def print_table(res: dict) -> None:
         if n in ip:
             row(f"in process, {n.replace('_', ' ')}s p50 / p99 (ms)", ms(ip[n]["ours"]),
                 ms(ip[n]["feast"]))
+    hot = res.get("hot_entity")
+    if hot:
+        row(f"  hot terminal ({hot['payments']:,} payments) p50 / p99", ms(hot["hot"]), "")
+        row("  quiet terminal, same run, p50 / p99", ms(hot["quiet"]), "")
     if "1_row" in ip and "raw_floor_2_hgetall" in ip["1_row"]:
         row("  raw floor: pipeline of 2 HGETALL (ms)", "", ms(ip["1_row"]["raw_floor_2_hgetall"]))
     hp = res.get("http", {})
