@@ -29,6 +29,7 @@ bench: setup
 	$(PY) -m benchmarks.analytics
 	$(PY) -m benchmarks.pinot
 	$(PY) -m benchmarks.realtime_mode
+	$(PY) -m benchmarks.evaluate --handbook
 
 # requirements.lock from a fresh resolution of pyproject.toml (in a scratch venv)
 lock:
