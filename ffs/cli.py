@@ -24,8 +24,11 @@ def _log(msg: str) -> None:
 
 def cmd_features(args, cfg) -> int:
     from ffs.transformations.features import (
+        COMPILED,
+        DERIVED_FUNCTIONS,
         ENTITIES,
         FEATURE_SERVICE,
+        OPTIONAL_COLUMNS,
         RECENCY_FEATURES,
         REQUEST_FEATURES,
         REQUEST_FUNCTIONS,
@@ -39,10 +42,20 @@ def cmd_features(args, cfg) -> int:
     types = _ids.types(cfg)  # the events' columns: what every request and event carries
     print("entities: " + ", ".join(
         f"{e.name} ({', '.join(f'{k} {types.of(k)}' for k in e.keys)})" for e in ENTITIES))
-    print("value columns: " + (", ".join(f"{c} ({kind})" for c, kind in VALUE_COLUMNS.items())
+    derived_by = {name: fn.view for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
+
+    def column(c: str, kind: str) -> str:
+        how = ", optional" if c in OPTIONAL_COLUMNS else \
+            f", derived by {derived_by[c]}'s udf" if c in derived_by else ""
+        return f"{c} ({kind}{how})"
+
+    print("value columns: " + (", ".join(column(c, k) for c, k in VALUE_COLUMNS.items())
                                or "none"))
     print(f"feature service {FEATURE_SERVICE}: "
           f"{len(REQUEST_FEATURES) + len(WINDOW_FEATURES) + len(RECENCY_FEATURES)} features")
+    for name, names in COMPILED.services.items():
+        if name != FEATURE_SERVICE:
+            print(f"  also serves {name}: {len(names)} of them")
     for fn in REQUEST_FUNCTIONS:
         print(f"  request function {fn.view}.{fn.function}"
               f"({', '.join(fn.request_inputs + fn.feature_inputs)})")

@@ -56,6 +56,11 @@ def test_features_lists_every_declaration(capsys):
     assert main(["features"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in feature_names())
+    # how each event column comes, and the repo's other service
+    assert ("value columns: amount (number), is_night (number, derived by customer_habits's "
+            "udf), terminal_x (number, optional), terminal_y (number, optional)") in printed
+    assert "feature service fraud_detection_v2: 35 features" in printed
+    assert "also serves fraud_detection_v1: 23 of them" in printed
 
 
 def test_ffs_broker_runs_kafka_with_the_topics_until_sigterm(tmp_path):
