@@ -7,6 +7,11 @@ value and per event, and the fraud sets.
 
     .venv/bin/python -m benchmarks.memory                       # the shipped repo
     FFS_FEATURES_REPO=tests/fixtures/parity_repo .venv/bin/python -m benchmarks.memory
+    .venv/bin/python -m benchmarks.memory --offline DIR         # an offline store's state
+
+With --offline, the state is that store's transactions and labels, loaded as `ffs materialize`
+loads them (the handbook's, once backfilled), instead of random events; every key is sized,
+and Redis' used_memory before and after the load is reported too.
 """
 
 from __future__ import annotations
@@ -38,12 +43,42 @@ def random_events(n: int, values_per_key: int, seed: int) -> tuple[pd.DataFrame,
     return tx, labels
 
 
+def offline_events(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An offline store's transactions and labels, read as `ffs materialize` reads them."""
+    from ffs.config import load_config
+    from ffs.jobs.batch.offline_store import OfflineStore
+    from ffs.transformations import ids as _ids
+    from ffs.transformations import schema
+
+    store = OfflineStore(path)
+    ids = _ids.types(load_config())
+    tx = schema.stored_ids(store.read("transactions", list(schema.TX_COLUMNS)), ids,
+                           "the offline store's transactions")
+    lab = (store.read("labels", list(schema.LABEL_COLUMNS)) if store.exists("labels")
+           else pd.DataFrame(columns=list(schema.LABEL_COLUMNS)))
+    return tx, schema.stored_ids(lab, ids, "the offline store's labels")
+
+
+def sizes(conn, keys: list) -> list[int]:
+    """MEMORY USAGE (exact: SAMPLES 0) of each key, pipelined."""
+    out: list[int] = []
+    for i in range(0, len(keys), 5000):
+        pipe = conn.pipeline(transaction=False)
+        for k in keys[i:i + 5000]:
+            pipe.memory_usage(k, samples=0)
+        out.extend(int(v or 0) for v in pipe.execute())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--values-per-key", type=int, default=2_000)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--offline", default=None,
+                    help="load this offline store's transactions and labels (as `ffs "
+                         "materialize` does) instead of random events")
     args = ap.parse_args()
 
     import redis
@@ -53,17 +88,26 @@ def main() -> int:
     from ffs.online.redis_server import RedisServer
     from ffs.transformations.features import ENTITIES, FEATURE_SERVICE, windows_for
 
-    tx, labels = random_events(args.events, args.values_per_key, args.seed)
+    if args.offline:
+        tx, labels = offline_events(args.offline)
+    else:
+        tx, labels = random_events(args.events, args.values_per_key, args.seed)
     out: dict[str, object] = {"service": FEATURE_SERVICE, "events": len(tx), "entities": {}}
+    if args.offline:
+        out["offline"] = args.offline
     with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
+        empty = int(conn.info("memory")["used_memory"])
         summary = load_state(conn, tx, labels, index_transactions=True)
+        out["used_memory_bytes"] = int(conn.info("memory")["used_memory"]) - empty
+        out["keys"] = int(conn.dbsize())
+        out["transactions_indexed"] = summary.transactions_indexed
         for e in ENTITIES:
             fmt = layout.record_format(e)
             ev = list(conn.scan_iter(match=f"ffs:{{{e.name}:*}}:ev", count=5000))
             fr = list(conn.scan_iter(match=f"ffs:{{{e.name}:*}}:fraud", count=5000))
-            ev_bytes = sum(conn.memory_usage(k, samples=0) or 0 for k in ev)
-            fr_bytes = sum(conn.memory_usage(k, samples=0) or 0 for k in fr)
+            ev_bytes = sum(sizes(conn, ev))
+            fr_bytes = sum(sizes(conn, fr))
             events = summary.events[e.name]
             out["entities"][e.name] = {  # type: ignore[index]
                 "aggregations": sorted({w.agg.value for w in windows_for(e)}),
@@ -77,7 +121,7 @@ def main() -> int:
             }
         idx = list(conn.scan_iter(match="ffs:x:*", count=5000))[:2000]
         out["index_bytes_per_transaction"] = round(
-            sum(conn.memory_usage(k, samples=0) or 0 for k in idx) / max(len(idx), 1))
+            sum(sizes(conn, idx)) / max(len(idx), 1))
     print(json.dumps(out, indent=1))
     return 0
 
