@@ -277,9 +277,10 @@ def _derived(t: int, values: Mapping[str, object]) -> dict[str, object]:
     """The udfs' columns of one event; an event a udf gives no finite number is refused."""
     out = derive(DERIVED_FUNCTIONS, [t], {c: [v] for c, v in values.items()})
     for name, col in out.items():
-        if col[0] is None:
-            raise Refused(BAD_TYPE, f"derived column {name!r}: its udf gave no finite number")
-    return {name: col[0] for name, col in out.items()}
+        if math.isnan(col[0]):
+            raise Refused(BAD_TYPE, f"derived column {name!r}: its udf gave no number under "
+                                    f"the number rule")
+    return {name: float(col[0]) for name, col in out.items()}
 
 
 def parse_optional(obj: dict, name: str) -> float | None:

@@ -508,6 +508,43 @@ def _default_service(contents, services: dict):
     return whole[0] if len(whole) == 1 else None
 
 
+class _Reads(dict):
+    """A udf's input that records which columns the udf reads."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    # a udf that walks the dict reads every column
+    def __iter__(self):
+        self.read.update(super().keys())
+        return super().__iter__()
+
+    def items(self):
+        self.read.update(super().keys())
+        return super().items()
+
+    def values(self):
+        self.read.update(super().keys())
+        return super().values()
+
+    def keys(self):
+        self.read.update(super().keys())
+        return super().keys()
+
+    def copy(self):
+        self.read.update(super().keys())
+        return dict(self)
+
+
 def _kept_inputs(fn: RequestFunction, source, keys: set[str], values: dict[str, str],
                  problems: list[Problem]) -> RequestFunction:
     """The udf with the event columns it reads as inputs, found by running it: the stream
@@ -518,10 +555,15 @@ def _kept_inputs(fn: RequestFunction, source, keys: set[str], values: dict[str, 
     derived = {name for name, _ in fn.outputs}
     while True:
         kept = [c for c in cols if c in keys or c in values or c == EVENT_TIME]
-        sample = {c: [1.0 if cols[c] in NUMERIC_TYPES else "1"] for c in kept if c != EVENT_TIME}
+        sample = _Reads({c: [1.0 if cols[c] in NUMERIC_TYPES else "1"]
+                         for c in kept if c != EVENT_TIME})
+        sample[EVENT_TIME] = [_SAMPLE_TIME]
         try:
-            fn.callable()({**sample, EVENT_TIME: [_SAMPLE_TIME]})
-            return RequestFunction(fn.view, fn.function, fn.source, tuple(kept), (), fn.outputs)
+            fn.callable()(sample)
+            # its inputs are the columns it read: every path then hands it only those (a
+            # backfill builds 1.75 M datetimes for a udf of the time, not lists of every id)
+            read = tuple(c for c in kept if c in sample.read)
+            return RequestFunction(fn.view, fn.function, fn.source, read, (), fn.outputs)
         except KeyError as exc:
             column = exc.args[0] if exc.args else None
             if column not in cols or column in kept or column in derived:

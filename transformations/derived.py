@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ffs.transformations.request import RequestFunction, RequestFunctionError
+import numpy as np
+
+from ffs.transformations.request import TIME_FIELD, RequestFunction, RequestFunctionError
 from ffs.transformations.schema import MAX_AMOUNT
 
 
@@ -22,27 +24,36 @@ class DerivedError(ValueError):
 
 
 def derive(functions: Sequence[RequestFunction], t: Sequence[int],
-           columns: Mapping[str, Sequence]) -> dict[str, list[float | None]]:
-    """The derived columns of len(t) events: {column: values}, None where the udf gave
-    something other than a finite number (the caller refuses that event, naming the
-    column). columns: the events' kept columns (ids, values), as lists or arrays."""
-    out: dict[str, list[float | None]] = {}
+           columns: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+    """The derived columns of len(t) events: {column: float64 values}, NaN where the udf gave
+    something other than a number under the rule (the caller refuses that event, naming
+    the column). columns: the events' columns the udfs read, as lists or arrays."""
+    out: dict[str, np.ndarray] = {}
     for fn in functions:
-        request = {c: list(columns[c]) for c in fn.request_inputs if c in columns}
+        request = {c: list(columns[c]) for c in fn.request_inputs
+                   if c in columns and c != TIME_FIELD}  # the time is `t`
         try:
             got = fn.apply(t, request, {})
         except RequestFunctionError as exc:
             raise DerivedError(str(exc)) from None
         for name, _dtype in fn.outputs:
-            out[name] = [_number(v) for v in got[name]]
+            out[name] = _numbers(got[name])
     return out
 
 
-def _number(v: object) -> float | None:
-    if isinstance(v, bool):
-        return float(v)
+def _numbers(values: list) -> np.ndarray:
+    """values as float64 under the number rule, NaN for anything else (None, text that is not
+    a number, infinities, out of range)."""
     try:
-        f = float(v)  # type: ignore[arg-type]  # ints, floats, NumPy scalars
+        x = np.asarray(values, dtype=np.float64)  # None -> NaN; ints, bools, NumPy scalars
+    except (TypeError, ValueError):  # something that is no number: value by value
+        x = np.array([_number(v) for v in values], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(x) & (x >= 0) & (x <= MAX_AMOUNT), x, np.nan)
+
+
+def _number(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and 0 <= f <= MAX_AMOUNT else None
+        return math.nan

@@ -284,16 +284,22 @@ def with_event_columns(tx: pd.DataFrame, repo: Compiled | None = None) -> pd.Dat
     if derived and len(out):
         t = to_seconds(out["event_timestamp"]).tolist()
         try:
-            got = derive(derived, t, {c: out[c].tolist() for c in out.columns})
+            got = derive(derived, t, _udf_inputs(out, compiled))
         except DerivedError as exc:
             raise InputError(f"transactions: {exc}") from None
         for name, col in got.items():
-            out[name] = pd.Series(col, index=out.index, dtype="float64")
+            out[name] = pd.Series(col, index=out.index)
     elif derived:
         for fn in derived:
             for name, _ in fn.outputs:
                 out[name] = pd.Series([], dtype="float64")
     return out
+
+
+def _udf_inputs(rows: pd.DataFrame, compiled: Compiled) -> dict[str, list]:
+    """The columns the udfs read, as lists (the time goes as the events' seconds)."""
+    read = {c for fn in compiled.derived for c in fn.request_inputs} - {"event_timestamp"}
+    return {c: rows[c].tolist() for c in read if c in rows.columns}
 
 
 def _optional_checks(raw: pd.DataFrame, column: str,
@@ -317,12 +323,12 @@ def _derive(rows: pd.DataFrame, compiled: Compiled, df: pd.DataFrame,
 
     t = to_seconds(rows["event_timestamp"]).tolist()
     try:
-        got = derive(compiled.derived, t, {c: rows[c].tolist() for c in rows.columns})
+        got = derive(compiled.derived, t, _udf_inputs(rows, compiled))
     except DerivedError as exc:
         raise InputError(f"transactions: {exc}") from None
     keep = pd.Series(True, index=rows.index)
     for name, col in got.items():
-        value = pd.Series(col, index=rows.index, dtype="float64")
+        value = pd.Series(col, index=rows.index)
         rows[name] = value
         keep &= _reject(df.loc[rows.index], value.isna() & keep,
                         f"derived {name} is not a number", rejects)

@@ -204,7 +204,9 @@ def test_a_udf_derives_columns_from_the_columns_it_reads(tmp_path):
     assert c.optional == ["lat"] and c.derived_columns == ("hour", "big")
     assert c.values == {"lat": "number", "amount": "number", "hour": "number", "big": "number"}
     hour, big = c.derived
-    assert hour.request_inputs == ("card_id", "event_timestamp", "amount", "lat")
+    # each gets the columns it reads, and only those
+    assert hour.request_inputs == ("event_timestamp",)
+    assert big.request_inputs == ("amount",)
     assert big.apply([0], {"amount": [150.0]}, {}) == {"big": [1]}
     assert c.input_values == {"lat": "number", "amount": "number"}
 
