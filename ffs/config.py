@@ -58,6 +58,9 @@ class RedisConfig:
     timeout_ms: int = 50
     prefix: str = "ffs"  # every online key starts with this
     max_connections: int = 32
+    # a Redis Cluster (FFS_REDIS_CLUSTER): `url` is any one node, the others are discovered;
+    # reads and writes are split per slot and sent one pipeline per node (online/shards.py)
+    cluster: bool = False
 
 
 @dataclass
@@ -298,13 +301,13 @@ def check(cfg: Config) -> Config:
         if value not in allowed:
             problems.append(f"{name} = {value!r}: must be one of "
                             f"{', '.join(str(a) for a in allowed if a is not None)}")
-    problems += _redis_url_problems(cfg.redis.url)
+    problems += _redis_url_problems(cfg.redis.url, cfg.redis.cluster)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
     return cfg
 
 
-def _redis_url_problems(url: str) -> list[str]:
+def _redis_url_problems(url: str, cluster: bool = False) -> list[str]:
     from urllib.parse import urlparse
 
     try:
@@ -317,6 +320,9 @@ def _redis_url_problems(url: str) -> list[str]:
     if u.scheme != "unix" and not u.hostname:
         return [f"redis.url = {url!r}: no host (e.g. redis://127.0.0.1:6379/0)"]
     db = u.path.strip("/")
+    if cluster and (u.scheme == "unix" or (db and db != "0")):
+        return [f"redis.url = {url!r}: a Redis Cluster (redis.cluster: true) is reached over "
+                f"TCP and has only database 0"]
     if u.scheme != "unix" and db and not (db.isdigit() and int(db) < 10_000):
         return [f"redis.url = {url!r}: the database after the port must be a number "
                 f"(0-15 on a default Redis server; Redis Cluster has only 0)"]

@@ -30,6 +30,7 @@ from ffs.errors import InputError
 from ffs.online import layout
 from ffs.online.plan import EntityPlan, compile_plans
 from ffs.online.scripts import read_script
+from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations import ids
 from ffs.transformations import timestamps as T
 from ffs.transformations.declarations import CENTS, NULL_CENTS, Agg, Entity
@@ -84,6 +85,9 @@ class OnlineResult:
     statuses: dict[str, list[str]]
     as_of: list[int] = field(default_factory=list)  # the t each row was read at (epoch s)
     error: str | None = None  # why values are UNAVAILABLE, if they are
+    # a Redis Cluster with a node down: why some values (those it serves) are UNAVAILABLE,
+    # while the others are served; None when every value was read
+    unavailable: str | None = None
 
     def row(self, i: int) -> dict[str, object]:
         return {name: self.values[name][i] for name in self.feature_names}
@@ -94,7 +98,8 @@ class OnlineResult:
             return self
         names = COMPILED.service_features(service)
         return OnlineResult(names, {n: self.values[n] for n in names},
-                            {n: self.statuses[n] for n in names}, self.as_of, self.error)
+                            {n: self.statuses[n] for n in names}, self.as_of, self.error,
+                            self.unavailable)
 
     def to_feast_response(self, entities: Mapping[str, Sequence]) -> dict:
         """Feast's columnar /get-online-features response shape."""
@@ -131,8 +136,24 @@ def redis_client(cfg: RedisConfig, max_connections: int | None = None):
         url = "rediss://" + url[len("redis://"):]
     if url.startswith("rediss://") and cfg.tls_ca_file:
         kwargs["ssl_ca_certs"] = cfg.tls_ca_file
+    if cfg.cluster:
+        return _cluster_client(url, kwargs)
     pool = redis.ConnectionPool.from_url(url, **kwargs)
     return redis.Redis(connection_pool=pool)
+
+
+def _cluster_client(url: str, kwargs: dict[str, object]):
+    """A redis-py RedisCluster from one node's URL, with the same bounded, retry-free
+    connections as one node: the online paths route by slot themselves (online/shards.py)
+    and refresh the slot map after a failure instead of retrying with backoff."""
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "retry_on_timeout"}
+    # one retry, at once, for the few plain commands (the stream's progress hash): redis-py
+    # re-reads the slot map after a connection error, so the retry finds a promoted replica
+    return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 1), **kwargs)
 
 
 class _SecretCredentials:
@@ -163,6 +184,8 @@ class OnlineClient:
         self.max_batch = max_batch
         # one script per set of plans read together, generated from them (online/scripts.py)
         self._scripts: dict[tuple[str, ...], Any] = {}
+        # a cluster: one call per (entity, slot), pipelined per node (online/shards.py)
+        self._shards = Shards(redis_conn) if is_cluster(redis_conn) else None
         self._script = self._script_for(self.plans)
         self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
@@ -188,7 +211,7 @@ class OnlineClient:
             return OnlineResult(self._names, {n: [] for n in self._names},
                                 {n: [] for n in self._names}, [])
         try:
-            raws, seen = self._read(req, self.plans)
+            raws, seen, failed = self._read(req, self.plans)
         except Exception as exc:  # redis ConnectionError, TimeoutError, BusyLoadingError, ...
             if not _is_redis_error(exc):
                 raise
@@ -199,9 +222,12 @@ class OnlineClient:
         for plan in self.plans:
             _assemble(plan, self._ops[plan.entity.name], req, raws[plan.entity.name], add,
                       values, statuses)
-        for name, (vals, stats) in _request_features(req, values).items():
+        if failed is not None:
+            _mark_unavailable(self.plans, self._ops, failed.rows, values, statuses)
+        for name, (vals, stats) in _request_features(req, values, statuses).items():
             values[name], statuses[name] = vals, stats
-        return OnlineResult(self._names, values, statuses, req.t.tolist())
+        return OnlineResult(self._names, values, statuses, req.t.tolist(),
+                            unavailable=None if failed is None else failed.why)
 
     def get_entity_features(self, entity: Entity | str, ids: Sequence[object],
                             as_of: object = None) -> OnlineResult:
@@ -217,7 +243,7 @@ class OnlineClient:
         req = _requests(rows, default_t, self.id_types, ent.keys)
         names = entity_feature_names(ent)
         try:
-            raws, _seen = self._read(req, (plan,)) if rows else ({}, None)
+            raws, _seen, failed = self._read(req, (plan,)) if rows else ({}, None, None)
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
@@ -230,30 +256,62 @@ class OnlineClient:
         if rows:
             _assemble(plan, self._ops[ent.name], req, raws[ent.name],
                       np.zeros(len(rows), bool), values, statuses)
+            if failed is not None:
+                _mark_unavailable((plan,), self._ops, failed.rows, values, statuses)
         else:
             values = {k: [] for k in names}
             statuses = {k: [] for k in names}
         return OnlineResult(names, {n: values[n] for n in names},
-                            {n: statuses[n] for n in names}, req.t.tolist())
+                            {n: statuses[n] for n in names}, req.t.tolist(),
+                            unavailable=None if failed is None else failed.why)
+
+    def warm(self) -> None:
+        """Loads the read scripts now (every primary of a cluster), so a first request does
+        not pay for it. Raises a Redis error when Redis is not reachable."""
+        if self._shards is None:
+            self.redis.script_load(self._script.script)
+            return
+        for node in self.redis.get_primaries():
+            conn = self.redis.get_redis_connection(node)
+            for key, sha in self._scripts.items():
+                if len(key) == 1:
+                    conn.script_load(self._shards._scripts[sha])
+
+    def ping(self) -> None:
+        """Raises unless Redis answers: one node, or (a cluster) at least one primary, so a
+        replica taking over one shard does not take the whole server out of service."""
+        if self._shards is None:
+            self.redis.ping()
+            return
+        slots = sorted({next(iter(v)) for v in _slot_ranges(self.redis)})
+        replies = self._shards.run([(slot, ("PING",)) for slot in slots])
+        if replies and all(isinstance(r, BaseException) for r in replies):
+            raise replies[0]
 
     def _script_for(self, plans: tuple[EntityPlan, ...]):
         names = tuple(p.entity.name for p in plans)
         if names not in self._scripts:
-            self._scripts[names] = self.redis.register_script(read_script(plans))
+            if self._shards is not None:  # a sha for the shards (the entity's own script)
+                for p in plans:
+                    if (p.entity.name,) not in self._scripts:
+                        self._scripts[(p.entity.name,)] = self._shards.script(read_script((p,)))
+                self._scripts[names] = self._scripts[(plans[0].entity.name,)]
+            else:
+                self._scripts[names] = self.redis.register_script(read_script(plans))
         return self._scripts[names]
 
-    def _read(self, req: _Requests, plans) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _read(self, req: _Requests, plans
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, _Failed | None]:
         """One script call, one round trip: every entity's windows over all rows, and which
-        rows' transactions are already stored."""
+        rows' transactions are already stored. A cluster: see _read_shards."""
+        if self._shards is not None:
+            return self._read_shards(req, plans)
         n = len(req.t)
         p = self.prefix
         keys: list[str] = []
         for plan in plans:
             ent = plan.entity
-            rows = (zip(*(req.keys[k] for k in ent.keys), strict=True) if len(ent.keys) > 1
-                    else ((v,) for v in req.keys[ent.keys[0]]))
-            for row in rows:
-                value = layout.entity_value(row)
+            for value in _values(req, ent):
                 keys += [layout.entity_key(p, ent, value), layout.fraud_key(p, ent, value)]
         argv: list[object] = [n]
         texts = [c for plan in plans for c in plan.fmt.texts]
@@ -274,7 +332,73 @@ class OnlineClient:
         seen = np.zeros(n, dtype=np.int64)
         if asked:
             seen[asked] = reply[at:]
-        return raws, seen
+        return raws, seen, None
+
+    def _read_shards(self, req: _Requests, plans
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray, _Failed | None]:
+        """A Redis Cluster: the rows of each entity grouped by the slot of their entity value,
+        one call of the entity's own read script per slot (its keys share that slot), and one
+        EXISTS per scored transaction's index key; all sent as one pipeline per node
+        (online/shards.py). A call that fails makes its rows' values of that entity
+        UNAVAILABLE (a failed EXISTS: the whole row, since it decides whether the row's own
+        transaction joins its windows); the others are served."""
+        n = len(req.t)
+        p = self.prefix
+        calls: list[tuple[int, tuple]] = []
+        where: list[tuple[EntityPlan | None, list[int]]] = []
+        carries = req.carries_tx.tolist()
+        ts = req.t.tolist()
+        for plan in plans:
+            ent = plan.entity
+            sha = self._script_for((plan,))
+            groups: dict[int, list[int]] = {}
+            names = []
+            for i, value in enumerate(_values(req, ent)):
+                key = layout.entity_key(p, ent, value)
+                names.append((key, layout.fraud_key(p, ent, value)))
+                groups.setdefault(slot_of(key), []).append(i)
+            texts = plan.fmt.texts
+            for slot, rows in groups.items():
+                keys = [k for i in rows for k in names[i]]
+                argv: list[object] = [len(rows)]
+                for i in rows:
+                    argv.append(ts[i])
+                    argv += [_scored_text(req, c, i) if carries[i] else "" for c in texts]
+                calls.append((slot, self._shards.evalsha(sha, keys, argv)))  # type: ignore[union-attr]
+                where.append((plan, rows))
+        asked = [i for i in range(n) if carries[i] and req.txid[i] is not None]
+        for i in asked:
+            key = layout.tx_key(p, req.txid[i])
+            calls.append((slot_of(key), ("EXISTS", key)))
+            where.append((None, [i]))
+        replies = self._shards.run(calls)  # type: ignore[union-attr]
+        raws = {plan.entity.name: np.zeros((n, plan.width), dtype=np.int64) for plan in plans}
+        for plan in plans:  # an absent row reads as "nothing known" until filled
+            raws[plan.entity.name][:, 1] = -1
+        seen = np.zeros(n, dtype=np.int64)
+        bad = {plan.entity.name: np.zeros(n, dtype=bool) for plan in plans}
+        whole_row = np.zeros(n, dtype=bool)
+        why: BaseException | None = None
+        for (plan, rows), reply in zip(where, replies, strict=True):
+            if isinstance(reply, BaseException):
+                why = why or reply
+                if plan is None:
+                    whole_row[rows] = True
+                else:
+                    bad[plan.entity.name][rows] = True
+                continue
+            if plan is None:
+                seen[rows[0]] = int(reply)
+            else:
+                raws[plan.entity.name][rows] = np.asarray(reply, dtype=np.int64).reshape(
+                    len(rows), plan.width)
+        if why is None:
+            return raws, seen, None
+        for name in bad:
+            bad[name] |= whole_row
+        if all(b.all() for b in bad.values()):
+            raise why  # nothing read: the whole answer is UNAVAILABLE (get_features)
+        return raws, seen, _Failed(bad, _describe(why))  # type: ignore[arg-type]
 
     def _unavailable(self, req: _Requests, why: str) -> OnlineResult:
         n = len(req.t)
@@ -298,6 +422,45 @@ def _scored_text(req: _Requests, column: str, i: int) -> str:
     if column in req.keys:
         return str(req.keys[column][i])
     return layout.text_of(column, req.values[column][i])
+
+
+def _values(req: _Requests, ent: Entity):
+    """Each row's value of the entity (layout.entity_value)."""
+    if len(ent.keys) > 1:
+        return [layout.entity_value(row)
+                for row in zip(*(req.keys[k] for k in ent.keys), strict=True)]
+    return [layout.entity_value((v,)) for v in req.keys[ent.keys[0]]]
+
+
+def _slot_ranges(cluster_conn) -> list[range]:
+    """The slot ranges of the cluster's primaries, as the client's slot map has them."""
+    out: dict[str, range] = {}
+    for slot, nodes in sorted(cluster_conn.nodes_manager.slots_cache.items()):
+        if nodes and nodes[0].name not in out:
+            out[nodes[0].name] = range(slot, slot + 1)
+    return list(out.values())
+
+
+@dataclass
+class _Failed:
+    """A cluster read of which some calls failed: per entity, the rows not read."""
+
+    rows: dict[str, np.ndarray]
+    why: str
+
+
+def _mark_unavailable(plans, ops: dict[str, list[_Op]], rows: dict[str, np.ndarray],
+                      values: dict[str, list], statuses: dict[str, list[str]]) -> None:
+    """The features of the entity values not read: None, UNAVAILABLE."""
+    for plan in plans:
+        lost = np.flatnonzero(rows[plan.entity.name]).tolist()
+        if not lost:
+            continue
+        for op in ops[plan.entity.name]:
+            vals, stats = list(values[op.name]), list(statuses[op.name])
+            for i in lost:
+                vals[i], stats[i] = None, UNAVAILABLE
+            values[op.name], statuses[op.name] = vals, stats
 
 
 @dataclass(frozen=True)
@@ -476,11 +639,11 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
             got = derive(DERIVED_FUNCTIONS, t.tolist(), {**keys, **texts, **{
                 c: [None if v != v else v for v in col.tolist()] for c, col in numbers.items()}})
         except DerivedError:  # a udf that cannot run on these rows: read without carrying
-            got = {name: [None] * n for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
+            got = {name: np.full(n, np.nan) for fn in DERIVED_FUNCTIONS
+                   for name, _ in fn.outputs}
         for c, derived in got.items():
-            numbers[c] = np.array([np.nan if v is None else v for v in derived],
-                                  dtype=np.float64)
-            carries &= ~np.isnan(numbers[c])
+            numbers[c] = derived
+            carries &= ~np.isnan(derived)
     cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
     extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
     values: dict[str, list] = {**{c: col.tolist() for c, col in numbers.items()}, **texts}
@@ -488,6 +651,7 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
 
 
 def _request_features(req: _Requests, values: Mapping[str, list],
+                      statuses: Mapping[str, list[str]] | None = None,
                       ) -> dict[str, tuple[list, list[str]]]:
     """The repo's request functions over the rows (transformations/request.py), each output
     with a status: a null where the row lacks a request field the function reads is
@@ -502,11 +666,20 @@ def _request_features(req: _Requests, values: Mapping[str, list],
         cols = [request.get(f) for f in fields]  # None: a field no row carries
         lacking = [any(col is None or col[i] is None for col in cols) for i in range(n)]
         got = fn.apply(t, request, {name: values[name] for name in fn.feature_inputs})
+        # an input feature UNAVAILABLE (a cluster node down): its outputs are too
+        lost = [False] * n
+        if statuses is not None:
+            for name in fn.feature_inputs:
+                lost = [a or s == UNAVAILABLE for a, s in zip(lost, statuses[name], strict=True)]
         for name, _dtype in fn.outputs:
             col = got[name]
-            out[name] = (col, [PRESENT if v is not None else
-                               MISSING_REQUEST_DATA if lacking[i] else PRESENT
-                               for i, v in enumerate(col)])
+            outs = [PRESENT if v is not None else
+                    MISSING_REQUEST_DATA if lacking[i] else PRESENT
+                    for i, v in enumerate(col)]
+            if any(lost) and name in fn.feature_outputs():
+                col = [None if lost[i] else v for i, v in enumerate(col)]
+                outs = [UNAVAILABLE if lost[i] else st for i, st in enumerate(outs)]
+            out[name] = (col, outs)
     return out
 
 

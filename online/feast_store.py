@@ -476,8 +476,10 @@ class FFSOnlineStore(OnlineStore):
         for start in range(0, len(ids), client.max_batch):
             result = client.get_entity_features(entity, ids[start:start + client.max_batch],
                                                 as_of=t)
-            if result.error is not None:
-                raise _unavailable(redis_cfg, result.error)
+            # Feast has no per-value status: a value a cluster node did not give is refused
+            # with the rest rather than served as "not found"
+            if (result.error or result.unavailable) is not None:
+                raise _unavailable(redis_cfg, result.error or result.unavailable or "")
             out += _split(result, result.feature_names, range(len(result.as_of)))
         return out
 
@@ -492,8 +494,10 @@ class FFSOnlineStore(OnlineStore):
             chunk = [dict(zip(KEY_COLUMNS, r, strict=True))
                      for r in rows[start:start + client.max_batch]]
             result = client.get_features(chunk, as_of=t)
-            if result.error is not None:
-                raise _unavailable(redis_cfg, result.error)
+            # Feast has no per-value status: a value a cluster node did not give is refused
+            # with the rest rather than served as "not found"
+            if (result.error or result.unavailable) is not None:
+                raise _unavailable(redis_cfg, result.error or result.unavailable or "")
             for e in ENTITIES:
                 if not names[e]:
                     continue

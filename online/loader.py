@@ -3,7 +3,9 @@
 The state is what online reads need for any request time at or after the newest event: for
 each entity, the events still inside its longest window (+ label delay). Each entity's keys
 are replaced inside one MULTI/EXEC with the whole entity, so loading twice gives the same
-state (idempotent) and a reader never sees an entity half written.
+state (idempotent) and a reader never sees an entity half written. On a Redis Cluster
+(redis.cluster) an entity value's keys share a slot and are replaced by one script call
+(_REPLACE) instead, sent one pipeline per node, and the transaction index one SET per key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from ffs.online import layout
 from ffs.online.layout import RecordFormat
+from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations import timestamps as T
 from ffs.transformations.features import ENTITIES, KEY_COLUMNS, VALUE_COLUMNS
 from ffs.transformations.schema import with_event_columns
@@ -211,6 +214,9 @@ def _write_entity(r, prefix, entity, fmt: RecordFormat, part: pd.DataFrame,
             frauds[int(g)] = [*_interleave(group["t"].to_numpy(), ms),
                               layout.FRAUD_SUMMARY_SCORE, layout.fraud_summary(ms)]
     times = part["t"].to_numpy().tolist()
+    if is_cluster(r):
+        return _write_entity_shards(r, prefix, entity, starts, ends, names, codes, times,
+                                    members, frauds, ttl)
     pipe, n = r.pipeline(transaction=True), 0
     for lo, hi, v in zip(starts.tolist(), ends.tolist(), names, strict=True):
         ev_key, fr_key = layout.entity_key(prefix, entity, v), layout.fraud_key(prefix, entity, v)
@@ -229,6 +235,52 @@ def _write_entity(r, prefix, entity, fmt: RecordFormat, part: pd.DataFrame,
             pipe.execute()
     pipe.execute()
     return n, sum(len(f) // 2 - 1 for f in frauds.values())
+
+
+# One entity value replaced atomically (a cluster: its two keys share a slot). KEYS: events,
+# fraud set; ARGV: ttl, number of event arguments, then events' (score, member)s, then the
+# fraud set's. ZADD by 500 pairs: Lua's unpack is bounded by its C stack.
+_REPLACE = """
+redis.call('DEL', KEYS[1], KEYS[2])
+local ttl, n = ARGV[1], tonumber(ARGV[2])
+local function add(key, lo, hi)
+  if hi < lo then return end
+  for i = lo, hi, 1000 do
+    redis.call('ZADD', key, unpack(ARGV, i, math.min(i + 999, hi)))
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+add(KEYS[1], 3, 2 + n)
+add(KEYS[2], 3 + n, #ARGV)
+return 1
+"""
+
+
+def _write_entity_shards(r, prefix, entity, starts, ends, names, codes, times, members,
+                         frauds, ttl: int) -> tuple[int, int]:
+    shards = Shards(r)
+    sha = shards.script(_REPLACE)
+    calls: list[tuple[int, tuple]] = []
+    n = 0
+    for lo, hi, v in zip(starts.tolist(), ends.tolist(), names, strict=True):
+        ev_key, fr_key = layout.entity_key(prefix, entity, v), layout.fraud_key(prefix, entity, v)
+        scored: list = [None] * (2 * (hi - lo))
+        scored[0::2] = times[lo:hi]
+        scored[1::2] = members[lo:hi]
+        calls.append((slot_of(ev_key), shards.evalsha(
+            sha, [ev_key, fr_key], [ttl, len(scored), *scored, *frauds.get(int(codes[lo]), ())])))
+        n += 1
+        if len(calls) == CHUNK:
+            _check(shards.run(calls))
+            calls = []
+    _check(shards.run(calls))
+    return n, sum(len(f) // 2 - 1 for f in frauds.values())
+
+
+def _check(replies: list) -> None:
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
 
 
 def _interleave(scores: np.ndarray, members: list) -> list:
@@ -267,6 +319,14 @@ def _write_tx_index(r, prefix, df: pd.DataFrame, lab: pd.DataFrame, ttl: int) ->
         values = values + "|" + p
     keys = (prefix + ":x:" + df["transaction_id"].astype("string")).tolist()
     values = values.tolist()
+    if is_cluster(r):  # keys of many slots: one SET each, one pipeline per node
+        shards = Shards(r)
+        step = 5000
+        for lo in range(0, len(keys), step):
+            _check(shards.run([(slot_of(k), ("SET", k, v, "EX", ttl))
+                               for k, v in zip(keys[lo:lo + step], values[lo:lo + step],
+                                               strict=True)]))
+        return len(keys)
     # One script call per 5,000 keys: SET with EX per key, without 2 commands per key on the wire.
     script = r.register_script(_BULK_SET)
     step = 5000

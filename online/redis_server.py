@@ -34,7 +34,8 @@ class RedisServer:
     def __init__(self, port: int | None = None, persist: bool = False,
                  directory: Path | None = None, password: str | None = None,
                  tls_cert_file: str | Path | None = None, tls_key_file: str | Path | None = None,
-                 tls_ca_file: str | Path | None = None):
+                 tls_ca_file: str | Path | None = None, extra_args: tuple[str, ...] = ()):
+        """extra_args: more redis-server options (online/redis_cluster.py: cluster mode)."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise TerminalError("redis-server not found: run `make setup` (installs it on "
@@ -46,6 +47,7 @@ class RedisServer:
         self.persist, self.password = persist, password
         self.tls_cert_file, self.tls_key_file = tls_cert_file, tls_key_file
         self.tls_ca_file = tls_ca_file
+        self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
         self._log: BinaryIO | None = None
 
@@ -75,7 +77,7 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
-        return args
+        return args + list(self.extra_args)
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +118,12 @@ class RedisServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, nothing flushed (fault tests)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

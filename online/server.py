@@ -519,7 +519,7 @@ class _Breaker:
         """PING Redis within the timeout: None if it answered (closes the breaker), else why
         not."""
         try:
-            await asyncio.wait_for(run_in_threadpool(self.client.redis.ping),
+            await asyncio.wait_for(run_in_threadpool(self.client.ping),
                                    self.timeout_ms / 1000.0)
         except asyncio.TimeoutError:
             return f"TimeoutError: redis did not answer PING within {self.timeout_ms} ms"
@@ -640,7 +640,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         # Load the read script now, so the first request does not pay for it (best effort:
         # Redis may be down at start; the client loads it on first use then).
         try:
-            client.redis.script_load(client._script.script)
+            client.warm()
         except Exception as exc:  # noqa: BLE001 - /ready reports it
             log.warning("redis not reachable at start (%s); /ready says 503 until it is",
                         type(exc).__name__)
@@ -701,8 +701,9 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
             if result.error is not None:
                 breaker.open(result.error)
         metrics.read_latency.observe(time.perf_counter() - started)
-        if result.error is not None:
-            kind = result.error.split(":", 1)[0]
+        why = result.error or result.unavailable  # all, or (a cluster node down) some
+        if why is not None:
+            kind = why.split(":", 1)[0]
             child = unavailable_by_kind.get(kind)
             if child is None:
                 child = unavailable_by_kind[kind] = metrics.unavailable.labels(kind)

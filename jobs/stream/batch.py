@@ -358,8 +358,9 @@ class BatchProcessor:
         for i in range(0, len(rows), READ_CHUNK):
             chunk = rows[i:i + READ_CHUNK]
             res = self.client.get_features([tx.row() for tx in chunk])
-            if res.error:
-                raise RuntimeError(f"online read failed while enriching: {res.error}")
+            if res.error or res.unavailable:  # never publish UNAVAILABLE: the batch re-runs
+                raise RuntimeError(f"online read failed while enriching: "
+                                   f"{res.error or res.unavailable}")
             names, values = res.feature_names, res.values
             source_ts = self._source_ts
             for j, tx in enumerate(chunk):
