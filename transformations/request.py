@@ -86,15 +86,16 @@ class RequestFunction:
         return {name: list(out[name]) for name, _ in self.outputs}
 
     def feature_outputs(self) -> list[str]:
-        """Outputs made from the features it reads: null when they are null and not null
-        when they are numbers, on a row with every request field (found by trying)."""
+        """Outputs made from the features it reads: those that change when the features go
+        from null to numbers, on a row with every request field (found by trying). They are
+        UNAVAILABLE when their features are; an output that is 1 for a null feature ("first
+        time at this terminal") is one of them, not a value to serve in an outage."""
         if "feature_outputs" not in self._cache:
             fields = {f: [1.0] for f in self.request_inputs}
             blank = self.apply([0], fields, {f: [None] for f in self.feature_inputs})
             full = self.apply([0], fields, {f: [1.0] for f in self.feature_inputs})
             self._cache["feature_outputs"] = [
-                name for name, _ in self.outputs
-                if blank[name][0] is None and full[name][0] is not None]
+                name for name, _ in self.outputs if blank[name][0] != full[name][0]]
         return self._cache["feature_outputs"]
 
     def to_dict(self) -> dict:
