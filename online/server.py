@@ -65,6 +65,7 @@ from ffs.online.client import (
     _seconds,
     redis_client,
 )
+from ffs.online.shards import is_cluster
 from ffs.transformations import ids
 from ffs.transformations.features import (
     COMPILED,
@@ -497,8 +498,9 @@ class _Breaker:
 
     Reads call the client directly on the event loop (see `create_app.read`), so a Redis
     that hangs would block the loop for the socket timeout on every request. After a read
-    comes back UNAVAILABLE the breaker opens: reads answer UNAVAILABLE at once ("CircuitOpen")
-    while a probe PINGs Redis in a worker thread every PROBE_INTERVAL_S; any successful PING
+    comes back UNAVAILABLE the breaker opens (on one Redis only: see `read`): reads answer
+    UNAVAILABLE at once ("CircuitOpen") while a probe PINGs Redis in a worker thread every
+    PROBE_INTERVAL_S; any successful PING
     (the probe's or /ready's) closes it. With a healthy Redis the probe's first PING answers
     in well under a millisecond, so one lost reply costs a few requests, not seconds.
     """
@@ -633,6 +635,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
     id_types = ids.types(cfg)
     metrics = Metrics()
     breaker = _Breaker(client, scfg.timeout_ms)
+    clustered = is_cluster(client.redis)
     names = feature_names()
 
     @asynccontextmanager
@@ -698,7 +701,10 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
                                          f"CircuitOpen: {breaker.error}").of_service(service)
         else:
             result = client.get_features(rows, as_of, service)
-            if result.error is not None:
+            # on a cluster, "nothing read" may be one dead node holding every key of this
+            # request: opening would answer UNAVAILABLE for the live nodes' entities too, so
+            # each request is bounded by the timeout instead
+            if result.error is not None and not clustered:
                 breaker.open(result.error)
         metrics.read_latency.observe(time.perf_counter() - started)
         why = result.error or result.unavailable  # all, or (a cluster node down) some

@@ -55,6 +55,19 @@ CUSTOMER = entity("customer")
 FROM_ENTITY = {n: e for e in ENTITIES for n in entity_feature_names(e)}
 
 
+def _all_on(dead_slots, customer_id) -> dict:
+    """A row whose customer, terminal and pair keys all hash to the dead node's slots."""
+    cust = layout.entity_key("ffs", CUSTOMER, str(customer_id))
+    assert slot_of(cust) in dead_slots
+    pair = entity("customer+terminal")
+    for terminal in range(10**6, 10**6 + 100_000):
+        keys = [layout.entity_key("ffs", entity("terminal"), str(terminal)),
+                layout.entity_key("ffs", pair, layout.entity_value([customer_id, terminal]))]
+        if all(slot_of(k) in dead_slots for k in keys):
+            return {"customer_id": customer_id, "terminal_id": terminal}
+    raise AssertionError("no terminal id with every key on the dead node")
+
+
 def server_config(url: str, cluster: bool) -> Config:
     cfg = Config()
     cfg.redis.url, cfg.redis.cluster = url, cluster
@@ -272,6 +285,17 @@ def test_a_primary_killed_while_serving(state, servers, feast, monkeypatch, lean
                                                      (want[name][0][i], want[name][1][i]))
         ready = on_cluster.get("/ready")
         assert ready.status_code == 200, ready.json()
+    # a request whose every key is on the dead node reads nothing: on one Redis that opens
+    # the breaker, on a cluster it must not, or the next request, for live nodes, would be
+    # answered CircuitOpen
+    alone = _all_on(dead_slots, rows[0]["customer_id"])
+    r = on_cluster.features(body([alone], t0))
+    assert r.status_code == 200
+    assert {s for _n, (_v, stats) in columns(r.json()).items() for s in stats} >= {UNAVAILABLE}
+    r = on_cluster.features(body(rows, t0))
+    got = columns(r.json())
+    served = [i for i in range(len(rows)) if not any(lost[e.name][i] for e in ENTITIES)]
+    assert served and all(got[n][0][i] == want[n][0][i] for n in want for i in served)
     on_cluster.app.state.client.ping()  # one primary answers: passes
     text = on_cluster.get("/metrics").text
     assert metric(text, "ffs_redis_unavailable_total", error="ConnectionError") >= 3
