@@ -52,8 +52,10 @@ def evaluate(cfg: Config, request: Request,
     """The report (report.py writes it): protocol, feature sets, one result per set and
     model."""
     models.require()  # before minutes of work, not after
-    from ffs.jobs.batch.training_set import _events as read_events  # the engine's own reading
-    from ffs.jobs.batch.training_set import training_set
+    from ffs.jobs.batch.training_set import (
+        read_events,  # the engine's own reading
+        training_set,
+    )
     from ffs.transformations.features import KEY_COLUMNS, feature_names
 
     if request.top_k < 1:

@@ -62,7 +62,7 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
     and logged, never dropped silently."""
     cfg = cfg or load_config()
     points = prepare_entities(entities, _ids.types(cfg))
-    tx, lab, rejected = _events(cfg, transactions, labels)
+    tx, lab, rejected = read_events(cfg, transactions, labels)
     for kind, reasons in rejected.items():
         if reasons:
             log(f"  {sum(reasons.values()):,} {kind} row(s) set aside: {reasons}")
@@ -74,8 +74,10 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
     return out
 
 
-def _events(cfg: Config, transactions, labels):
-    """(transactions, labels, {kind: {reason: rows}} set aside from the inputs given)."""
+def read_events(cfg: Config, transactions, labels):
+    """(transactions, labels, {kind: {reason: rows}} set aside from the inputs given): the
+    events a training set is computed over, given files or else the offline store (also what
+    `ffs evaluate` reads)."""
     store = OfflineStore(cfg.offline.path)
     ids = _ids.types(cfg)
     rejected: dict[str, dict[str, int]] = {"transactions": {}, "labels": {}}
