@@ -3,7 +3,8 @@
 Generates random events of the repo's shape (its join keys, number and text columns), loads
 them with `ffs materialize`'s loader into a private Redis, and reports per entity: its record
 format (what each aggregation adds to an event's record), Redis `MEMORY USAGE` per entity
-value and per event, and the fraud sets.
+value and per event, the fraud sets, and how Redis encodes the sorted sets (a listpack, or
+a skiplist once a member passes zset-max-listpack-value) with the longest member.
 
     .venv/bin/python -m benchmarks.memory                       # the shipped repo
     FFS_FEATURES_REPO=tests/fixtures/parity_repo .venv/bin/python -m benchmarks.memory
@@ -70,6 +71,23 @@ def sizes(conn, keys: list) -> list[int]:
     return out
 
 
+def encodings(conn, keys: list, sample: int = 1000) -> tuple[dict[str, int], int]:
+    """How Redis encodes these sorted sets (listpack, or skiplist once a member is longer
+    than zset-max-listpack-value, 64 bytes by default), and the longest member, over the
+    first `sample` keys."""
+    pipe = conn.pipeline(transaction=False)
+    for k in keys[:sample]:
+        pipe.object("encoding", k)
+        pipe.zrange(k, 0, -1)
+    got = pipe.execute()
+    kinds: dict[str, int] = {}
+    for kind in got[0::2]:
+        name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        kinds[name] = kinds.get(name, 0) + 1
+    longest = max((len(m) for ms in got[1::2] for m in ms), default=0)
+    return kinds, longest
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +137,9 @@ def main() -> int:
                 "bytes_per_event": round(ev_bytes / max(events, 1), 1),
                 "fraud_set_bytes_per_value": round(fr_bytes / max(len(fr), 1)) if fr else 0,
             }
+            kinds, longest = encodings(conn, ev)
+            out["entities"][e.name].update(  # type: ignore[index]
+                {"encodings_of_1000": kinds, "longest_member_bytes": longest})
         idx = list(conn.scan_iter(match="ffs:x:*", count=5000))[:2000]
         out["index_bytes_per_transaction"] = round(
             sum(sizes(conn, idx)) / max(len(idx), 1))

@@ -20,9 +20,17 @@ A record holds what the entity's features read, and nothing more (RecordFormat):
     >I   cumulative count (this event included)          only with cumulative columns
     per cumulative column (sum, mean, std): >q  cumulative sum of hundredths
                                             >d  cumulative sum of squared hundredths (std)
-    per numeric column read: >q  this event's value in hundredths (an optional column's
-                                 null: NULL_CENTS, the smallest int64)
+    per column whose own value a read takes (min, max, last): >q  this event's value in
+                                 hundredths (an optional column's null: NULL_CENTS, the
+                                 smallest int64)
     then the text columns counted distinct, each followed by a tab, then the transaction id
+
+A column only summed keeps no value of its own: a window reads cumulative parts only, a late
+event adds its own value (from its write's arguments) to the later records, and the base of
+the oldest record (what an edge older than every record reads) needs none either: trimming
+keeps the newest second older than the cutoff (the last records a trim would drop), so an
+edge before the records still read is the cumulative part of that second's last record, as
+exact as before; an entity value's oldest record with count 1 has nothing before it (base 0).
 
 Why cumulative members: a window (t - W, t] is "cumulative at t minus cumulative at t - W",
 and "the member with the greatest score <= x" is one O(log n) ZREVRANGEBYSCORE ... LIMIT 0 1.
@@ -103,13 +111,29 @@ class RecordFormat:
 
     cumulative: tuple[str, ...]  # numeric columns summed (sum, mean, std), in order
     squares: tuple[bool, ...]  # per cumulative column: its squares are summed too (std)
-    numbers: tuple[str, ...]  # numeric columns whose per-event value is kept
+    numbers: tuple[str, ...]  # numeric columns whose per-event value is kept (min/max/last)
     texts: tuple[str, ...]  # columns counted distinct, kept as text
     fraud: bool  # the entity has fraud rates (a fraud set, labels change it)
 
     @property
     def has_count(self) -> bool:
         return bool(self.cumulative)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The event's numbers a write takes (hundredths, in this order): the cumulative
+        columns, then the other numbers the record keeps."""
+        return tuple(dict.fromkeys(self.cumulative + self.numbers))
+
+    @property
+    def cum_struct(self) -> str:
+        """The record's cumulative part (count, sums, squares), as Lua's struct reads it."""
+        return ">" + ("I4" if self.has_count else "") + "".join(
+            "i8d" if sq else "i8" for sq in self.squares)
+
+    @property
+    def cum_size(self) -> int:
+        return (4 if self.has_count else 0) + sum(16 if sq else 8 for sq in self.squares)
 
     @property
     def struct(self) -> str:
@@ -129,9 +153,9 @@ def record_format(entity: Entity) -> RecordFormat:
     feats = windows_for(entity)
     cum = list(dict.fromkeys(str(f.column) for f in feats if f.agg in _CUMULATIVE))
     squares = tuple(any(f.agg is Agg.STD and f.column == c for f in feats) for c in cum)
-    numbers = list(cum)
-    numbers += [str(f.column) for f in feats if f.agg in (Agg.MIN, Agg.MAX, Agg.LAST)
-                and f.column not in numbers]
+    # a per-event value only where a read takes it: sums, means and stds read cumulative
+    # parts (see the module docstring: why the base needs no own value)
+    numbers = [str(f.column) for f in feats if f.agg in (Agg.MIN, Agg.MAX, Agg.LAST)]
     texts = tuple(dict.fromkeys(str(f.column) for f in feats if f.agg is Agg.COUNT_DISTINCT))
     return RecordFormat(tuple(cum), squares, tuple(dict.fromkeys(numbers)), texts,
                         any(f.agg is Agg.FRAUD_RATE for f in feats))

@@ -158,7 +158,7 @@ def _members(fmt: RecordFormat, part: pd.DataFrame, codes: np.ndarray) -> list[b
     n = len(part)
     dtype: list[tuple[str, str]] = []
     cols: dict[str, np.ndarray] = {}
-    cents = {c: layout.to_cents(part[c].to_numpy(dtype=np.float64)) for c in fmt.numbers}
+    cents = {c: layout.to_cents(part[c].to_numpy(dtype=np.float64)) for c in fmt.inputs}
     if fmt.has_count:
         starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
         first = np.repeat(starts, np.diff(np.r_[starts, n]))  # each row's group start

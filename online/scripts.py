@@ -67,11 +67,8 @@ def _offsets(plan: EntityPlan) -> tuple[str, str, list[int]]:
     """The record's cumulative part as Lua's struct reads it, the whole fixed part, and the
     byte offset (1-based) of each number column's own value."""
     fmt = plan.fmt
-    cum = (">I4" if fmt.has_count else ">") + "".join(
-        "i8d" if sq else "i8" for sq in fmt.squares)
-    size = (4 if fmt.has_count else 0) + sum(16 if sq else 8 for sq in fmt.squares)
-    nums = [size + 8 * k + 1 for k in range(len(fmt.numbers))]
-    return cum, fmt.struct, nums
+    nums = [fmt.cum_size + 8 * k + 1 for k in range(len(fmt.numbers))]
+    return fmt.cum_struct, fmt.struct, nums
 
 
 def _entity(e: int, plan: EntityPlan) -> str:
@@ -166,10 +163,11 @@ RECENT = 4
 def _records(e: int, plan: EntityPlan, n_defaults: int) -> list[str]:
     """Existence, the cumulative edges and the previous event, from the newest RECENT records
     at or before t; an edge or previous event older than those is one lookup, and an edge
-    older than the oldest record kept is the base before it (its cumulative fields minus its
-    own values, from ZRANGE 0 0, read only then)."""
-    fmt = plan.fmt
-    cum_fmt, full_fmt, _ = _offsets(plan)
+    older than the oldest record kept is the base before it (from ZRANGE 0 0, read only
+    then): nothing (0) when that record is the entity value's first event (count 1),
+    otherwise that record's cumulative fields (a trim keeps the newest second it would drop,
+    online/layout.py, so an edge that old is past the retention)."""
+    cum_fmt, _full_fmt, _ = _offsets(plan)
     width = plan.edge_width
     L = [f"  local recent = redis.call('ZREVRANGEBYSCORE', ev, t, '-inf', 'WITHSCORES', "
          f"'LIMIT', 0, {RECENT})",
@@ -188,15 +186,6 @@ def _records(e: int, plan: EntityPlan, n_defaults: int) -> list[str]:
     L.append(f"  {_PUT}-1")
     if plan.edges:
         names = ["n"] + [f"c{k}" for k in range(1, width)]
-        own = [f"v{k + 1}" for k in range(len(fmt.numbers))]
-        base, k = ["n - 1"], 1
-        for col, sq in zip(fmt.cumulative, fmt.squares, strict=True):
-            v = own[fmt.numbers.index(col)]
-            base.append(f"c{k} - {v}")
-            k += 1
-            if sq:
-                base.append(f"c{k} - {v} * {v}")
-                k += 1
         bnames = [f"b{k}" for k in range(width)]
         rnames = [f"r{k}" for k in range(width)]
         L += [f"  local {', '.join(bnames)}",
@@ -231,9 +220,10 @@ def _records(e: int, plan: EntityPlan, n_defaults: int) -> list[str]:
                   "      if not first then first = redis.call('ZRANGE', ev, 0, 0, "
                   "'WITHSCORES') end",
                   "      do",
-                  f"        local {', '.join(names + own)} = struct.unpack('{full_fmt}', "
-                  "first[1])",
-                  f"        {', '.join(bnames)} = {', '.join(base)}",
+                  f"        local {', '.join(names)} = struct.unpack('{cum_fmt}', first[1])",
+                  f"        if n == 1 then {', '.join(bnames)} = "
+                  f"{', '.join('0' for _ in bnames)}",
+                  f"        else {', '.join(bnames)} = {', '.join(names)} end",
                   "      end",
                   "    end",
                   *[f"    {_PUT}{b}" for b in bnames],

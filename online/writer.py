@@ -11,7 +11,8 @@ Each event is applied by one Lua script, atomically, to every entity of the repo
   cumulative part and rewrite nothing);
 * a label applies only if it is at least as new as the label already known for that
   transaction ("is this write newer"), so reordered or replayed labels converge;
-* records older than the retention are trimmed on each write; keys expire after retention.
+* records older than the retention are trimmed on each write (an entity with sums keeps the
+  newest second older than it: the base of its later windows); keys expire after retention.
 
 Each call returns one outcome per event so callers can count and dead-letter what was not
 applied (duplicate, unknown transaction, stale label).
@@ -40,7 +41,7 @@ def write_tx_script(formats: Sequence[tuple[Entity, RecordFormat, int]]) -> str:
     KEYS: transaction index key, then per entity its events key and, for an entity with fraud
     rates, its fraud key.
     ARGV: t, txid, content ("t|keys|values|"), keep records from (a floor: a retention behind
-    it), then per entity its numbers (hundredths, RecordFormat.numbers) and the record's
+    it), then per entity its numbers (hundredths, RecordFormat.inputs) and the record's
     tail (texts, each with a tab, then txid).
     Returns {status, late}: status written | duplicate | conflict; late = 1 when events of one
     of the event's entities at or after t were already stored (their enriched rows, computed
@@ -80,35 +81,32 @@ def _entity_write(fmt: RecordFormat, ret: int, ev: str, fr: str | None, a: int
     what the retention no longer needs trimmed. Sets `is_late`; reads `t` and `keep`.
     Returns the lines and the next ARGV position. Both write scripts are made of it: one
     Redis (every entity in one call) and a cluster (one call per entity value)."""
-    own = [f"v{c + 1}" for c in range(len(fmt.numbers))]
-    values = ", ".join(f"tonumber(ARGV[{a + c}])" for c in range(len(own)))
-    body = [f"  local {', '.join(own)} = {values}"] if own else []
-    tail = f"ARGV[{a + len(own)}]"
-    a += len(own) + 1
+    # the event's numbers (RecordFormat.inputs); the record keeps those of fmt.numbers
+    var = {c: f"v{k + 1}" for k, c in enumerate(fmt.inputs)}
+    own = [var[c] for c in fmt.numbers]
+    values = ", ".join(f"tonumber(ARGV[{a + c}])" for c in range(len(var)))
+    body = [f"  local {', '.join(var.values())} = {values}"] if var else []
+    tail = f"ARGV[{a + len(var)}]"
+    a += len(var) + 1
     full = fmt.struct
     size = fmt.fixed_size
     if fmt.has_count:
         cum = ["n"] + [f"c{c}" for c in range(1, 1 + sum(2 if sq else 1 for sq in fmt.squares))]
-        cum_fmt = ">I4" + "".join("i8d" if sq else "i8" for sq in fmt.squares)
-        # the cumulative fields of a record and each one's own value
-        adds, base, j = ["1"], ["f_n - 1"], 1
+        cum_fmt = fmt.cum_struct
+        # what this event adds to each cumulative field
+        adds = ["1"]
         for col, sq in zip(fmt.cumulative, fmt.squares, strict=True):
-            v = own[fmt.numbers.index(col)]
-            adds.append(v)
-            base.append(f"f_c{j} - f_{v}")
-            j += 1
-            if sq:
-                adds.append(f"{v} * {v}")
-                base.append(f"f_c{j} - f_{v} * f_{v}")
-                j += 1
-        f_names = [f"f_{x}" for x in cum] + [f"f_{v}" for v in own]
+            v = var[col]
+            adds += [v, f"{v} * {v}"] if sq else [v]
+        f_names = [f"f_{x}" for x in cum]
         l_names = [f"l_{x}" for x in cum] + [f"l_{v}" for v in own]
         moved = [f"l_{x} + {d}" for x, d in zip(cum, adds, strict=True)] + \
             [f"l_{v}" for v in own]
         mine = [f"{x} + {d}" for x, d in zip(cum, adds, strict=True)] + own
         body += [
             # the cumulative record just before this event (the last at or before t), or
-            # the base before the oldest record kept
+            # the base before the oldest record kept (online/scripts.py _records: nothing
+            # before an entity value's first event, count 1; else that record's fields)
             f"  local {', '.join(cum)} = {', '.join('0' for _ in cum)}",
             f"  local prev = redis.call('ZREVRANGEBYSCORE', {ev}, t, '-inf', 'WITHSCORES', "
             "'LIMIT', 0, 1)",
@@ -118,8 +116,8 @@ def _entity_write(fmt: RecordFormat, ret: int, ev: str, fr: str | None, a: int
             "  else",
             f"    local first = redis.call('ZRANGE', {ev}, 0, 0)",
             "    if #first > 0 then",
-            f"      local {', '.join(f_names)} = struct.unpack('{full}', first[1])",
-            f"      {', '.join(cum)} = {', '.join(base)}",
+            f"      local {', '.join(f_names)} = struct.unpack('{cum_fmt}', first[1])",
+            f"      if f_n > 1 then {', '.join(cum)} = {', '.join(f_names)} end",
             "    end",
             "  end",
             # a late event: every later record moves up by one event and its values
@@ -149,8 +147,20 @@ def _entity_write(fmt: RecordFormat, ret: int, ev: str, fr: str | None, a: int
         # trim what no read can need any more: older than the retention behind the
         # entity's newest event, and behind the caller's floor (the stream still reads
         # older times)
-        f"  local cutoff = '(' .. math.min(newest - {ret}, keep - {ret})",
-        f"  local trimmed = redis.call('ZREMRANGEBYSCORE', {ev}, '-inf', cutoff)"]
+        f"  local cutoff = '(' .. math.min(newest - {ret}, keep - {ret})"]
+    if fmt.has_count:
+        # ... but the newest second older than that stays: its last record is the base of
+        # every later window (records keep no own value of a column only summed)
+        body += [
+            "  local trimmed = 0",
+            f"  local last = redis.call('ZREVRANGEBYSCORE', {ev}, cutoff, '-inf', 'WITHSCORES',"
+            " 'LIMIT', 0, 1)",
+            "  if #last > 0 then",
+            "    cutoff = '(' .. last[2]",
+            f"    trimmed = redis.call('ZREMRANGEBYSCORE', {ev}, '-inf', cutoff)",
+            "  end"]
+    else:
+        body.append(f"  local trimmed = redis.call('ZREMRANGEBYSCORE', {ev}, '-inf', cutoff)")
     if fr:
         # the spells of events trimmed go too (not the summary); a spell's score is its
         # event's time, so with no event trimmed there is none to trim
@@ -383,7 +393,7 @@ class OnlineWriter:
                 keys.append(layout.entity_key(p, entity, value))
                 if fmt.fraud:
                     keys.append(layout.fraud_key(p, entity, value))
-                args += [cents(e.get(c)) for c in fmt.numbers]  # an optional one: null
+                args += [cents(e.get(c)) for c in fmt.inputs]  # an optional one: null
                 args.append(record_tail(fmt, e) if fmt.texts else txid)
             script(keys=keys, args=args, client=pipe)
         replies = pipe.execute()
@@ -507,7 +517,7 @@ class OnlineWriter:
                     keys.append(layout.fraud_key(p, entity, value))
                 args: list[object] = [int(e["t"]), txid, keep,  # type: ignore[call-overload]
                                       int(status == "duplicate")]
-                args += [cents(e.get(c)) for c in fmt.numbers]
+                args += [cents(e.get(c)) for c in fmt.inputs]
                 args.append(record_tail(fmt, e) if fmt.texts else txid)
                 calls.append((slot_of(keys[0]),
                               shards.evalsha(self._entity_tx[entity.name], keys, args)))

@@ -53,9 +53,9 @@ def test_apply_registers_the_repo_in_a_file_registry_and_the_feast_cli_lists_it(
     assert main(["--repo", str(repo), "apply"]) == 0
     out = capsys.readouterr().out
     # the shipped repo's read: 32 numbers per customer row, 9 per terminal row, 4 per pair;
-    # 60 bytes of counts, sums and values per customer event, none per terminal or pair
-    # event (a bare transaction id)
-    assert ("redis read plan, stream writer: customer: 32 values per row, 60 + text bytes per "
+    # 52 bytes of counts, sums and values per customer event (no own value of is_night, only
+    # summed), none per terminal or pair event (a bare transaction id)
+    assert ("redis read plan, stream writer: customer: 32 values per row, 52 + text bytes per "
             "event, terminal: 9 values per row, 0 + text bytes per event, customer+terminal: "
             "4 values per row, 0 + text bytes per event") in out
     assert "applied repo: service fraud_detection_v2, 27 windowed and 8 request" in out

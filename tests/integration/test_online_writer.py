@@ -112,3 +112,41 @@ def test_stale_and_unknown_labels_are_reported_not_applied(conn, events):
     out, _, _ = writer.write_labels([{"transaction_id": 10**15, "is_fraud": 1, "label_t": 0}])
     assert out.unknown_transaction == 1
     assert _snapshot(conn) == before
+
+
+def test_a_trim_keeps_the_base_second_and_records_only_what_reads_take(conn, events):
+    """Records keep no own value of a column only summed (online/layout.py), so a trim keeps
+    the newest second older than its cutoff: an edge between that second and the records
+    still read is that second's last record, exact, whatever order the events came in."""
+    from ffs.online import layout
+    from ffs.transformations.features import entity
+
+    tx, labels = events
+    customer = entity("customer")
+    fmt = layout.record_format(customer)
+    assert set(fmt.cumulative) - set(fmt.numbers)  # the shipped repo has one only summed
+    cid = tx["customer_id"].iloc[0]
+    mine = tx[tx["customer_id"] == cid].head(6).copy()
+    day = 86400
+    t0 = int(to_seconds(mine["event_timestamp"]).min())
+    at = [t0, t0 + day, t0 + 2 * day, t0 + 2 * day, t0 + 33 * day + 1, t0 + 33 * day + 7200]
+    mine["event_timestamp"] = pd.to_datetime(at, unit="s", utc=True)
+    writer = OnlineWriter(conn)
+    ev = _tx_events(mine, seed=0, lateness=1)
+    # the base second's two payments arrive after the newest one: late, then trimmed around
+    out, _, _ = writer.write_transactions([ev[i] for i in (0, 1, 4, 2, 5, 3)])
+    assert out.written == 6
+    key = layout.entity_key("ffs", customer, str(cid))
+    kept = conn.zrange(key, 0, -1, withscores=True)
+    assert [s for _m, s in kept] == at[2:]  # the first two trimmed, the base second kept
+    assert all(len(m) == fmt.fixed_size + len(m[fmt.fixed_size:]) for m, _s in kept)
+    cfg = Config()
+    client = OnlineClient(conn)
+    rows = [{"customer_id": cid, "terminal_id": mine["terminal_id"].iloc[-1]}]
+    pairs = pd.DataFrame(rows)
+    for t in (at[-1], at[-1] + 3600, at[2] + 31 * day):
+        ts = pd.Timestamp(t, unit="s", tz="UTC")
+        got = client.get_features(rows, as_of=ts)
+        expected = training_set(pairs.assign(event_timestamp=ts), cfg, transactions=mine,
+                                labels=labels.iloc[:0], engine="local")[got.feature_names]
+        _compare(got, expected, skip=("amount", "amount_over_customer_avg_30d"))

@@ -206,31 +206,26 @@ def _canonical(members: list[tuple[bytes, float]]) -> list[tuple]:
     totals (count, cents) in arrival order, so two payments of one customer in the same second
     swap totals when they arrive in the other order: the bytes differ but no read can tell,
     because a read at or after that second uses the group's last record and one before it uses
-    the previous group. Kept per second: the payments (cents, terminal, id), sorted, and the
-    running totals before and after the group."""
+    the previous group. Kept per second: the payments (own values, terminal, id), sorted, the
+    count before the group and the running totals after it (the totals before a group are
+    the previous group's after; records keep no own value of a column only summed)."""
     groups: dict[float, list] = {}
     for member, score in members:
         groups.setdefault(score, []).append(member)
     fmt = layout.record_format(CUSTOMER)
     size = fmt.fixed_size
     n_cum = len(fmt.cumulative) + sum(fmt.squares)
-    own_of = [fmt.numbers.index(c) for c in fmt.cumulative]
     out = []
     for score, group in groups.items():
         recs = []
         for m in group:
             fixed = struct.unpack(fmt.struct.replace("I4", "I").replace("i8", "q"), m[:size])
             count, totals, own = fixed[0], fixed[1:1 + n_cum], fixed[1 + n_cum:]
-            # each cumulative column's own part: its value, then its square when summed
-            parts = []
-            for j, sq in zip(own_of, fmt.squares, strict=True):
-                parts += [own[j], own[j] * own[j]] if sq else [own[j]]
-            recs.append((count, totals, tuple(parts), own, m[size:]))
+            recs.append((count, totals, own, m[size:]))
         recs.sort()
         first, last = recs[0], recs[-1]
-        before = tuple(t - o for t, o in zip(first[1], first[2], strict=True))
-        out.append((score, sorted((own, rest) for _c, _t, _p, own, rest in recs),
-                    (first[0] - 1, before), (last[0], last[1])))
+        out.append((score, sorted((own, rest) for _c, _t, own, rest in recs),
+                    first[0] - 1, (last[0], last[1])))
     return out
 
 
