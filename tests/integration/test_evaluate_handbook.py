@@ -11,7 +11,7 @@ import pytest
 from ffs.config import load_config
 from ffs.evaluation import split
 from ffs.evaluation.run import _labels_with_cards, _target
-from ffs.jobs.batch.training_set import _events as read_events
+from ffs.jobs.batch.training_set import read_events
 from ffs.transformations.timestamps import DAY, to_seconds
 
 pytestmark = [pytest.mark.handbook, pytest.mark.slow]
