@@ -54,7 +54,7 @@ import orjson
 
 from ffs.transformations import ids
 from ffs.transformations.declarations import CENTS, KEY_SEPARATOR
-from ffs.transformations.derived import derive
+from ffs.transformations.derived import DerivedError, derive_event
 from ffs.transformations.features import (
     DERIVED_FUNCTIONS,
     ENTITIES,
@@ -273,14 +273,12 @@ def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_I
     return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
 
 
-def _derived(t: int, values: Mapping[str, object]) -> dict[str, object]:
-    """The udfs' columns of one event; an event a udf gives no finite number is refused."""
-    out = derive(DERIVED_FUNCTIONS, [t], {c: [v] for c, v in values.items()})
-    for name, col in out.items():
-        if math.isnan(col[0]):
-            raise Refused(BAD_TYPE, f"derived column {name!r}: its udf gave no number under "
-                                    f"the number rule")
-    return {name: float(col[0]) for name, col in out.items()}
+def _derived(t: int, values: Mapping[str, object]) -> dict[str, float]:
+    """The udfs' columns of one event; an event a udf gives no number is refused."""
+    try:
+        return derive_event(DERIVED_FUNCTIONS, t, values)
+    except DerivedError as exc:
+        raise Refused(BAD_TYPE, str(exc)) from None
 
 
 def parse_optional(obj: dict, name: str) -> float | None:

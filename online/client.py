@@ -635,12 +635,14 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
     for text in texts.values():
         carries &= np.array([v is not None for v in text], dtype=bool)
     if DERIVED_FUNCTIONS:  # the udfs' columns of the carried transactions, as every path
-        try:
-            got = derive(DERIVED_FUNCTIONS, t.tolist(), {**keys, **texts, **{
-                c: [None if v != v else v for v in col.tolist()] for c, col in numbers.items()}})
-        except DerivedError:  # a udf that cannot run on these rows: read without carrying
-            got = {name: np.full(n, np.nan) for fn in DERIVED_FUNCTIONS
-                   for name, _ in fn.outputs}
+        got = {name: np.full(n, np.nan) for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
+        if carries.any():  # (a read of ids alone runs no udf)
+            try:
+                got = derive(DERIVED_FUNCTIONS, t.tolist(), {**keys, **texts, **{
+                    c: [None if v != v else v for v in col.tolist()]
+                    for c, col in numbers.items()}})
+            except DerivedError:  # a udf that cannot run on these rows: no carrying
+                pass
         for c, derived in got.items():
             numbers[c] = derived
             carries &= ~np.isnan(derived)

@@ -28,7 +28,7 @@ from ffs.online import layout
 from ffs.online.layout import RecordFormat
 from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations.declarations import Agg, Entity
-from ffs.transformations.derived import derive
+from ffs.transformations.derived import DerivedError, derive_event
 from ffs.transformations.features import DERIVED_FUNCTIONS, ENTITIES, KEY_COLUMNS, windows_for
 
 
@@ -605,9 +605,7 @@ _DERIVED = frozenset(name for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs)
 
 def _with_derived(event: Mapping) -> dict:
     """The event with the columns the repo's udfs derive (transformations/derived.py)."""
-    got = derive(DERIVED_FUNCTIONS, [int(event["t"])], {c: [v] for c, v in event.items()})
-    bad = [c for c, col in got.items() if col[0] != col[0]]  # NaN: refused
-    if bad:
-        raise InputError(f"transaction {event.get('transaction_id')}: derived column(s) "
-                         f"{bad}: the udf gave no finite number")
-    return {**event, **{c: float(col[0]) for c, col in got.items()}}
+    try:
+        return {**event, **derive_event(DERIVED_FUNCTIONS, int(event["t"]), event)}
+    except DerivedError as exc:
+        raise InputError(f"transaction {event.get('transaction_id')}: {exc}") from None

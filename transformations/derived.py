@@ -57,3 +57,15 @@ def _number(v: object) -> float:
         return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
+
+
+def derive_event(functions: Sequence[RequestFunction], t: int,
+                 values: Mapping[str, object]) -> dict[str, float]:
+    """The derived columns of one event (its time, its columns); DerivedError naming the
+    columns a udf gave no number under the rule."""
+    got = derive(functions, [t], {c: [v] for c, v in values.items()})
+    bad = [c for c, col in got.items() if math.isnan(col[0])]
+    if bad:
+        raise DerivedError(f"derived column(s) {bad}: the udf gave no number under the "
+                           f"number rule")
+    return {c: float(col[0]) for c, col in got.items()}
