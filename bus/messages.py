@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import orjson
 
 from ffs.transformations import ids
-from ffs.transformations.declarations import CENTS, KEY_SEPARATOR
+from ffs.transformations.declarations import KEY_SEPARATOR, hundredth
 from ffs.transformations.derived import DerivedError, derive_event
 from ffs.transformations.features import (
     DERIVED_FUNCTIONS,
@@ -294,7 +294,7 @@ def parse_optional(obj: dict, name: str) -> float | None:
     if not math.isfinite(number) or abs(number) > MAX_AMOUNT:
         raise Refused(BAD_AMOUNT, f"{name!r} = {value!r}: must be finite, within "
                                   f"{MAX_AMOUNT:g} either side of 0")
-    return round(number * CENTS) / CENTS  # kept to the hundredth, as on every path
+    return hundredth(number)  # kept to the hundredth, as on every path
 
 
 def parse_label(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Label:

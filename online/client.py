@@ -33,7 +33,7 @@ from ffs.online.scripts import read_script
 from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations import ids
 from ffs.transformations import timestamps as T
-from ffs.transformations.declarations import CENTS, NULL_CENTS, Agg, Entity
+from ffs.transformations.declarations import CENTS, NULL_CENTS, Agg, Entity, hundredth
 from ffs.transformations.derived import DerivedError, derive
 from ffs.transformations.features import (
     COMPILED,
@@ -621,7 +621,7 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
             if c in OPTIONAL_COLUMNS:  # a coordinate: any sign, kept to the hundredth
                 if not np.isfinite(col[i]):
                     raise InputError(f"row {i}: {c} must be finite or null, got {a!r}")
-                col[i] = round(col[i] * CENTS) / CENTS
+                col[i] = hundredth(col[i])
             elif not np.isfinite(col[i]) or col[i] < 0:
                 raise InputError(f"row {i}: {c} must be finite and >= 0, got {a!r}")
         for c, text in texts.items():

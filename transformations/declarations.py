@@ -44,6 +44,12 @@ def to_cents(values) -> np.ndarray:
     return out
 
 
+def hundredth(value: float) -> float:
+    """One number as every engine keeps it: to_cents, then back (the scalar form, without
+    NumPy's per-call cost, for the bus and the client)."""
+    return round(value * CENTS) / CENTS  # round half to even, as np.rint
+
+
 def from_cents(cents) -> np.ndarray:
     """to_cents' inverse: floats, NaN for NULL_CENTS."""
     c = np.asarray(cents)
