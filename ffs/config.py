@@ -115,6 +115,9 @@ class StreamConfig:
     # loopback by default; 0.0.0.0 in a pod so Prometheus can scrape it (FFS_STREAM_METRICS_HOST)
     metrics_host: str = "127.0.0.1"
     enrich: bool = True  # publish every transaction with its features to the enriched topic
+    # each micro-batch's partitions written and enriched by Spark's executors in parallel
+    # (jobs/stream/partitioned.py); false: the whole batch on the driver (jobs/stream/batch.py)
+    distributed: bool = True
 
 
 @dataclass

@@ -422,23 +422,26 @@ class OnlineWriter:
                             for k in range(0, len(flat), 3)])
         return total, statuses, anchors
 
-    def stored_events(self, anchors: Mapping[tuple[str, str], int]) -> list[dict]:
-        """The stored events of these (entity, value)s at or after each one's `since`, as
-        event dicts (transaction_id, t, keys, values), from the transaction index."""
+    def stored_events(self, anchors: Mapping[tuple[str, str], int],
+                      until: int | None = None) -> list[dict]:
+        """The stored events of these (entity, value)s at or after each one's `since` (and at
+        or before `until`), as event dicts (transaction_id, t, keys, values), from the
+        transaction index."""
         if not anchors:
             return []
         by_name = {e.name: (e, fmt) for e, fmt, _ in self._formats}
         order = list(anchors.items())
+        end = "+inf" if until is None else until
         keys = [layout.entity_key(self.prefix, by_name[name][0], value)
                 for (name, value), _since in order]
         if self._shards is not None:
             found = _replies(self._shards.run([
-                (slot_of(k), ("ZRANGEBYSCORE", k, since, "+inf"))
+                (slot_of(k), ("ZRANGEBYSCORE", k, since, end))
                 for k, (_nv, since) in zip(keys, order, strict=True)]))
         else:
             pipe = self.redis.pipeline(transaction=False)
             for k, (_nv, since) in zip(keys, order, strict=True):
-                pipe.zrangebyscore(k, since, "+inf")
+                pipe.zrangebyscore(k, since, end)
             found = pipe.execute()
         txids: dict[str, None] = {}
         for ((name, _value), _since), members in zip(order, found, strict=True):

@@ -59,6 +59,7 @@ MAX_PENDING_LABELS = 100_000  # waiting labels beyond this are dead-lettered at 
 @dataclass
 class BatchReport:
     batch_id: int
+    messages: int = 0  # every message of the batch, dead letters included
     transactions: int = 0  # valid transaction messages
     labels: int = 0
     written: int = 0
@@ -116,7 +117,7 @@ class BatchProcessor:
         """rows: columns topic, partition, offset, key, value, timestamp_ms (lists)."""
         started = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
-        rep = BatchReport(batch_id)
+        rep = BatchReport(batch_id, messages=len(rows["offset"]))
         progress = self._progress_before(batch_id)
         wm_before = min(progress.values()) if progress else None
         txs, labels, after = self._parse(rows, now_ms, progress, rep)
@@ -132,7 +133,9 @@ class BatchProcessor:
         self._enrich(batch, now_ms)
         rep.enriched = len(batch) if self.cfg.stream.enrich else 0
         seen = {tx.transaction_id for tx in batch}
-        fixes = [tx for tx in self._affected() if tx.transaction_id not in seen] \
+        anchors = self._late_anchors(self._late)
+        self._add_anchors(anchors, self._label_anchors)
+        fixes = [tx for tx in self._affected(anchors) if tx.transaction_id not in seen] \
             if self.cfg.stream.enrich else []
         self._enrich(fixes, now_ms)
         rep.corrections = len(fixes)
@@ -181,9 +184,10 @@ class BatchProcessor:
         return rules.judge_time(t, newest, self.cfg.stream.allowed_lateness_s, retention)
 
     def _parse(self, rows: dict[str, list], now_ms: int, progress: dict[str, int],
-               rep: BatchReport):
+               rep: BatchReport, dead_letters: bool = True):
         """Messages in log order, each judged against its partition's newest accepted event
-        before it (jobs/stream/rules.py). Returns (transactions, labels, progress after)."""
+        before it (jobs/stream/rules.py). Returns (transactions, labels, progress after).
+        dead_letters=False judges again without publishing (a second pass over a batch)."""
         now_s = now_ms // 1000
         txs: list[tuple[M.Transaction, tuple]] = []
         labels: list[tuple[M.Label, tuple]] = []
@@ -214,17 +218,21 @@ class BatchProcessor:
                     bad = (M.BAD_TYPE, f"message from unexpected topic {topic!r}")
             except M.Refused as exc:
                 bad = (exc.reason, exc.detail)
-            self._dead(rep, bad[0], bad[1], topic, part, off, key, value, ts, now_ms)
+            if dead_letters:
+                self._dead(rep, bad[0], bad[1], topic, part, off, key, value, ts, now_ms)
         rep.transactions, rep.labels = len(txs), len(labels)
         return txs, labels, newest
 
     # ---- writes ----------------------------------------------------------------------------
 
     def _write_transactions(self, txs, now_ms: int, rep: BatchReport,
-                            wm_before: int | None) -> set[M.Transaction]:
+                            wm_before: int | None,
+                            keep: tuple[bool, int | None] | None = None) -> set[M.Transaction]:
         """Writes in event-time order (fewest late inserts). Returns the transactions written
         or already present with the same content (both get enriched rows); not a conflicting
-        copy, even when another copy of its id in the batch is fine."""
+        copy, even when another copy of its id in the batch is fine. keep: (trim, reads_from)
+        decided by the caller for the whole batch (a partitioned batch's task sees only its
+        own events)."""
         self._write_order(txs)
         events = [tx.event() for tx, _ in txs]
         self._late: list[M.Transaction] = []
@@ -232,7 +240,10 @@ class BatchProcessor:
             return set()
         # this batch reads at its own events' times (a backlog batch can span days), and
         # nothing older than watermark - lateness is accepted: keep what such reads need
-        if wm_before is None:
+        if keep is not None:
+            total, statuses, late = self.writer.write_transactions(
+                events, reads_from=keep[1], trim=keep[0])
+        elif wm_before is None:
             total, statuses, late = self.writer.write_transactions(events, trim=False)
         else:
             # a partition seen for the first time has nothing to be late against: its events
@@ -277,9 +288,11 @@ class BatchProcessor:
         order = sorted(range(len(txs)), key=rank.__getitem__)
         txs[:] = [txs[i] for i in order]
 
-    def _label_todo(self, labels) -> list[tuple[M.Label, tuple, bytes | None]]:
-        """This batch's labels and the waiting ones, in label-time order."""
-        waiting = [(*self._unpark(m), m) for m in self.redis.zrange(self.pending_key, 0, -1)]
+    def _label_todo(self, labels, waiting: bool = True
+                    ) -> list[tuple[M.Label, tuple, bytes | None]]:
+        """This batch's labels and (waiting) the waiting ones, in label-time order."""
+        waiting = [(*self._unpark(m), m) for m in self.redis.zrange(self.pending_key, 0, -1)
+                   ] if waiting else []
         todo = [(lab, src, None) for lab, src in labels] + waiting
         todo.sort(key=lambda x: x[0].label_t)
         return todo
@@ -369,17 +382,23 @@ class BatchProcessor:
                                 M.enriched_transaction(tx, feats, now_ms),
                                 source_ts.get(tx.transaction_id))
 
-    def _affected(self) -> list[M.Transaction]:
-        """Stored transactions whose features a late event or label just changed: each
-        entity's events from the late event's time (or the label's `since`) on."""
+    @staticmethod
+    def _late_anchors(late: list[M.Transaction]) -> dict[tuple[str, str], int]:
+        """{(entity, value): since}: each late event's entities, from its time on."""
         anchors: dict[tuple[str, str], int] = {}
+        BatchProcessor._add_anchors(anchors, [
+            (e.name, layout.entity_value([tx.get(k) for k in e.keys]), tx.t)
+            for tx in late for e in ENTITIES])
+        return anchors
 
-        def anchor(name: str, value: str, since: int) -> None:
+    @staticmethod
+    def _add_anchors(anchors: dict[tuple[str, str], int], more) -> None:
+        for name, value, since in more:
             anchors[(name, value)] = min(since, anchors.get((name, value), since))
 
-        for tx in self._late:
-            for e in ENTITIES:
-                anchor(e.name, layout.entity_value([tx.get(k) for k in e.keys]), tx.t)
-        for name, value, since in self._label_anchors:
-            anchor(name, value, since)
-        return [M.Transaction.from_event(e) for e in self.writer.stored_events(anchors)]
+    def _affected(self, anchors: dict[tuple[str, str], int],
+                  until: int | None = None) -> list[M.Transaction]:
+        """Stored transactions whose features a late event or label just changed: each
+        entity's events from the late event's time (or the label's `since`) on, up to
+        `until` when given."""
+        return [M.Transaction.from_event(e) for e in self.writer.stored_events(anchors, until)]

@@ -2,7 +2,9 @@
 online state, with enriched rows and dead letters published back to the bus.
 
 The query is stateless (window state lives in Redis, see REFERENCE: Python stateful operators
-keep up with ~50 events/s here) and runs one foreachBatch per micro-batch on the driver
+keep up with ~50 events/s here). Each micro-batch runs on Spark's executors, one task per
+Kafka partition, writing and then enriching in parallel (jobs/stream/partitioned.py;
+stream.distributed), or with stream.distributed=false wholly on the driver
 (jobs/stream/batch.py). Offsets live in the checkpoint; a killed job restarts from it and
 re-runs the uncommitted batch, whose writes are idempotent.
 
@@ -175,6 +177,9 @@ class StreamJob:
         self.producer = EventProducer(cfg.kafka, validate=False)
         self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush,
                                         self.producer.send_raw)
+        self.partitioned = None
+        if cfg.stream.distributed:
+            self._partitioned(cfg)
         self.metrics = StreamMetrics()
         port = self.metrics.serve(cfg.stream.metrics_port, cfg.stream.metrics_host)
         if port:
@@ -188,10 +193,31 @@ class StreamJob:
         if cfg.stream.trigger_ms > 0:
             writer = writer.trigger(processingTime=f"{cfg.stream.trigger_ms} milliseconds")
         self.query = writer.start()
+        self.log("each batch: " + ("written and enriched by Spark's tasks, one per Kafka "
+                                   "partition" if self.partitioned else "on the driver"))
         self.log(f"streaming {cfg.kafka.transactions_topic} + {cfg.kafka.labels_topic} -> "
                  f"Redis {cfg.redis.prefix}:*, {cfg.kafka.enriched_topic}, dead letters to "
                  f"{cfg.kafka.dead_letter_topic}; checkpoint {cfg.stream.checkpoint}")
         return self
+
+    def _partitioned(self, cfg: Config) -> None:
+        """The driver's side of executors' tasks: the config they build their clients from (a
+        pickle in the tasks' closure, never printed), the repo they must have compiled, and
+        which partitions of the transactions topic hold data (for the trimming rule)."""
+        import pickle
+
+        from ffs.bus import kafka
+        from ffs.jobs.stream.partitioned import PartitionedBatch, repo_fingerprint
+
+        self._meta = kafka.consumer(cfg.kafka)
+        topic = cfg.kafka.transactions_topic
+
+        def with_data() -> list[str]:
+            marks = kafka.watermarks(cfg.kafka, [topic], cons=self._meta)
+            return [tp for tp, (lo, hi) in marks.items() if hi > lo]
+
+        self.partitioned = PartitionedBatch(self.processor, with_data)
+        self._task_args = (pickle.dumps(cfg), repo_fingerprint())
 
     def _batch(self, df, batch_id: int) -> None:
         with self._lock:
@@ -199,21 +225,27 @@ class StreamJob:
                 raise InterruptedError("stream stopping")
             began = time.time()
             try:
-                table = df.toArrow()
-                rows = {c: table.column(c).to_pylist() for c in COLUMNS}
-                rep = self.processor.process(batch_id, rows)
+                if self.partitioned is not None:
+                    from ffs.jobs.stream.partitioned import SparkTasks
+
+                    self.partitioned.keep_freshness = self.keep_freshness
+                    rep = self.partitioned.process(batch_id, SparkTasks(df, *self._task_args))
+                else:
+                    table = df.toArrow()
+                    rows = {c: table.column(c).to_pylist() for c in COLUMNS}
+                    rep = self.processor.process(batch_id, rows)
             except BaseException as exc:
                 self._error = exc
                 raise
             s = self.summary
             s.batches += 1
-            s.events += len(rows["offset"])
+            s.events += rep.messages
             s.enriched += rep.enriched
             s.corrections += rep.corrections
             for reason, n in rep.dead_letters.items():
                 s.dead_letters[reason] = s.dead_letters.get(reason, 0) + n
             self.metrics.record(rep)
-            if rows["offset"]:
+            if rep.messages:
                 self.last_data = time.monotonic()
                 self.first_batch_at = self.first_batch_at or began
                 self.last_batch_end = time.time()
@@ -279,6 +311,9 @@ class StreamJob:
             self.producer.close()
         except Exception as exc:  # noqa: BLE001 - reported, the batch will be redone
             self.log(f"warning: flushing outputs at stop: {exc}")
+        if getattr(self, "_meta", None) is not None:
+            self._meta.close()
+            self._meta = None
 
 
 def run_stream(cfg: Config, log: Callable[[str], None] = print,

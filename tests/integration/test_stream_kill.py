@@ -25,6 +25,7 @@ from ffs.bus.replay import load_events, replay
 from ffs.config import load_config
 from ffs.jobs.tools.generate import GenerateSpec, generate_to
 from ffs.online.redis_server import RedisServer, free_port
+from tests.integration.test_stream_batch import canonical_events
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis, pytest.mark.slow]
 
@@ -59,7 +60,7 @@ def _snapshot(r, prefix: str) -> dict:
             continue
         kind = r.type(key)
         if kind == b"zset":
-            out[key] = r.zrange(key, 0, -1, withscores=True)
+            out[key] = canonical_events(key, r.zrange(key, 0, -1, withscores=True))
         elif kind == b"string":
             out[key] = r.get(key)
         else:
@@ -84,7 +85,8 @@ def _wait_for_batches(log: Path, n: int, proc: subprocess.Popen, timeout: float 
                          + log.read_text(errors="replace")[-3000:])
 
 
-def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
+@pytest.mark.parametrize("distributed", [True, False], ids=["executors", "driver"])
+def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, distributed):
     import redis
 
     from ffs.jobs.stream.batch import BatchProcessor
@@ -105,7 +107,8 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
         env = {**os.environ, "FFS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                "FFS_REDIS_URL": rs.url, "FFS_STREAM_CHECKPOINT": str(tmp_path / "ckpt"),
                "FFS_STREAM_METRICS_PORT": "-1", "FFS_STREAM_MAX_EVENTS_PER_BATCH": "700",
-               "FFS_STREAM_ALLOWED_LATENESS_S": str(2 * 86400)}
+               "FFS_STREAM_ALLOWED_LATENESS_S": str(2 * 86400),
+               "FFS_STREAM_DISTRIBUTED": str(distributed).lower()}
         env.pop("FFS_CONFIG", None)
         log = tmp_path / "stream.log"
 
@@ -136,6 +139,7 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path):
         text = log.read_text(errors="replace")
         assert "stopped: caught up and idle" in text
         assert "source: Spark's Kafka connector" in text
+        assert ("one per Kafka partition" in text) == distributed
 
         # dead letters: every bad message, with its reason (at least once: a killed batch
         # may have published some before dying)
