@@ -24,9 +24,10 @@ when tasks run at once:
 - The same bound keeps corrections to what needs them: a late event or a label changes the
   enriched rows of earlier batches only up to their newest event time; this batch's rows
   are read after all its writes anyway.
-- Labels: a task applies its labels; a label whose transaction another task has not written
-  yet waits, and the driver's pass after all writes applies the waiting ones (or dead-letters
-  those past the lateness, as one process does).
+- Labels: their tasks run after every transaction of the batch is written (the two topics'
+  partitions are separate tasks), and apply them; a label whose transaction is still unknown
+  waits, and the driver's pass applies the waiting ones it can (or dead-letters those past
+  the lateness, as one process does).
 - Enrichment runs after every write and label of the batch. The corrections (stored events
   after a late event or label) are read on the driver; a task leaves out its events among them
   so that each is published once.
@@ -74,8 +75,9 @@ class Plan:
 
 
 class Tasks(Protocol):
-    def run(self, phase: str, plan: Plan) -> list[dict]:
-        """Runs PHASES[phase] over every partition of the batch; one summary per task."""
+    def run(self, phase: str, plan: Plan, topic: str) -> list[dict]:
+        """Runs PHASES[phase] over every partition of `topic` in the batch; one summary per
+        task."""
 
 
 def write_phase(proc: BatchProcessor, plan: Plan, rows: dict[str, list]) -> dict:
@@ -153,7 +155,11 @@ class PartitionedBatch:
 
         after = dict(progress)
         anchors: dict[tuple[str, str], int] = {}
-        for s in tasks.run("write", plan):
+        # transactions first, then labels: a label whose transaction is written by a task
+        # running at the same time would wait, and be applied twice
+        summaries = tasks.run("write", plan, tx_topic)
+        summaries += tasks.run("write", plan, proc.k.labels_topic)
+        for s in summaries:
             for k in _COUNTS:
                 setattr(rep, k, getattr(rep, k) + s[k])
             for reason, n in s["dead_letters"].items():
@@ -182,7 +188,7 @@ class PartitionedBatch:
             fixes = proc._affected(anchors, until)
             plan.corrections = sorted({tx.transaction_id for tx in fixes})
             in_batch = 0
-            for s in tasks.run("enrich", plan):
+            for s in tasks.run("enrich", plan, tx_topic):
                 rep.enriched += s["enriched"]
                 in_batch += s["in_corrections"]
             proc._source_ts = {}
@@ -216,12 +222,13 @@ class LocalTasks:
             self.parts.reverse()
         self.make_processor, self.threads = make_processor, threads
 
-    def run(self, phase: str, plan: Plan) -> list[dict]:
+    def run(self, phase: str, plan: Plan, topic: str) -> list[dict]:
         # through JSON both ways, as the Spark tasks' plan and summaries go
         plan = Plan(**json.loads(json.dumps(asdict(plan))))
         fn = PHASES[phase]
+        parts = [rows for rows in self.parts if rows["topic"][0] == topic]
         with ThreadPoolExecutor(self.threads) as pool:
-            out = list(pool.map(lambda rows: fn(self.make_processor(), plan, rows), self.parts))
+            out = list(pool.map(lambda rows: fn(self.make_processor(), plan, rows), parts))
         return [json.loads(json.dumps(s)) for s in out]
 
 
@@ -288,7 +295,7 @@ class SparkTasks:
     def __init__(self, df, cfg_blob: bytes, fingerprint: str):
         self.df, self.cfg_blob, self.fingerprint = df, cfg_blob, fingerprint
 
-    def run(self, phase: str, plan: Plan) -> list[dict]:
+    def run(self, phase: str, plan: Plan, topic: str) -> list[dict]:
         blob, fingerprint, plan_json = self.cfg_blob, self.fingerprint, json.dumps(asdict(plan))
 
         def task(batches):
@@ -299,5 +306,6 @@ class SparkTasks:
             out = run_task(blob, fingerprint, phase, plan_json, batches)
             yield pa.RecordBatch.from_pydict({"summary": [json.dumps(out)]})
 
-        return [json.loads(r.summary) for r in
-                self.df.mapInArrow(task, "summary string").collect()]
+        # the other topic's partitions are empty after the filter: their tasks are trivial
+        rows = self.df.where(self.df.topic == topic).mapInArrow(task, "summary string")
+        return [json.loads(r.summary) for r in rows.collect()]

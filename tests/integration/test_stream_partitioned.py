@@ -83,13 +83,21 @@ def _labels(bus, cfg):
                   for r in bus.enriched(cfg, "label"))
 
 
-def test_in_order_tasks_publish_the_offline_features_and_one_process_state(conn, data):
+def test_in_order_tasks_publish_the_offline_features_and_one_process_state(conn, data,
+                                                                          monkeypatch):
     cfg, tx, labels, expected, events = data
     one, one_reports = run(cfg, conn, events, mode="driver")
     one_state = snapshot(conn)
     conn.flushall()
 
+    from ffs.online.writer import OnlineWriter
+
+    tried, real = [], OnlineWriter.write_labels
+    monkeypatch.setattr(OnlineWriter, "write_labels",
+                        lambda self, labs: real(self, tried.extend(labs) or labs))
     bus, reports = run(cfg, conn, events)
+    # labels run after the batch's transactions are written: none is tried twice
+    assert len(tried) == len(labels)
     assert sum(r.written for r in reports) == len(tx)
     assert sum(r.n_dead for r in reports) == 0 and bus.dead(cfg) == []
     assert mismatches(bus.last_enriched(cfg), expected) == []
