@@ -47,14 +47,14 @@ import base64
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from ffs.transformations import ids
 from ffs.transformations.declarations import KEY_SEPARATOR, hundredth
-from ffs.transformations.derived import DerivedError, derive_event
+from ffs.transformations.derived import DerivedError, derive, derive_event
 from ffs.transformations.features import (
     DERIVED_FUNCTIONS,
     ENTITIES,
@@ -260,17 +260,61 @@ def parse_value(obj: dict, name: str, kind: str) -> float | str:
 def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_IDS) -> Transaction:
     """Fields checked in order: transaction_id, every join key, event_timestamp, every value
     column; the first bad one is the reason."""
-    obj = _object(raw)
-    txid = parse_id(obj, "transaction_id", id_types.transaction_id)
-    columns: list[tuple[str, object]] = [(k, parse_id(obj, k, id_types.of(k)))
-                                         for k in KEY_COLUMNS]
-    t = parse_time(obj, "event_timestamp")
-    got = dict(columns)
-    got.update((c, parse_optional(obj, c) if c in OPTIONAL_COLUMNS else parse_value(obj, c, kind))
-               for c, kind in INPUT_COLUMNS.items())
+    txid, t, got = _sent_fields(raw, id_types)
     if DERIVED:
         got.update(_derived(t, got))
     return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
+
+
+def parse_transactions(raws: Sequence[bytes | str | None], id_types: ids.IdTypes = DEFAULT_IDS
+                       ) -> list[Transaction | Refused]:
+    """Many messages, each as parse_transaction gives it (or the Refused it raises), with the
+    views' udfs run once over all of them: per message, a udf costs more than the parse."""
+    parsed: list[tuple[str, int, dict] | Refused] = []
+    for raw in raws:
+        try:
+            parsed.append(_sent_fields(raw, id_types))
+        except Refused as exc:
+            parsed.append(exc)
+    good = [p for p in parsed if not isinstance(p, Refused)]
+    if DERIVED and good:
+        try:
+            cols = derive(DERIVED_FUNCTIONS, [p[1] for p in good],
+                          {c: [p[2][c] for p in good] for c in INPUT_COLUMNS})
+        except DerivedError:  # the udf failed on the whole: find which events, one by one
+            return [p if isinstance(p, Refused) else _with_derived(*p) for p in parsed]
+        for i, (_txid, _t, got) in enumerate(good):
+            got.update((c, float(col[i])) for c, col in cols.items())
+    out: list[Transaction | Refused] = []
+    for p in parsed:
+        if isinstance(p, Refused):
+            out.append(p)
+            continue
+        txid, t, got = p
+        bad = [c for c in DERIVED if got[c] != got[c]]  # NaN: no number under the rule
+        out.append(Refused(BAD_TYPE, str(DerivedError(
+            f"derived column(s) {bad}: the udf gave no number under the number rule")))
+            if bad else Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS)))
+    return out
+
+
+def _with_derived(txid: str, t: int, got: dict) -> Transaction | Refused:
+    try:
+        got.update(_derived(t, got))
+    except Refused as exc:
+        return exc
+    return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
+
+
+def _sent_fields(raw: bytes | str | None, id_types: ids.IdTypes) -> tuple[str, int, dict]:
+    """(transaction_id, time, the columns sent) of a transaction message, checked."""
+    obj = _object(raw)
+    txid = parse_id(obj, "transaction_id", id_types.transaction_id)
+    got: dict[str, object] = {k: parse_id(obj, k, id_types.of(k)) for k in KEY_COLUMNS}
+    t = parse_time(obj, "event_timestamp")
+    got.update((c, parse_optional(obj, c) if c in OPTIONAL_COLUMNS else parse_value(obj, c, kind))
+               for c, kind in INPUT_COLUMNS.items())
+    return txid, t, got
 
 
 def _derived(t: int, values: Mapping[str, object]) -> dict[str, float]:

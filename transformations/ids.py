@@ -67,6 +67,13 @@ def types(cfg) -> IdTypes:
 def canonical(value: object, kind: str) -> int | str:
     """The id's canonical form under `kind`, or BadId. Missing values (None, NaN) are the
     caller's to report: they raise BadId too, saying "missing"."""
+    # the common cases first: an int, or digits as text, for an int column (a bool is no
+    # `int` here; 18 digits are always within int64)
+    if kind != STRING:
+        if type(value) is int and _INT64[0] <= value <= _INT64[1]:
+            return value
+        if type(value) is str and len(value) <= 18 and value.isascii() and value.isdigit():
+            return int(value)
     if value is None or (isinstance(value, (float, np.floating)) and value != value):
         raise BadId(value, "missing")
     if isinstance(value, (bool, np.bool_)):

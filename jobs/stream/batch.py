@@ -195,13 +195,19 @@ class BatchProcessor:
         newest = dict(progress)
         topics, parts, offs = rows["topic"], rows["partition"], rows["offset"]
         keys, values, stamps = rows["key"], rows["value"], rows["timestamp_ms"]
+        tx_topic = self.k.transactions_topic
+        at = [i for i, topic in enumerate(topics) if topic == tx_topic]
+        parsed = dict(zip(at, M.parse_transactions([values[i] for i in at], self.id_types),
+                          strict=True))
         for i in rules.log_order(topics, parts, offs):
             topic, part, off, key, value, ts = topics[i], parts[i], offs[i], keys[i], \
                 values[i], stamps[i]
             tp = f"{topic}:{part}"
             try:
-                if topic == self.k.transactions_topic:
-                    tx = M.parse_transaction(value, self.id_types)
+                if topic == tx_topic:
+                    tx = parsed[i]
+                    if isinstance(tx, M.Refused):
+                        raise tx
                     bad = self._time_check(tx.t, now_s, newest.get(tp), ret_c)
                     if bad is None:
                         txs.append((tx, (topic, part, off, key, ts)))
