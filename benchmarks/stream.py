@@ -42,7 +42,9 @@ HANDBOOK = Path(os.environ.get(
     "FFS_HANDBOOK", ROOT.parent / "shared" / "data" / "handbook" / "transactions.parquet"))
 
 
-def _config(broker, redis_url: str, work: Path, enrich: bool):
+def _config(broker, redis_url: str, work: Path, enrich: bool, setup: str = "executors:2"):
+    """setup: "driver" (each batch on the driver) or "executors:N" (tasks per partition on
+    Spark's local[N])."""
     from ffs.config import load_config
 
     cfg = load_config(env={})
@@ -52,10 +54,14 @@ def _config(broker, redis_url: str, work: Path, enrich: bool):
     cfg.stream.metrics_port = -1
     cfg.stream.enrich = enrich
     cfg.stream.allowed_lateness_s = 7 * 86400
+    mode, _, cores = setup.partition(":")
+    cfg.stream.distributed = mode == "executors"
+    cfg.spark.master = f"local[{cores or 2}]"
     return cfg
 
 
-def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
+def throughput(tx, labels, work: Path, enrich: bool, consistency: bool,
+               setup: str = "executors:2") -> dict:
     from ffs.bus import kafka
     from ffs.bus.broker import LocalKafka
     from ffs.bus.replay import replay
@@ -63,7 +69,7 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
     from ffs.online.redis_server import RedisServer
 
     with LocalKafka() as broker, RedisServer() as rs:
-        cfg = _config(broker, rs.url, work, enrich)
+        cfg = _config(broker, rs.url, work, enrich, setup)
         kafka.ensure_topics(cfg.kafka)
         rep = replay(cfg.kafka, tx, labels)
         print(f"  published {rep.transactions + rep.labels:,} events in {rep.seconds:.1f} s "
@@ -79,7 +85,9 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
                "spark_and_job_start_s": round(started, 1),
                "dead_letters": summary.dead_letters, "enriched": summary.enriched,
                "corrections": summary.corrections, "replay_events_per_s": round(rep.rate)}
-        print(f"  stream (enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
+        out["setup"] = setup
+        out["redis_commandstats"] = _commandstats(rs.url)
+        print(f"  stream ({setup}, enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
               f"{out['events_per_s']:,} events/s, {summary.batches} batches", flush=True)
         if consistency:
             from ffs.jobs.tools.consistency import check
@@ -91,6 +99,17 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool) -> dict:
                 "enriched": vars(report.enriched) if report.enriched else None,
                 "seconds": round(report.seconds, 1)}
         return out
+
+
+def _commandstats(url: str) -> dict:
+    """Redis server time per command kind over the run (INFO commandstats): where the
+    payments' Redis time goes, script bodies included."""
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return {k.removeprefix("cmdstat_"): {"calls": v["calls"], "usec": v["usec"],
+                                        "usec_per_call": v["usec_per_call"]}
+            for k, v in stats.items() if v["calls"] > 100}
 
 
 class PinotWatcher:
@@ -247,8 +266,15 @@ def main() -> int:
     ap.add_argument("--rates", default="1000,3000,6000")
     ap.add_argument("--seconds", type=float, default=20.0, help="per freshness rate")
     ap.add_argument("--skip-no-enrich", action="store_true")
+    ap.add_argument("--setups", default="executors:2,driver,executors:1",
+                    help="throughput with enrichment, side by side: driver (each batch on "
+                         "the driver) and executors:N (tasks per Kafka partition, local[N]); "
+                         "the first is checked for consistency and measured without "
+                         "enrichment too")
+    ap.add_argument("--skip-freshness", action="store_true")
     ap.add_argument("--no-pinot", action="store_true",
                     help="freshness without a live Pinot consuming the enriched topic")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     if not HANDBOOK.exists():
         print(f"handbook data not found at {HANDBOOK}: nothing to measure")
@@ -270,13 +296,20 @@ def main() -> int:
                "load_avg_start": os.getloadavg(), "transactions": len(tx),
                "labels": len(labels)}
     print(f"handbook: {len(tx):,} transactions, {len(labels):,} labels", flush=True)
-    results["throughput_enriched"] = throughput(tx, labels, work, True, True)
+    setups = args.setups.split(",")
+    results["throughput_enriched"] = throughput(tx, labels, work, True, True, setups[0])
+    for setup in setups[1:]:
+        results[f"throughput_enriched_{setup}"] = throughput(tx, labels, work, True, False,
+                                                             setup)
     if not args.skip_no_enrich:
-        results["throughput_state_only"] = throughput(tx, labels, work, False, False)
-    results["freshness"] = freshness(tx, labels, work, [int(r) for r in args.rates.split(",")],
-                                     args.seconds, with_pinot=not args.no_pinot)
+        results["throughput_state_only"] = throughput(tx, labels, work, False, False,
+                                                      setups[0])
+    if not args.skip_freshness:
+        results["freshness"] = freshness(tx, labels, work,
+                                         [int(r) for r in args.rates.split(",")],
+                                         args.seconds, with_pinot=not args.no_pinot)
     results["load_avg_end"] = os.getloadavg()
-    out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}.json"
+    out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}{args.tag}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
     shutil.rmtree(work, ignore_errors=True)
