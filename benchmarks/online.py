@@ -1,6 +1,6 @@
 """Online serving benchmark on the handbook data: ours side by side with Feast 0.67.
 
-    .venv/bin/python -m benchmarks.online [--work DIR] [--offline DIR] [--quick]
+    .venv/bin/python -m benchmarks.online [--work DIR] [--offline DIR] [--quick] [--workers 1,2]
 
 One run, one private redis-server (online.redis_server.RedisServer) for both stores: ours
 under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured:
@@ -10,13 +10,21 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
    written as one parquet file, as benchmarks/feast_peer.py does; timed separately);
 2. in-process reads, 1 row (customer + terminal) and 100 rows, every feature of the service:
    `OnlineClient.get_features(rows, as_of=T0)` vs `get_online_features(features=<service>,
-   entity_rows=...).to_dict()`, random real ids, p50/p99 after warm-up; plus the raw floor
-   (redis-py pipeline of the 2 HGETALL a Feast row needs); then a hot terminal
-   (HOT_PAYMENTS payments in its window, HOT_FRAUD of them fraud) against a quiet one, ours
-   only, p50/p99 read alternately in the same run;
-3. HTTP with one worker: `ffs serve` vs `feast serve` (gunicorn, access log off, worker
-   recycling off) in subprocesses, p50/p99 for 1 and 100 rows over one keep-alive
-   connection, then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
+   entity_rows=...).to_dict()`, random real ids, p50/p99 after warm-up; beside them the same
+   Feast call over a second Feast repo (same project and registry) whose online_store is our
+   plugin (online/feast_store.py FFSOnlineStore, as_of = T0, prefix "ffs", db 0): Feast's API
+   over our exact windows. Over `pairs` random rows the plugin's values are compared with the
+   client's at T0 (a MISSING_ENTITY row of the client is a null, NOT_FOUND, from the
+   plugin): the share equal should be 1.0. Plus the raw floor (redis-py pipeline of the 2
+   HGETALL a Feast row needs); then a hot terminal (HOT_PAYMENTS payments in its window,
+   HOT_FRAUD of them fraud) against a quiet one, ours only, p50/p99 read alternately in the
+   same run;
+3. HTTP with N workers for each N of --workers (default 1,2): `ffs serve --workers N` vs
+   `feast serve --workers N` (gunicorn, access log off, worker recycling off) in
+   subprocesses, p50/p99 for 1 and 100 rows over one keep-alive connection (so one worker
+   answers them), then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
+   results under http.workers["N"], and the one-worker case also under http.ours and
+   http.feast (the keys of earlier results);
 4. correctness at T0 (newest event of the state), T0 + 12 h and T0 + 2 days: the share of
    served values equal to the exact training-set value at that instant (jobs.batch.training_set,
    rtol 1e-9, NaN == NaN) for random customer/terminal pairs, every feature except amount
@@ -27,7 +35,8 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
 --no-feast measures ours alone (no Feast load, reads, server or values), e.g. to compare two
 feature repos (FFS_FEATURES_REPO, which the server is given too) run alternately; --out names
 the results file. Every loop is bounded in count and in time. Results:
-benchmarks/results/online-<date>.json.
+benchmarks/results/online-<date>.json. The table at the end sets ours beside Feast with the
+ratio ours / Feast of each row (below 1: ours is faster, smaller or fewer wrong).
 The machine is shared: the load average at start and end is recorded; compare ratios.
 """
 
@@ -207,22 +216,45 @@ def post_json(port: int, path: str, body: bytes) -> tuple[int, dict]:
 # ------------------------------------------------------------------------------ data
 
 
-def ensure_offline(offline: Path, work: Path) -> Path:
-    """The offline store to read; built with `ffs backfill --engine local` when missing."""
-    from ffs.jobs.batch.offline_store import OfflineStore
+def offline_current(root: Path) -> bool:
+    """The offline store at root has every table, with the columns the loaded repo reads
+    (a store written before the repo gained an event column or a feature is not used)."""
+    import pyarrow.dataset as ds
 
-    store = OfflineStore(offline)
-    if all(store.exists(t) for t in ("transactions", "labels", "features")):
+    from ffs.jobs.batch.offline_store import OfflineStore
+    from ffs.transformations import schema
+    from ffs.transformations.features import feature_names
+
+    store = OfflineStore(root)
+    if not all(store.exists(t) for t in ("transactions", "labels", "features")):
+        return False
+    need = {"transactions": set(schema.TX_COLUMNS), "features": set(feature_names())}
+    for table, columns in need.items():
+        names = set(ds.dataset(store.path(table), format="parquet",
+                               partitioning="hive").schema.names)
+        if not columns <= names:
+            log(f"offline store {root}: table {table} lacks {sorted(columns - names)[:5]} "
+                f"(written by an older repo): not used")
+            return False
+    return True
+
+
+def ensure_offline(offline: Path, work: Path) -> Path:
+    """The offline store to read; built with `ffs backfill --engine local` in work when
+    missing or out of date with the loaded repo."""
+    if offline_current(offline):
         return offline
     built = work / "offline-local"
-    if all(OfflineStore(built).exists(t) for t in ("transactions", "labels", "features")):
+    if built.resolve() != offline.resolve() and offline_current(built):
         return built
     if not HANDBOOK.exists():
         raise SystemExit(f"no offline store at {offline} and no handbook at {HANDBOOK}")
     from ffs.jobs.batch.offline_store import write_parquet
     from ffs.transformations import schema
 
-    log(f"offline store not found at {offline}: building it in {built} (ffs backfill)")
+    if built.exists() and any(built.iterdir()):  # out of date: a fresh store beside it
+        built = Path(tempfile.mkdtemp(prefix="offline-local-", dir=work))
+    log(f"no current offline store at {offline}: building it in {built} (ffs backfill)")
     tx = schema.normalize_transactions(pd.read_parquet(HANDBOOK)).rows
     labels_path = work / "labels.parquet"
     write_parquet(schema.labels_from_flags(tx), labels_path)
@@ -256,6 +288,76 @@ def feast_repo(repo: Path, source: Path, redis_port: int):
     store = FeatureStore(repo_path=str(repo))
     store.apply(objects(build(source)))
     return store
+
+
+def plugin_repo(repo: Path, registry: Path, redis_port: int, as_of: int, timeout_ms: int):
+    """A Feast repo over the same project and registry as feast_repo (applied there), whose
+    online_store is our plugin reading our state (db 0, PREFIX) at `as_of`: only
+    online_store differs, as feature_repo/feature_store_ffs.yaml does for the shipped repo.
+    Nothing is applied or materialized through it (the plugin refuses Feast's writes)."""
+    from feast import FeatureStore
+
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        f"project: {FEAST_PROJECT}\n"
+        "provider: local\n"
+        "registry:\n"
+        "  registry_type: file\n"
+        f"  path: {registry}\n"
+        "  cache_ttl_seconds: 0\n"
+        "offline_store:\n"
+        "  type: file\n"
+        "online_store:\n"
+        "  type: ffs.online.feast_store.FFSOnlineStore\n"
+        f"  url: redis://127.0.0.1:{redis_port}/0\n"
+        f"  prefix: {PREFIX}\n"
+        f"  timeout_ms: {int(timeout_ms)}\n"
+        f"  as_of: {int(as_of)}\n"
+        "entity_key_serialization_version: 3\n")
+    return FeatureStore(repo_path=str(repo))
+
+
+def plugin_agreement(client, plugin_read, row_sets: list[list[dict]], as_of: int) -> dict:
+    """The plugin's values against the client's at the same as_of, over every row of
+    row_sets and every feature of the service: equal when both are null or the same number
+    (a row the client calls MISSING_ENTITY is expected null, Feast's NOT_FOUND)."""
+    from ffs.online.client import MISSING_ENTITY
+
+    compared = equal = missing = 0
+    wrong: dict[str, int] = {}
+    examples: list[dict] = []
+    for rows in row_sets:
+        ours = client.get_features(rows, as_of=as_of)
+        if ours.error is not None:
+            return {"error": f"client: {ours.error}"}
+        got = plugin_read(rows)
+        if got is None:
+            return {"error": "plugin: Redis unavailable"}
+        for name in ours.feature_names:
+            theirs = got.get(name)
+            if theirs is None:
+                wrong[name] = wrong.get(name, 0) + len(rows)
+                compared += len(rows)
+                continue
+            for i, status in enumerate(ours.statuses[name]):
+                want = None if status == MISSING_ENTITY else ours.values[name][i]
+                have = theirs[i]
+                missing += status == MISSING_ENTITY
+                compared += 1
+                same = (want is None and have is None) or (
+                    want is not None and have is not None
+                    and (want == have or (want != want and have != have)))  # NaN == NaN
+                if same:
+                    equal += 1
+                else:
+                    wrong[name] = wrong.get(name, 0) + 1
+                    if len(examples) < 5:
+                        examples.append({"feature": name, "row": rows[i], "client": want,
+                                         "plugin": have})
+    return {"rows": sum(len(r) for r in row_sets), "values_compared": compared,
+            "share_equal": round(equal / compared, 6) if compared else float("nan"),
+            "client_missing_entity_values": missing,
+            "wrong_by_feature": dict(sorted(wrong.items())), "examples": examples}
 
 
 def feast_key(entity_key: str, value: int) -> bytes:
@@ -295,14 +397,23 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--offline", default=str(DEFAULT_OFFLINE),
-                    help="offline store of the whole handbook (built in --work when missing)")
+                    help="offline store of the whole handbook (built in --work when "
+                    "missing or out of date)")
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer calls and rows")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--no-feast", action="store_true", help="ours alone: no Feast at all")
     ap.add_argument("--out", default=None, help="results file (default: "
                     "benchmarks/results/online-<date>.json)")
+    ap.add_argument("--workers", default="1,2",
+                    help="HTTP server worker counts to measure, comma-separated (default 1,2)")
     args = ap.parse_args()
+    try:
+        args.workers = sorted({int(w) for w in str(args.workers).split(",") if w.strip()})
+    except ValueError:
+        ap.error(f"--workers: comma-separated integers, found {args.workers!r}")
+    if not args.workers or args.workers[0] < 1 or args.workers[-1] > 16:
+        ap.error("--workers: between 1 and 16 workers each, at least one count")
     os.environ.setdefault("FEAST_USAGE", "False")
     sys.path.insert(0, str(ROOT))
     # SIGTERM -> SystemExit, so the finally below stops servers and Redis.
@@ -320,7 +431,8 @@ def main() -> int:
         "machine": {"cores": psutil.cpu_count(), "memory_gib": round(vm.total / 2**30, 1),
                     "python": platform.python_version(), "platform": platform.platform()},
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-        "settings": {**s, "concurrency": CONCURRENCY, "seed": args.seed},
+        "settings": {**s, "concurrency": CONCURRENCY, "seed": args.seed,
+                     "workers": args.workers},
     }
     log(f"work dir {work}; load average {results['load_avg_start']}")
 
@@ -468,6 +580,10 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     log("2. in-process reads")
     client = OnlineClient.from_config(cfg)
     service = store.get_feature_service(FEATURE_SERVICE) if feast else None
+    # Feast's API over our plugin: same registry, our state in db 0, read at T0
+    plugin = (plugin_repo(work / "feast_plugin_repo", repo / "registry.db", rs.port, t0_epoch,
+                          cfg.redis.timeout_ms) if feast else None)
+    plugin_service = plugin.get_feature_service(FEATURE_SERVICE) if feast else None
 
     def id_rows(n: int, count: int) -> list[list[dict]]:
         cs = rng.choice(customers, (count, n)).tolist()
@@ -486,6 +602,18 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     def feast_read(rows):
         return store.get_online_features(features=service, entity_rows=rows).to_dict()
 
+    from ffs.online.feast_store import FFSOnlineStoreUnavailable
+
+    plugin_errors = [0]
+
+    def plugin_read(rows):
+        try:
+            return plugin.get_online_features(features=plugin_service,
+                                              entity_rows=rows).to_dict()
+        except FFSOnlineStoreUnavailable:  # Redis slower than timeout_ms: counted, not fatal
+            plugin_errors[0] += 1
+            return None
+
     # the raw floor: what one Feast row needs from Redis (2 HGETALL in one pipeline)
     def raw_read(keys):
         pipe = r1.pipeline(transaction=False)
@@ -497,12 +625,17 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     for n_rows, calls, warm in ((1, s["inproc_1"], s["warm_1"]),
                                 (100, s["inproc_100"], s["warm_100"])):
         pool = id_rows(n_rows, 256 if n_rows == 1 else 64)
-        ours_errors[0] = 0
+        ours_errors[0] = plugin_errors[0] = 0
         o = time_calls(ours_read, pool, warm, calls, s["case_max_s"])
         o["unavailable_results"] = ours_errors[0]
+        g = {"n": 0}
+        if feast:
+            g = time_calls(plugin_read, pool, warm, calls, s["case_max_s"])
+            g["unavailable_results"] = plugin_errors[0]
         f = time_calls(feast_read, pool, warm, calls, s["case_max_s"]) if feast else {"n": 0}
-        inproc[f"{n_rows}_row"] = {"ours": o, "feast": f}
+        inproc[f"{n_rows}_row"] = {"ours": o, "feast": f, "feast_plugin": g}
         log(f"   {n_rows:>3} rows: ours p50 {o['p50_ms']} p99 {o['p99_ms']} ms | "
+            f"feast+plugin p50 {g.get('p50_ms')} p99 {g.get('p99_ms')} ms | "
             f"feast p50 {f.get('p50_ms')} p99 {f.get('p99_ms')} ms")
         if n_rows == 1 and feast:
             keys = [[feast_key("customer_id", p[0]["customer_id"]),
@@ -514,14 +647,28 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
     o_names = client.get_features(sample, as_of=t0_epoch).feature_names
     f_names = [k for k in (feast_read(sample) if feast else {})
                if k not in ("customer_id", "terminal_id")]
+    g_doc = (plugin_read(sample) if feast else None) or {}
+    g_names = [k for k in g_doc if k not in ("customer_id", "terminal_id")]
     inproc["features_returned"] = {"ours": len(o_names), "feast": len(f_names),
-                                   "same_names": sorted(o_names) == sorted(f_names)}
+                                   "same_names": sorted(o_names) == sorted(f_names),
+                                   "feast_plugin": len(g_names),
+                                   "plugin_same_names": sorted(o_names) == sorted(g_names)}
+    if feast:  # the plugin's timing is of a correct path: its values are the client's
+        n_sets = max(1, s["pairs"] // 100)
+        agree = plugin_agreement(client, plugin_read, id_rows(100, n_sets) + id_rows(1, 20),
+                                 t0_epoch)
+        inproc["feast_plugin_vs_client"] = agree
+        log(f"   plugin vs client at T0: {agree.get('share_equal')} of "
+            f"{agree.get('values_compared')} values equal over {agree.get('rows')} rows"
+            + f" ({agree.get('client_missing_entity_values')} MISSING_ENTITY values)"
+            + (f" (wrong: {agree['wrong_by_feature']})" if agree.get("wrong_by_feature")
+               else "") + (f" ERROR {agree['error']}" if "error" in agree else ""))
     results["in_process"] = inproc
     results["hot_entity"] = hot_entity(r0, client, cfg, tx, customers, terminals, rng, s,
                                        t0_epoch)
 
     # ---------------------------------------------------------------- 3. HTTP
-    log("3. HTTP, one worker")
+    log(f"3. HTTP, {', '.join(map(str, args.workers))} worker(s)")
     path = "/get-online-features"
 
     def bodies(n_rows: int, count: int, ours: bool) -> list[bytes]:
@@ -535,27 +682,27 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
             out.append(json.dumps(doc).encode())
         return out
 
-    http_res: dict[str, dict] = {}
     env = {k: v for k, v in os.environ.items()
            if (not k.startswith("FFS_") or k == "FFS_FEATURES_REPO")
            and k != "FEAST_FS_YAML_FILE_PATH"}
     env["FEAST_USAGE"] = "False"
     servers = {
-        "ours": (lambda port: [sys.executable, "-m", "ffs.cli", "serve", "--host", "127.0.0.1",
-                               "--port", str(port)],
+        "ours": (lambda port, n: [sys.executable, "-m", "ffs.cli", "serve", "--host",
+                                  "127.0.0.1", "--port", str(port), "--workers", str(n)],
                  {**env, "FFS_REDIS_URL": cfg.redis.url, "FFS_REDIS_PREFIX": PREFIX},
                  "/ready", True, b'"UNAVAILABLE"'),
-        "feast": (lambda port: [str(ROOT / ".venv" / "bin" / "feast"), "-c", str(repo), "serve",
-                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                                "--no-access-log", "--max-requests", "0"],
+        "feast": (lambda port, n: [str(ROOT / ".venv" / "bin" / "feast"), "-c", str(repo),
+                                   "serve", "--host", "127.0.0.1", "--port", str(port),
+                                   "--workers", str(n), "--no-access-log",
+                                   "--max-requests", "0"],
                   env, "/health", False, None),
     }
-    for who, (argv, senv, ready_path, ours_fmt, marker) in servers.items():
-        if who == "feast" and not feast:
-            continue
+
+    def serve_case(who: str, n_workers: int) -> dict:
+        argv, senv, ready_path, ours_fmt, marker = servers[who]
         port = free_port()
-        log_path = work / f"{who}-serve.log"
-        p = procs.start(argv(port), senv, log_path)
+        log_path = work / f"{who}-serve-{n_workers}w.log"
+        p = procs.start(argv(port, n_workers), senv, log_path)
         try:
             startup = wait_http(port, ready_path, p, log_path)
             status, doc = post_json(port, path, bodies(1, 1, ours_fmt)[0])
@@ -569,28 +716,45 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                 check["statuses"] = {k: stats.count(k) for k in sorted(set(stats))}
             else:
                 check["body"] = str(doc)[:300]
-            res = {"check": check}
+            res = {"workers": n_workers, "check": check}
             if status != 200:
                 raise RuntimeError(f"{who} server answered {status}: {str(doc)[:300]}")
             for n_rows, calls, warm in ((1, s["http_1"], s["warm_1"]),
                                         (100, s["http_100"], s["warm_100"])):
                 b = bodies(n_rows, 64, ours_fmt)
                 lat = http_load(port, path, b, calls, 1, s["case_max_s"], warm, marker)
-                tput = http_load(port, path, b, 10**7, CONCURRENCY, s["tput_seconds"], 5,
-                                 marker)
+                # warm-up of every worker: each connection may land on another one
+                tput = http_load(port, path, b, 10**7, CONCURRENCY, s["tput_seconds"],
+                                 5 * max(CONCURRENCY, n_workers), marker)
+                # a degraded answer (UNAVAILABLE, e.g. our breaker open after a Redis
+                # timeout) comes back fast: the rate of full answers is the one to compare
+                tput["good_per_s"] = round((tput["n"] - tput["errors"] - tput["degraded"])
+                                           / max(tput["seconds"], 1e-9), 1)
                 res[f"{n_rows}_row"] = {"latency": lat, "throughput": tput}
-                log(f"   {who:5} {n_rows:>3} rows: p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms, "
-                    f"{tput.get('per_s')} req/s at {CONCURRENCY} clients "
+                log(f"   {who:5} {n_workers}w {n_rows:>3} rows: p50 {lat['p50_ms']} p99 "
+                    f"{lat['p99_ms']} ms, {tput.get('per_s')} req/s at {CONCURRENCY} clients "
                     f"(errors {lat['errors'] + tput['errors']}, "
                     f"degraded {lat['degraded'] + tput['degraded']})")
-            res["rss_mib"] = round(sum(q.memory_info().rss for q in
-                                       [psutil.Process(p.pid),
-                                        *psutil.Process(p.pid).children(recursive=True)])
-                                   / 2**20, 1)
-            http_res[who] = res
+            procs_now = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+            res["processes"] = len(procs_now)
+            res["rss_mib"] = round(sum(q.memory_info().rss for q in procs_now) / 2**20, 1)
+            return res
         finally:
             procs.stop(p)
-    http_res["feast_flags"] = "--workers 1 --no-access-log --max-requests 0 (no worker recycling)"
+
+    http_res: dict[str, object] = {"workers": {}}
+    for n_workers in args.workers:
+        per: dict[str, dict] = {}
+        for who in ("ours", "feast"):
+            if who == "feast" and not feast:
+                continue
+            per[who] = serve_case(who, n_workers)
+        http_res["workers"][str(n_workers)] = per
+        if n_workers == 1:  # the keys of earlier results: the one-worker case
+            http_res.update(per)
+    http_res["feast_flags"] = ("--workers N --no-access-log --max-requests 0 (no worker "
+                               "recycling); N in " + ",".join(map(str, args.workers)))
+    http_res["ours_flags"] = "--workers N (uvicorn); N as for Feast"
     results["http"] = http_res
 
     # ---------------------------------------------------------------- 4. correctness
@@ -693,29 +857,66 @@ def hot_entity(r, client, cfg, tx, customers, terminals, rng, s: dict, t0: int) 
 
 
 def print_table(res: dict) -> None:
+    """Ours beside Feast, one row per figure, with the ratio ours / Feast (p50 / p99 for
+    latencies; below 1: ours is faster, smaller, or less often wrong)."""
     def ms(d: dict | None) -> str:
         if not d or not d.get("n"):
             return "-"
         return f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}"
 
+    def ratio(a, b) -> str:
+        if a is None or b is None or not b or a != a or b != b:
+            return "-"
+        return f"{a / b:.2f}"
+
+    def ms_ratio(a: dict | None, b: dict | None) -> str:
+        if not a or not b or not a.get("n") or not b.get("n"):
+            return "-"
+        return f"{ratio(a['p50_ms'], b['p50_ms'])} / {ratio(a['p99_ms'], b['p99_ms'])}"
+
+    def unavailable(d: dict) -> str:
+        k = d.get("unavailable_results") or 0
+        return f" [{k} unavail.]" if k else ""
+
+    def per_s(t: dict) -> tuple[float, str]:
+        """req/s of full answers, and the cell: with the raw rate when some were degraded."""
+        good = t.get("good_per_s", t.get("per_s", 0))
+        if t.get("degraded") or t.get("errors"):
+            return good, f"{good:,.0f} ok of {t.get('per_s', 0):,.0f}"
+        return good, f"{good:,.0f}"
+
     lines = [f"\nonline benchmark {res['date']}{' (quick)' if res.get('quick') else ''}: "
              f"{res['machine']['cores']} cores, {res['machine']['memory_gib']} GiB, "
              f"Python {res['machine']['python']}, Redis {res['machine'].get('redis')}; "
              f"load avg {res['load_avg_start']} -> {res.get('load_avg_end')}",
-             f"{'':44}{'ours':>22}{'Feast 0.67':>22}"]
+             f"{'':50}{'ours':>20}{'Feast 0.67':>20}{'ours / Feast':>18}"]
 
-    def row(label: str, a: str, b: str) -> None:
-        lines.append(f"{label:44}{a:>22}{b:>22}")
+    def row(label: str, a: str, b: str, r: str = "") -> None:
+        lines.append(f"{label:50}{a:>20}{b:>20}{r:>18}")
 
     ld = res.get("load", {})
     if ld:
+        fl = ld["feast"]
         row("load whole handbook into Redis (s)", f"{ld['ours']['seconds']:.1f}",
-            f"{ld['feast']['materialize_seconds']:.1f} (+{ld['feast']['consolidate_seconds']:.1f})")
+            f"{fl['materialize_seconds']:.1f} (+{fl['consolidate_seconds']:.1f})",
+            ratio(ld["ours"]["seconds"], fl["materialize_seconds"]))
     ip = res.get("in_process", {})
     for n in ("1_row", "100_row"):
         if n in ip:
-            row(f"in process, {n.replace('_', ' ')}s p50 / p99 (ms)", ms(ip[n]["ours"]),
-                ms(ip[n]["feast"]))
+            label = n.replace("_", " ") + ("s" if n != "1_row" else "")
+            o = ip[n]["ours"]
+            row(f"in process, {label}, p50 / p99 (ms){unavailable(o)}", ms(o),
+                ms(ip[n]["feast"]), ms_ratio(o, ip[n]["feast"]))
+            g = ip[n].get("feast_plugin")
+            if g and g.get("n"):
+                row(f"  Feast API + our plugin, {label} (ms){unavailable(g)}", ms(g),
+                    ms(ip[n]["feast"]), ms_ratio(g, ip[n]["feast"]))
+                row("  plugin / our client, p50 / p99", "", "", ms_ratio(g, ip[n]["ours"]))
+    agree = ip.get("feast_plugin_vs_client")
+    if agree:
+        share = agree.get("share_equal")
+        row(f"  plugin values equal to our client's ({agree.get('values_compared', 0):,})",
+            "error" if "error" in agree else f"{share:.1%}", "")
     hot = res.get("hot_entity")
     if hot:
         row(f"  hot terminal ({hot['payments']:,} payments) p50 / p99", ms(hot["hot"]), "")
@@ -723,35 +924,46 @@ def print_table(res: dict) -> None:
     if "1_row" in ip and "raw_floor_2_hgetall" in ip["1_row"]:
         row("  raw floor: pipeline of 2 HGETALL (ms)", "", ms(ip["1_row"]["raw_floor_2_hgetall"]))
     hp = res.get("http", {})
-    if "ours" in hp and "feast" in hp:
+    by_workers = hp.get("workers") or ({"1": {"ours": hp["ours"], "feast": hp["feast"]}}
+                                       if "ours" in hp and "feast" in hp else {})
+    for w, per in by_workers.items():
+        if "ours" not in per or "feast" not in per:
+            continue
+        o, f = per["ours"], per["feast"]
         for n in ("1_row", "100_row"):
-            row(f"HTTP, {n.replace('_', ' ')}s p50 / p99 (ms)", ms(hp["ours"][n]["latency"]),
-                ms(hp["feast"][n]["latency"]))
-            row(f"HTTP, {n.replace('_', ' ')}s req/s, {CONCURRENCY} clients",
-                f"{hp['ours'][n]['throughput'].get('per_s', 0):,.0f}",
-                f"{hp['feast'][n]['throughput'].get('per_s', 0):,.0f}")
+            label = n.replace("_", " ") + ("s" if n != "1_row" else "")
+            row(f"HTTP {w} worker{'s' if w != '1' else ''}, {label}, p50 / p99 (ms)",
+                ms(o[n]["latency"]), ms(f[n]["latency"]),
+                ms_ratio(o[n]["latency"], f[n]["latency"]))
+            (a, a_cell), (b, b_cell) = per_s(o[n]["throughput"]), per_s(f[n]["throughput"])
+            row(f"  req/s, {CONCURRENCY} clients", a_cell, b_cell, ratio(a, b))
     corr = res.get("correctness", {})
     for label, _ in REQUEST_TIMES:
         if label in corr:
             e = corr[label]
-            row(f"values equal to exact at {label}", f"{e['ours']['share_equal']:.1%}",
-                f"{e['feast']['share_equal']:.1%}")
+            o, f = e["ours"], e["feast"]
+            row(f"values equal to exact at {label}", f"{o['share_equal']:.1%}",
+                f"{f['share_equal']:.1%}", ratio(o["share_equal"], f["share_equal"]))
             row(f"  customer 1-day count wrong at {label}",
-                f"{e['ours']['wrong_customer_nb_tx_1d']:.1%}",
-                f"{e['feast']['wrong_customer_nb_tx_1d']:.1%}")
+                f"{o['wrong_customer_nb_tx_1d']:.1%}", f"{f['wrong_customer_nb_tx_1d']:.1%}",
+                ratio(o["wrong_customer_nb_tx_1d"], f["wrong_customer_nb_tx_1d"]))
     mem = res.get("memory", {})
     if mem:
         o, f = mem["ours"], mem["feast"]
+        fc = f["customer_key"]["mean_bytes"] or 0
+        ft = f["terminal_key"]["mean_bytes"] or 0
         row("bytes per customer (MEMORY USAGE)", f"{o['bytes_per_customer']:,.0f}",
-            f"{f['customer_key']['mean_bytes'] or 0:,.0f}")
+            f"{fc:,.0f}", ratio(o["bytes_per_customer"], fc))
         row("bytes per terminal (ev + fraud)", f"{o['bytes_per_terminal']:,.0f}",
-            f"{f['terminal_key']['mean_bytes'] or 0:,.0f}")
+            f"{ft:,.0f}", ratio(o["bytes_per_terminal"], ft))
         row("bytes per tx index key", f"{o['tx_index']['mean_bytes'] or 0:,.0f}", "-")
-        row("Redis used_memory after load (MiB)",
-            f"{ld['ours']['redis_used_memory_bytes'] / 2**20:,.1f}",
-            f"{ld['feast']['redis_used_memory_bytes'] / 2**20:,.1f}")
+        a = ld["ours"]["redis_used_memory_bytes"] / 2**20
+        b = ld["feast"]["redis_used_memory_bytes"] / 2**20
+        row("Redis used_memory after load (MiB)", f"{a:,.1f}", f"{b:,.1f}", ratio(a, b))
+    lines.append("ours / Feast: below 1 is better for times, bytes and wrong shares, above 1 "
+                 "for req/s and equal shares; \"ok of\": req/s of full answers of all answers "
+                 "(the rest UNAVAILABLE or errors)")
     print("\n".join(lines), flush=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
