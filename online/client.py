@@ -27,7 +27,7 @@ import numpy as np
 
 from ffs.config import Config, RedisConfig, Secret
 from ffs.errors import InputError
-from ffs.online import layout
+from ffs.online import layout, state_format
 from ffs.online.plan import EntityPlan, compile_plans
 from ffs.online.scripts import read_script
 from ffs.online.shards import Shards, is_cluster, slot_of
@@ -189,6 +189,11 @@ class OnlineClient:
         self._script = self._script_for(self.plans)
         self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
+        try:  # a state in another record format is refused now, not misread at every read
+            state_format.check(redis_conn, prefix, writing=False)
+        except Exception as exc:  # Redis down: the reads say so, each within its timeout
+            if not _is_redis_error(exc):
+                raise
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs) -> OnlineClient:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ffs.online import layout
+from ffs.online import layout, state_format
 from ffs.online.layout import RecordFormat
 from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations import timestamps as T
@@ -54,6 +54,7 @@ def load_state(redis_conn, tx: pd.DataFrame, labels: pd.DataFrame, prefix: str =
                log: Callable[[str], None] = lambda _: None,
                index_transactions: bool = True) -> LoadSummary:
     started = time.perf_counter()
+    state_format.check(redis_conn, prefix, writing=True)
     tx = with_event_columns(tx)  # derived columns computed, absent optional ones null
     ts = T.to_seconds(tx["event_timestamp"])
     newest = int(ts.max()) if len(ts) else 0

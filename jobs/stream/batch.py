@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from ffs.bus import messages as M
 from ffs.config import Config
 from ffs.jobs.stream import rules
-from ffs.online import layout
+from ffs.online import layout, state_format
 from ffs.online.client import OnlineClient
 from ffs.online.writer import OnlineWriter
 from ffs.transformations import ids as _ids
@@ -103,6 +103,7 @@ class BatchProcessor:
         self._source_ts: dict[str, int] = {}
         p = cfg.redis.prefix
         self.prefix = p
+        state_format.check(redis_conn, p, writing=True)
         self.writer = OnlineWriter(redis_conn, p)
         self.client = OnlineClient(redis_conn, prefix=p, max_batch=READ_CHUNK,
                                    id_types=_ids.types(cfg))
