@@ -55,7 +55,7 @@ def _config(broker, redis_url: str, work: Path, enrich: bool, setup: str = "exec
     cfg.stream.enrich = enrich
     cfg.stream.allowed_lateness_s = 7 * 86400
     mode, _, cores = setup.partition(":")
-    cfg.stream.distributed = mode == "executors"
+    cfg.stream.batches_on = mode
     cfg.spark.master = f"local[{cores or 2}]"
     return cfg
 
@@ -77,7 +77,9 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool,
         t0 = time.time()
         job = StreamJob(cfg, log=lambda line: None).start()
         started = time.time() - t0
+        cpu_before = cpu_by_role()
         summary = job.run(until_idle_s=5, max_seconds=3600)
+        cpu = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_by_role().items()}
         span = (job.last_batch_end or 0) - (job.first_batch_at or 0)
         out = {"events": summary.events, "batches": summary.batches,
                "seconds_first_to_last_batch": round(span, 1),
@@ -86,6 +88,10 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool,
                "dead_letters": summary.dead_letters, "enriched": summary.enriched,
                "corrections": summary.corrections, "replay_events_per_s": round(rep.rate)}
         out["setup"] = setup
+        # CPU seconds per process role over the run (idle tail included) and per event
+        out["cpu_s"] = cpu
+        out["cpu_us_per_event"] = {k: round(v / max(summary.events, 1) * 1e6, 1)
+                                   for k, v in cpu.items()}
         out["redis_commandstats"] = _commandstats(rs.url)
         print(f"  stream ({setup}, enrich={enrich}): {summary.events:,} events in {span:.1f} s = "
               f"{out['events_per_s']:,} events/s, {summary.batches} batches", flush=True)
@@ -99,6 +105,50 @@ def throughput(tx, labels, work: Path, enrich: bool, consistency: bool,
                 "enriched": vars(report.enriched) if report.enriched else None,
                 "seconds": round(report.seconds, 1)}
         return out
+
+
+def _batches(lines: list[tuple[float, str]], since: float) -> tuple[list[int], list[float]]:
+    """Events and seconds of each batch the job logged after `since` (its report lines:
+    "batch N: X tx (...), Y labels (...) ...; Z ms")."""
+    import re
+
+    sizes, took = [], []
+    for at, line in lines:
+        m = re.match(r"batch \d+: (\d+) tx .*?, (\d+) labels .*; (\d+) ms$", line)
+        if m and at >= since:
+            sizes.append(int(m.group(1)) + int(m.group(2)))
+            took.append(int(m.group(3)) / 1000)
+    return sizes, took
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) of every process on the machine by its role in the
+    stream: Redis, the Kafka broker, Spark's JVM, Spark's Python workers, this driver; the
+    rest is "other" (the machine is shared). A process that ended is not counted."""
+    me = os.getpid()
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            t = proc.info["cpu_times"]
+        except (psutil.Error, TypeError):
+            continue
+        if t is None:
+            continue
+        if proc.info["pid"] == me:
+            role = "driver (python)"
+        elif "redis-server" in cmd:
+            role = "redis"
+        elif "kafka.Kafka" in cmd:
+            role = "kafka broker"
+        elif "SparkSubmit" in cmd or "pyspark-shell" in cmd:
+            role = "spark jvm"
+        elif "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
+            role = "spark python workers"
+        else:
+            role = "other"
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
 
 
 def _commandstats(url: str) -> dict:
@@ -169,7 +219,7 @@ def _pinot_lags(cfg, watcher: PinotWatcher, phases: dict) -> dict:
 
 
 def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
-              with_pinot: bool = True) -> dict:
+              with_pinot: bool = True, setup: str = "executors:2") -> dict:
     from ffs.bus import kafka
     from ffs.bus.broker import LocalKafka
     from ffs.bus.replay import replay
@@ -182,7 +232,7 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
     density = (len(tx) + len(labels)) / max(span, 1)
     results = {}
     with LocalKafka() as broker, RedisServer() as rs, contextlib.ExitStack() as extra:
-        cfg = _config(broker, rs.url, work, True)
+        cfg = _config(broker, rs.url, work, True, setup)
         kafka.ensure_topics(cfg.kafka)
         watcher = None
         if with_pinot:  # Pinot consumes the enriched topic too, as analysts would query it
@@ -198,7 +248,8 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
             apply(cfg, work / "pinot", lambda _line: None)
             watcher = PinotWatcher(PinotClient(cfg.pinot))
             watcher.thread.start()
-        job = StreamJob(cfg, log=lambda line: None).start()
+        batch_lines: list[tuple[float, str]] = []
+        job = StreamJob(cfg, log=lambda line: batch_lines.append((time.time(), line))).start()
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop}, daemon=True)
         runner.start()
@@ -228,7 +279,12 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
             job.keep_freshness = False
             phases[str(rate)] = (phase_start, time.time() * 1000)
             f = np.array(job.freshness)
+            sizes, took = _batches(batch_lines, phase_start / 1000)
             results[str(rate)] = {
+                "batches": len(took),
+                "events_per_batch_p50": int(np.median(sizes)) if sizes else None,
+                "batch_seconds_p50_p99_max": [round(float(np.percentile(took, q)), 3)
+                                              for q in (50, 99, 100)] if took else None,
                 "target_events_per_s": rate,
                 "achieved_publish_rate": round((len(part_tx) + len(part_lab)) / sent_s),
                 "transactions_measured": int(len(f)),
@@ -272,6 +328,9 @@ def main() -> int:
                          "the first is checked for consistency and measured without "
                          "enrichment too")
     ap.add_argument("--skip-freshness", action="store_true")
+    ap.add_argument("--freshness-setups", default="executors:2",
+                    help="the setups whose freshness is measured, one after the other")
+    ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--no-pinot", action="store_true",
                     help="freshness without a live Pinot consuming the enriched topic")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
@@ -297,17 +356,19 @@ def main() -> int:
                "labels": len(labels)}
     print(f"handbook: {len(tx):,} transactions, {len(labels):,} labels", flush=True)
     setups = args.setups.split(",")
-    results["throughput_enriched"] = throughput(tx, labels, work, True, True, setups[0])
-    for setup in setups[1:]:
+    if not args.skip_throughput:
+        results["throughput_enriched"] = throughput(tx, labels, work, True, True, setups[0])
+    for setup in setups[1:] if not args.skip_throughput else []:
         results[f"throughput_enriched_{setup}"] = throughput(tx, labels, work, True, False,
                                                              setup)
-    if not args.skip_no_enrich:
+    if not args.skip_no_enrich and not args.skip_throughput:
         results["throughput_state_only"] = throughput(tx, labels, work, False, False,
                                                       setups[0])
-    if not args.skip_freshness:
-        results["freshness"] = freshness(tx, labels, work,
-                                         [int(r) for r in args.rates.split(",")],
-                                         args.seconds, with_pinot=not args.no_pinot)
+    for i, setup in enumerate(args.freshness_setups.split(",") if not args.skip_freshness
+                              else []):
+        results["freshness" if i == 0 else f"freshness_{setup}"] = freshness(
+            tx, labels, work, [int(r) for r in args.rates.split(",")], args.seconds,
+            with_pinot=not args.no_pinot, setup=setup)
     results["load_avg_end"] = os.getloadavg()
     out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}{args.tag}.json"
     out.write_text(json.dumps(results, indent=2, default=str))

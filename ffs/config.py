@@ -115,9 +115,15 @@ class StreamConfig:
     # loopback by default; 0.0.0.0 in a pod so Prometheus can scrape it (FFS_STREAM_METRICS_HOST)
     metrics_host: str = "127.0.0.1"
     enrich: bool = True  # publish every transaction with its features to the enriched topic
-    # each micro-batch's partitions written and enriched by Spark's executors in parallel
-    # (jobs/stream/partitioned.py); false: the whole batch on the driver (jobs/stream/batch.py)
-    distributed: bool = True
+    # where micro-batches run: "executors" (tasks per Kafka partition, in parallel:
+    # jobs/stream/partitioned.py), "driver" (the whole batch in the driver, jobs/stream/
+    # batch.py), "auto": executors on a cluster master, the driver on a local one (where the
+    # tasks share the driver's cores and each batch's three Spark jobs only add latency)
+    batches_on: str = "auto"
+
+    def distributed(self, master: str) -> bool:
+        return self.batches_on == "executors" or (
+            self.batches_on == "auto" and not master.startswith("local"))
 
 
 @dataclass
@@ -265,6 +271,7 @@ _RANGES = [
 ]
 _CHOICES = [
     ("stream.starting_offsets", ("earliest", "latest")),
+    ("stream.batches_on", ("auto", "driver", "executors")),
     ("analytics.store", ("duckdb", "pinot")),
     ("ids.transaction_id", ("int", "string")),
     ("kafka.security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),

@@ -4,8 +4,8 @@ online state, with enriched rows and dead letters published back to the bus.
 The query is stateless (window state lives in Redis, see REFERENCE: Python stateful operators
 keep up with ~50 events/s here). Each micro-batch runs on Spark's executors, one task per
 Kafka partition, writing and then enriching in parallel (jobs/stream/partitioned.py;
-stream.distributed), or with stream.distributed=false wholly on the driver
-(jobs/stream/batch.py). Offsets live in the checkpoint; a killed job restarts from it and
+stream.batches_on), or wholly on the driver (jobs/stream/batch.py); "auto" picks the
+executors on a cluster master and the driver on a local one. Offsets live in the checkpoint; a killed job restarts from it and
 re-runs the uncommitted batch, whose writes are idempotent.
 
 Source: Spark's own Kafka connector (spark-sql-kafka, resolved by `make setup` and put on
@@ -178,7 +178,7 @@ class StreamJob:
         self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush,
                                         self.producer.send_raw)
         self.partitioned = None
-        if cfg.stream.distributed:
+        if cfg.stream.distributed(cfg.spark.master):
             self._partitioned(cfg)
         self.metrics = StreamMetrics()
         port = self.metrics.serve(cfg.stream.metrics_port, cfg.stream.metrics_host)
@@ -229,7 +229,13 @@ class StreamJob:
                     from ffs.jobs.stream.partitioned import SparkTasks
 
                     self.partitioned.keep_freshness = self.keep_freshness
-                    rep = self.partitioned.process(batch_id, SparkTasks(df, *self._task_args))
+                    # three passes read the batch: from memory, not thrice from Kafka
+                    df = df.persist()
+                    try:
+                        rep = self.partitioned.process(batch_id,
+                                                       SparkTasks(df, *self._task_args))
+                    finally:
+                        df.unpersist()
                 else:
                     table = df.toArrow()
                     rows = {c: table.column(c).to_pylist() for c in COLUMNS}

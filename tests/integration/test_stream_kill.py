@@ -108,7 +108,7 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, distrib
                "FFS_REDIS_URL": rs.url, "FFS_STREAM_CHECKPOINT": str(tmp_path / "ckpt"),
                "FFS_STREAM_METRICS_PORT": "-1", "FFS_STREAM_MAX_EVENTS_PER_BATCH": "700",
                "FFS_STREAM_ALLOWED_LATENESS_S": str(2 * 86400),
-               "FFS_STREAM_DISTRIBUTED": str(distributed).lower()}
+               "FFS_STREAM_BATCHES_ON": "executors" if distributed else "driver"}
         env.pop("FFS_CONFIG", None)
         log = tmp_path / "stream.log"
 

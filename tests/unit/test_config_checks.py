@@ -92,3 +92,17 @@ def test_an_unusable_output_path_is_an_error_not_a_traceback(capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot use /proc/ffs-cannot-write-here" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting, master, executors", [
+    ("auto", "local[2]", False), ("auto", "k8s://https://api:6443", True),
+    ("auto", "spark://head:7077", True), ("executors", "local[2]", True),
+    ("driver", "k8s://https://api:6443", False)])
+def test_where_stream_batches_run(setting, master, executors):
+    cfg = load_config(env={"FFS_STREAM_BATCHES_ON": setting, "FFS_SPARK_MASTER": master})
+    assert cfg.stream.distributed(cfg.spark.master) is executors
+
+
+def test_an_unknown_place_for_stream_batches_is_refused():
+    with pytest.raises(ConfigError, match="stream.batches_on"):
+        load_config(env={"FFS_STREAM_BATCHES_ON": "everywhere"})
