@@ -201,13 +201,12 @@ class StreamJob:
         return self
 
     def _partitioned(self, cfg: Config) -> None:
-        """The driver's side of executors' tasks: the config they build their clients from (a
-        pickle in the tasks' closure, never printed), the repo they must have compiled, and
-        which partitions of the transactions topic hold data (for the trimming rule)."""
-        import pickle
-
+        """The driver's side of executors' tasks: the config they build their clients from (in
+        the tasks' closure, never printed; without secrets to a cluster), the repo they must
+        have compiled, and which partitions of the transactions topic hold data (for the
+        trimming rule)."""
         from ffs.bus import kafka
-        from ffs.jobs.stream.partitioned import PartitionedBatch, repo_fingerprint
+        from ffs.jobs.stream.partitioned import PartitionedBatch, repo_fingerprint, task_config
 
         self._meta = kafka.consumer(cfg.kafka)
         topic = cfg.kafka.transactions_topic
@@ -217,7 +216,7 @@ class StreamJob:
             return [tp for tp, (lo, hi) in marks.items() if hi > lo]
 
         self.partitioned = PartitionedBatch(self.processor, with_data)
-        self._task_args = (pickle.dumps(cfg), repo_fingerprint())
+        self._task_args = (task_config(cfg), repo_fingerprint())
 
     def _batch(self, df, batch_id: int) -> None:
         with self._lock:

@@ -235,6 +235,35 @@ class LocalTasks:
 # ---- on an executor ------------------------------------------------------------------------
 
 _WORKER: dict[str, BatchProcessor] = {}
+_SECRETS = (("redis", "password"), ("kafka", "sasl_password"))
+
+
+def task_config(cfg) -> bytes:
+    """The config the tasks build their clients from, as it travels in their closures: on a
+    local master as it is; to a cluster's executors without its secrets, which travel in
+    Spark's RPC and must not: an executor takes them from its own environment or config
+    file (FFS_REDIS_PASSWORD, FFS_KAFKA_SASL_PASSWORD, FFS_CONFIG), as the driver did."""
+    import copy
+    import pickle
+
+    if not cfg.spark.master.startswith("local"):
+        cfg = copy.deepcopy(cfg)
+        for section, key in _SECRETS:
+            setattr(getattr(cfg, section), key, None)
+    return pickle.dumps(cfg)
+
+
+def _with_own_secrets(cfg, needed: bool):
+    """cfg with the secrets the driver did not send filled from this executor's settings."""
+    if not needed:
+        return cfg
+    from ffs.config import load_config
+
+    own = load_config()
+    for section, key in _SECRETS:
+        if getattr(getattr(cfg, section), key) is None:
+            setattr(getattr(cfg, section), key, getattr(getattr(own, section), key))
+    return cfg
 
 
 def repo_fingerprint() -> str:
@@ -264,6 +293,7 @@ def worker_processor(cfg_blob: bytes, fingerprint: str) -> BatchProcessor:
                                 f"the driver ({fingerprint}): give executors the driver's "
                                 f"features.repo (FFS_FEATURES_REPO) and product version")
         cfg = pickle.loads(cfg_blob)
+        cfg = _with_own_secrets(cfg, not cfg.spark.master.startswith("local"))
         r = redis_client(dataclasses.replace(cfg.redis, timeout_ms=STREAM_REDIS_TIMEOUT_MS))
         producer = EventProducer(cfg.kafka, validate=False)
         proc = BatchProcessor(cfg, r, producer.send_raw, producer.flush, producer.send_raw)

@@ -216,3 +216,21 @@ def _tx(txid, t, customer, amount, terminal="m1"):
     return (t, "ffs.transactions", customer.encode(), M.transaction_message(
         {"transaction_id": txid, "customer_id": customer, "terminal_id": terminal,
          "event_timestamp": M.iso(t), "amount": amount}))
+
+
+def test_a_clusters_tasks_get_no_secrets_and_take_their_own(monkeypatch):
+    import pickle
+
+    from ffs.config import Secret, load_config
+
+    cfg = load_config(env={})
+    cfg.redis.password, cfg.kafka.sasl_password = Secret("r-pass"), Secret("k-pass")
+    cfg.spark.master = "k8s://https://api:6443"
+    blob = P.task_config(cfg)
+    assert b"r-pass" not in blob and b"k-pass" not in blob
+    monkeypatch.setenv("FFS_REDIS_PASSWORD", "executor-pass")
+    monkeypatch.delenv("FFS_CONFIG", raising=False)
+    got = P._with_own_secrets(pickle.loads(blob), True)
+    assert got.redis.password.reveal() == "executor-pass" and got.kafka.sasl_password is None
+    cfg.spark.master = "local[2]"  # one machine: the closure never leaves it
+    assert pickle.loads(P.task_config(cfg)).redis.password.reveal() == "r-pass"
