@@ -134,7 +134,8 @@ def cmd_backfill(args, cfg) -> int:
     if args.offline:
         cfg.offline.path = args.offline
     _log(f"backfill ({args.engine}) -> {cfg.offline.path}")
-    s = backfill(cfg, args.transactions, args.labels, args.engine, _log)
+    s = backfill(cfg, args.transactions, args.labels, args.engine, _log,
+                 memory_check=not args.no_memory_check)
     for line in s.validation:
         _log(f"  validated {line}")
     _log(f"backfilled {s.transactions:,} transactions and {s.labels:,} labels into "
@@ -150,7 +151,8 @@ def cmd_training_set(args, cfg) -> int:
         cfg.offline.path = args.offline
     started = time.perf_counter()
     entities = schema.read_table(args.entities)
-    out = training_set(entities, cfg, args.transactions, args.labels, args.engine, _log)
+    out = training_set(entities, cfg, args.transactions, args.labels, args.engine, _log,
+                       memory_check=not args.no_memory_check)
     dest = Path(args.output)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.suffix.lower() == ".csv":
@@ -270,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="Parquet or CSV of fraud labels (omit: no labels yet)")
     s.add_argument("--engine", choices=["spark", "local"], default="spark")
     s.add_argument("--offline", help="offline store root (default from config)")
+    s.add_argument("--no-memory-check", action="store_true",
+                   help="start even when the input looks too large for this machine's memory")
     s.set_defaults(fn=cmd_backfill)
 
     s = sub.add_parser("training-set", help="features as of each entity row's own timestamp")
@@ -283,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default): the engine in this process, identical values and "
                         "6x faster below tens of millions of events; spark: distributed")
     s.add_argument("--offline", help="offline store root (default from config)")
+    s.add_argument("--no-memory-check", action="store_true",
+                   help="start even when the events look too large for this machine's memory")
     s.set_defaults(fn=cmd_training_set)
 
     s = sub.add_parser("evaluate", help="train baseline models on one period, test on a later "

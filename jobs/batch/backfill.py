@@ -24,6 +24,7 @@ import pandas as pd
 
 from ffs.config import Config
 from ffs.jobs.batch.features_job import check_engine, compute
+from ffs.jobs.batch.fits import check_fits
 from ffs.jobs.batch.offline_store import OfflineStore
 from ffs.transformations import ids as _ids
 from ffs.transformations import schema
@@ -68,8 +69,10 @@ def load_inputs(transactions_path: str | Path, labels_path: str | Path | None,
 
 def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path | None,
              engine_name: str = "spark", log: Callable[[str], None] = print,
-             spark=None) -> BackfillSummary:
+             spark=None, memory_check: bool = True) -> BackfillSummary:
     check_engine(engine_name)
+    if memory_check:
+        check_fits(transactions_path, engine_name, "backfill", log)
     started = time.perf_counter()
     if engine_name == "spark" and spark is None:
         from ffs.jobs.batch.spark import start_in_background

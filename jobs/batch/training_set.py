@@ -17,6 +17,7 @@ import pandas as pd
 from ffs.config import Config, load_config
 from ffs.errors import InputError
 from ffs.jobs.batch.features_job import compute, point_columns
+from ffs.jobs.batch.fits import check_fits
 from ffs.jobs.batch.offline_store import OfflineStore
 from ffs.transformations import ids as _ids
 from ffs.transformations import schema
@@ -54,7 +55,7 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
                  transactions: str | Path | pd.DataFrame | None = None,
                  labels: str | Path | pd.DataFrame | None = None,
                  engine: str = "local", log: Callable[[str], None] = lambda _: None,
-                 spark=None) -> pd.DataFrame:
+                 spark=None, memory_check: bool = True) -> pd.DataFrame:
     """Entity rows with every feature as of their own timestamp (pandas in, pandas out).
 
     Event rows refused while reading files or frames given here (bad amount, duplicate id,
@@ -62,6 +63,10 @@ def training_set(entities: pd.DataFrame, cfg: Config | None = None,
     and logged, never dropped silently."""
     cfg = cfg or load_config()
     points = prepare_entities(entities, _ids.types(cfg))
+    if memory_check and not isinstance(transactions, pd.DataFrame):
+        source = OfflineStore(cfg.offline.path).path("transactions") if transactions is None \
+            else transactions
+        check_fits(source, engine, "training set", log)
     tx, lab, rejected = read_events(cfg, transactions, labels)
     for kind, reasons in rejected.items():
         if reasons:
