@@ -189,16 +189,22 @@ class OnlineClient:
         self._script = self._script_for(self.plans)
         self._ops = {p.entity.name: _compile_ops(p) for p in self.plans}
         self._names = feature_names()
-        try:  # a state in another record format is refused now, not misread at every read
-            state_format.check(redis_conn, prefix, writing=False)
-        except Exception as exc:  # Redis down: the reads say so, each within its timeout
+
+    def check_format(self) -> OnlineClient:
+        """Refuses (StateFormatError) a state written in another record format, which every
+        read would misread (online/state_format.py); a Redis that does not answer now is left
+        to the reads, which say so within their timeout. Returns the client."""
+        try:
+            state_format.check(self.redis, self.prefix, writing=False)
+        except Exception as exc:
             if not _is_redis_error(exc):
                 raise
+        return self
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs) -> OnlineClient:
         return cls(redis_client(cfg.redis), prefix=cfg.redis.prefix,
-                   id_types=ids.types(cfg), **kwargs)
+                   id_types=ids.types(cfg), **kwargs).check_format()
 
     def get_features(self, rows: Iterable[Mapping[str, object]], as_of: object = None,
                      feature_service: str = FEATURE_SERVICE) -> OnlineResult:

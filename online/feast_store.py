@@ -331,7 +331,7 @@ class FFSOnlineStore(OnlineStore):
                 redis_cfg = self._redis_settings(cfg)
                 # ids are read by the types of the ffs config, as `ffs materialize` wrote them
                 client = OnlineClient(redis_client(redis_cfg), prefix=redis_cfg.prefix,
-                                      id_types=_ids.types(load_config()))
+                                      id_types=_ids.types(load_config())).check_format()
                 self._clients[ident] = (client, redis_cfg)
             return self._clients[ident]
 

@@ -631,7 +631,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         rcfg = dataclasses.replace(cfg.redis, timeout_ms=min(cfg.redis.timeout_ms,
                                                              scfg.timeout_ms))
         client = OnlineClient(redis_client(rcfg), prefix=cfg.redis.prefix,
-                              max_batch=scfg.max_batch, id_types=ids.types(cfg))
+                              max_batch=scfg.max_batch, id_types=ids.types(cfg)).check_format()
     id_types = ids.types(cfg)
     metrics = Metrics()
     breaker = _Breaker(client, scfg.timeout_ms)

@@ -282,7 +282,8 @@ def check(cfg: Config, samples: int = 2000, seed: int = 0, enriched: bool = True
     offline = compute_features(tx, labels, points)
     known = _seen(points, tx, SIDE)
     client = OnlineClient(redis_client(dataclasses.replace(cfg.redis, timeout_ms=30_000)),
-                          prefix=cfg.redis.prefix, max_batch=1000, id_types=_ids.types(cfg))
+                          prefix=cfg.redis.prefix, max_batch=1000,
+                          id_types=_ids.types(cfg)).check_format()
     rows = points.to_dict("records")
     for r in rows:  # a free point is a read without a transaction: no id, no values
         if r["transaction_id"] is None or any(_missing(r[c]) for c in INPUT_COLUMNS

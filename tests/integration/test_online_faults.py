@@ -251,7 +251,7 @@ def test_something_else_on_the_port_gives_unavailable():
     which is not a ConnectionError."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         def answer_http():
-            for _ in range(2):
+            for _ in range(3):  # the record-format check at start, then the two reads
                 conn, _addr = listener.accept()
                 with conn:
                     conn.recv(4096)

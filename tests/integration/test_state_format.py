@@ -55,13 +55,13 @@ def test_a_state_in_another_format_is_refused_by_every_reader_and_writer(conn):
     load_state(conn, tx, labels)
     _other_format(conn)
     cfg = load_config(env={})
-    for make in (lambda: OnlineClient(conn),
+    for make in (lambda: OnlineClient(conn).check_format(),
                  lambda: BatchProcessor(cfg, conn, lambda *a: None, lambda: None),
                  lambda: load_state(conn, tx, labels)):
         with pytest.raises(state_format.StateFormatError, match=r"customer.*materialize"):
             make()
     # another prefix is another state: a fresh one
-    OnlineClient(conn, prefix="other")
+    OnlineClient(conn, prefix="other").check_format()
     load_state(conn, tx, labels, prefix="other")
 
 
@@ -69,7 +69,7 @@ def test_a_state_without_marker_is_taken_and_a_writer_marks_it(conn):
     tx, labels, _ = random_events(3)
     load_state(conn, tx, labels)
     conn.delete(state_format.format_key("ffs"))  # as a state written before the marker
-    OnlineClient(conn)
+    OnlineClient(conn).check_format()
     assert conn.get(state_format.format_key("ffs")) is None  # a reader leaves it so
     BatchProcessor(load_config(env={}), conn, lambda *a: None, lambda: None)
     assert json.loads(conn.get(state_format.format_key("ffs")))["format"] == \
@@ -79,4 +79,16 @@ def test_a_state_without_marker_is_taken_and_a_writer_marks_it(conn):
 def test_a_marker_that_is_not_one_is_refused(conn):
     conn.set(state_format.format_key("ffs"), b"\x00garbage")
     with pytest.raises(state_format.StateFormatError, match="does not hold a record format"):
-        OnlineClient(conn)
+        OnlineClient(conn).check_format()
+
+
+def test_the_server_refuses_to_start_on_a_state_in_another_format(conn):
+    from ffs.online.server import create_app
+
+    tx, labels, _ = random_events(3)
+    load_state(conn, tx, labels)
+    _other_format(conn)
+    cfg = load_config(env={})
+    cfg.redis.url = f"redis://127.0.0.1:{conn.connection_pool.connection_kwargs['port']}/0"
+    with pytest.raises(state_format.StateFormatError):
+        create_app(cfg)
