@@ -17,9 +17,11 @@ from ffs.errors import InputError
 # peak resident bytes per transaction read, the whole process tree (driver, JVM, workers):
 # a backfill normalizes and validates its input and writes a feature table of every row; a
 # training set reads the offline store's (normalized) events and computes at its points
-BYTES_PER_ROW = {("backfill", "local"): 1_900, ("backfill", "spark"): 2_600,
+# (measured on 1.8 M, 5.3 M and 10.6 M generated rows, BENCHMARKS.md "Batch at scale": the
+# peaks grow by 1,675 / 2,756 / 455 / 785 bytes a row over about 1.7 GiB; these add headroom)
+BYTES_PER_ROW = {("backfill", "local"): 1_750, ("backfill", "spark"): 2_850,
                  ("training set", "local"): 700, ("training set", "spark"): 1_000}
-FIXED_BYTES = 1_500_000_000  # imports, Great Expectations, a Spark JVM's heap
+FIXED_BYTES = 2_000_000_000  # imports, Great Expectations, a Spark JVM's heap
 _CSV_SAMPLE = 1 << 20
 
 
@@ -66,12 +68,14 @@ def check_fits(path: str | Path, engine: str, what: str = "backfill",
     if need <= free:
         return
     fits = int((free - FIXED_BYTES) / per_row) if free > FIXED_BYTES else 0
-    where = ("the local engine holds every event in this process" if engine == "local" else
-             "the Spark engine distributes the feature computation, but its driver still "
-             "reads, normalizes and validates every event in pandas")
+    if engine == "local":
+        why = ("the local engine holds every event in this process. Run it with --engine "
+               "spark on a cluster whose driver has that memory")
+    else:
+        why = ("the Spark engine distributes the feature computation, but its driver still "
+               "reads, normalizes and validates every event in pandas. Run it on a cluster "
+               "whose driver has that memory (spark.driver_memory and the driver pod's limit)")
     raise InputError(
         f"this {what} does not fit: {rows:,} transactions need about {need / 2**30:.1f} GiB, "
-        f"this machine has {free / 2**30:.1f} GiB available (about {fits:,} rows fit): {where}. "
-        f"Run it with --engine spark where the driver has that memory (a cluster's driver "
-        f"pod: spark.driver_memory and the pod's limit), or pass --no-memory-check to try "
-        f"anyway")
+        f"this machine has {free / 2**30:.1f} GiB available (about {fits:,} rows fit): {why}, "
+        f"or pass --no-memory-check to try anyway")
