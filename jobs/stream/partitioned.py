@@ -37,8 +37,8 @@ different partitions in one batch (a producer bug: one id under two keys), the o
 first stays, where one process keeps the older Kafka timestamp's. Either way the other is a
 conflict dead letter and nothing is counted twice.
 
-`Tasks` hides where tasks run: Spark's mapInArrow (jobs/stream/job.py) or, in tests and
-benchmarks, `LocalTasks`, which runs them in threads over a batch split by partition.
+`Tasks` hides where tasks run: Spark's mapInArrow (`SparkTasks`, used by jobs/stream/job.py)
+or, in tests, `LocalTasks`, which runs them in threads over a batch split by partition.
 """
 
 from __future__ import annotations
@@ -131,10 +131,12 @@ PHASES: dict[str, Callable[[BatchProcessor, Plan, dict], dict]] = {
 
 
 class PartitionedBatch:
-    """The driver's side: plan, the two task passes, the labels that waited, corrections."""
+    """The driver's side: the plan, three task passes (payments, labels, enrichment), the
+    labels that waited, the corrections."""
 
     def __init__(self, proc: BatchProcessor, partitions: Callable[[], list[str]]):
-        """partitions(): every "topic:partition" of the transactions topic (Kafka metadata)."""
+        """partitions(): each "topic:partition" of the transactions topic that holds data
+        (Kafka's watermarks): trimming waits until each has progress."""
         self.proc, self.partitions = proc, partitions
         self.keep_freshness = True
 
