@@ -262,7 +262,14 @@ class StreamJob:
         from ffs.bus import kafka
 
         k = self.cfg.kafka
-        marks = kafka.watermarks(k, [k.transactions_topic, k.labels_topic])
+        if getattr(self, "_lag_reader", None) is None:  # one client for the job's life, not
+            self._lag_reader = kafka.consumer(k)        # a new one every 2 s
+        try:
+            marks = kafka.watermarks(k, [k.transactions_topic, k.labels_topic],
+                                     cons=self._lag_reader)
+        except Exception:
+            self._close_lag_reader()  # a broken client is replaced at the next call
+            raise
         lag = _lag(self.cfg, self.query.lastProgress if self.query else None, marks)
         for topic, n in lag.items():
             self.metrics.lag.labels(topic).set(n)
@@ -319,6 +326,15 @@ class StreamJob:
         if getattr(self, "_meta", None) is not None:
             self._meta.close()
             self._meta = None
+        self._close_lag_reader()
+
+    def _close_lag_reader(self) -> None:
+        reader, self._lag_reader = getattr(self, "_lag_reader", None), None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception:  # noqa: BLE001 - already closed or broken: nothing to keep
+                pass
 
 
 def run_stream(cfg: Config, log: Callable[[str], None] = print,
