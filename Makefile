@@ -30,6 +30,8 @@ bench: setup
 	$(PY) -m benchmarks.pinot
 	$(PY) -m benchmarks.realtime_mode
 	$(PY) -m benchmarks.evaluate --handbook
+	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.scale
 
 # requirements.lock from a fresh resolution of pyproject.toml (in a scratch venv)
 lock:
