@@ -298,9 +298,9 @@ class BatchProcessor:
     def _label_todo(self, labels, waiting: bool = True
                     ) -> list[tuple[M.Label, tuple, bytes | None]]:
         """This batch's labels and (waiting) the waiting ones, in label-time order."""
-        waiting = [(*self._unpark(m), m) for m in self.redis.zrange(self.pending_key, 0, -1)
-                   ] if waiting else []
-        todo = [(lab, src, None) for lab, src in labels] + waiting
+        parked = [(*self._unpark(m), m) for m in self.redis.zrange(self.pending_key, 0, -1)
+                  ] if waiting else []
+        todo = [(lab, src, None) for lab, src in labels] + parked
         todo.sort(key=lambda x: x[0].label_t)
         return todo
 

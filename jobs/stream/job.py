@@ -5,8 +5,9 @@ The query is stateless (window state lives in Redis, see REFERENCE: Python state
 keep up with ~50 events/s here). Each micro-batch runs on Spark's executors, one task per
 Kafka partition, writing and then enriching in parallel (jobs/stream/partitioned.py;
 stream.batches_on), or wholly on the driver (jobs/stream/batch.py); "auto" picks the
-executors on a cluster master and the driver on a local one. Offsets live in the checkpoint; a killed job restarts from it and
-re-runs the uncommitted batch, whose writes are idempotent.
+executors on a cluster master and the driver on a local one. Offsets live in the checkpoint;
+a killed job restarts from it and re-runs the uncommitted batch, whose writes are
+idempotent.
 
 Source: Spark's own Kafka connector (spark-sql-kafka, resolved by `make setup` and put on
 spark.jars by jobs/batch/spark.py).
@@ -22,11 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ffs.bus import kafka as bus
 from ffs.config import Config
 from ffs.errors import ConfigError, TerminalError, TransientError
+
+if TYPE_CHECKING:
+    from ffs.jobs.stream.partitioned import PartitionedBatch
 
 COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp_ms")
 STREAM_REDIS_TIMEOUT_MS = 30_000
@@ -177,7 +181,7 @@ class StreamJob:
         self.producer = EventProducer(cfg.kafka, validate=False)
         self.processor = BatchProcessor(cfg, r, self.producer.send_raw, self.producer.flush,
                                         self.producer.send_raw)
-        self.partitioned = None
+        self.partitioned: PartitionedBatch | None = None
         if cfg.stream.distributed(cfg.spark.master):
             self._partitioned(cfg)
         self.metrics = StreamMetrics()

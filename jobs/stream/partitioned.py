@@ -150,8 +150,9 @@ class PartitionedBatch:
         tx_topic = proc.k.transactions_topic
         tx_progress = [v for tp, v in progress.items() if tp.rsplit(":", 1)[0] == tx_topic]
         known = wm_before is not None and set(self.partitions()) <= set(progress)
-        plan = Plan(batch_id, now_ms, progress, trim=known,
-                    reads_from=wm_before - cfg.stream.allowed_lateness_s if known else None,
+        reads_from = None if wm_before is None or not known else \
+            wm_before - cfg.stream.allowed_lateness_s
+        plan = Plan(batch_id, now_ms, progress, trim=known, reads_from=reads_from,
                     newest_before=max(tx_progress) if tx_progress else None,
                     keep_freshness=self.keep_freshness)
 

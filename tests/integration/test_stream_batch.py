@@ -36,8 +36,8 @@ DAY = 86_400
 SHUFFLE_S = 1800  # out-of-order runs shuffle inside 30-minute windows (allowed lateness 1 h)
 
 
-@pytest.fixture()
-def conn():
+def private_redis():
+    """A client of a private redis-server, stopped when the generator ends (a fixture body)."""
     import redis
 
     from ffs.online.redis_server import RedisServer
@@ -47,6 +47,11 @@ def conn():
     yield client
     client.close()
     server.stop()
+
+
+@pytest.fixture()
+def conn():
+    yield from private_redis()
 
 
 class Bus:
@@ -217,9 +222,10 @@ def _canonical(members: list[tuple[bytes, float]], fmt=None) -> list[tuple]:
     swap totals when they arrive in the other order: the bytes differ but no read can tell,
     because a read at or after that second uses the group's last record and one before it uses
     the previous group (tasks of a partitioned batch writing one terminal at once order its
-    seconds' payments either way too). Kept per second: the payments (own values, terminal, id), sorted, the
-    count before the group and the running totals after it (the totals before a group are
-    the previous group's after; records keep no own value of a column only summed)."""
+    seconds' payments either way too). Kept per second: the payments (own values, terminal,
+    id), sorted, the count before the group and the running totals after it (the totals
+    before a group are the previous group's after; records keep no own value of a column
+    only summed)."""
     groups: dict[float, list] = {}
     for member, score in members:
         groups.setdefault(score, []).append(member)
@@ -262,6 +268,11 @@ def snapshot(conn, skip_stream: bool = True) -> dict:
 
 @pytest.fixture(scope="module")
 def data():
+    return stream_data()
+
+
+def stream_data():
+    """(config, transactions, labels, their offline features, the Kafka timeline)."""
     cfg = text_ids()
     tx, labels = make_events()
     assert (labels.groupby("transaction_id").size() > 1).any()  # revisions

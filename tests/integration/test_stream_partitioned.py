@@ -15,20 +15,30 @@ import pytest
 from ffs.bus import messages as M
 from ffs.jobs.stream import partitioned as P
 from ffs.jobs.stream.batch import BatchProcessor
-from tests.integration.test_stream_batch import (  # noqa: F401  (fixtures)
+from tests.integration.test_stream_batch import (
     DAY,
     T0,
     Bus,
-    conn,
-    data,
     mismatches,
     offline,
+    private_redis,
     shuffled,
     snapshot,
     split,
+    stream_data,
 )
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture()
+def conn():
+    yield from private_redis()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return stream_data()
 
 PARTITIONS = 4
 
