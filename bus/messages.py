@@ -263,7 +263,7 @@ def parse_transaction(raw: bytes | str | None, id_types: ids.IdTypes = DEFAULT_I
     txid, t, got = _sent_fields(raw, id_types)
     if DERIVED:
         got.update(_derived(t, got))
-    return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
+    return _transaction(txid, t, got)
 
 
 def parse_transactions(raws: Sequence[bytes | str | None], id_types: ids.IdTypes = DEFAULT_IDS
@@ -294,7 +294,7 @@ def parse_transactions(raws: Sequence[bytes | str | None], id_types: ids.IdTypes
         bad = [c for c in DERIVED if got[c] != got[c]]  # NaN: no number under the rule
         out.append(Refused(BAD_TYPE, str(DerivedError(
             f"derived column(s) {bad}: the udf gave no number under the number rule")))
-            if bad else Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS)))
+            if bad else _transaction(txid, t, got))
     return out
 
 
@@ -303,6 +303,10 @@ def _with_derived(txid: str, t: int, got: dict) -> Transaction | Refused:
         got.update(_derived(t, got))
     except Refused as exc:
         return exc
+    return _transaction(txid, t, got)
+
+
+def _transaction(txid: str, t: int, got: Mapping[str, object]) -> Transaction:
     return Transaction(txid, t, tuple((c, got[c]) for c in COLUMNS))
 
 

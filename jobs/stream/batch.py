@@ -140,10 +140,7 @@ class BatchProcessor:
             if self.cfg.stream.enrich else []
         self._enrich(fixes, now_ms)
         rep.corrections = len(fixes)
-        label_ts = {lab.transaction_id: src[3] for lab, src in labels}
-        for lab in applied:
-            self.publish_at(self.k.enriched_topic, lab.transaction_id.encode(),
-                            M.enriched_label(lab, now_ms), label_ts.get(lab.transaction_id))
+        self._publish_labels(applied, labels, now_ms)
         rep.labels_written = len(applied)
         rep.labels_waiting = self.redis.zcard(self.pending_key)
         self.flush()
@@ -357,6 +354,14 @@ class BatchProcessor:
         if unpark:
             self.redis.zrem(self.pending_key, *unpark)
         return applied
+
+    def _publish_labels(self, applied: list[M.Label], labels, now_ms: int) -> None:
+        """The applied labels' enriched rows, each with its own message's Kafka time (labels:
+        this batch's (label, source) pairs; a label that waited has none)."""
+        label_ts = {lab.transaction_id: src[3] for lab, src in labels}
+        for lab in applied:
+            self.publish_at(self.k.enriched_topic, lab.transaction_id.encode(),
+                            M.enriched_label(lab, now_ms), label_ts.get(lab.transaction_id))
 
     @staticmethod
     def _park(lab: M.Label, src: tuple) -> str:

@@ -51,7 +51,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from ffs.bus import messages as M
 from ffs.jobs.stream.batch import BatchProcessor, BatchReport
 
 COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp_ms")
@@ -92,10 +91,7 @@ def write_phase(proc: BatchProcessor, plan: Plan, rows: dict[str, list]) -> dict
     proc._label_anchors = []
     applied = proc._apply_labels(proc._label_todo(labels, waiting=False), None, plan.now_ms,
                                  rep)
-    label_ts = {lab.transaction_id: src[3] for lab, src in labels}
-    for lab in applied:
-        proc.publish_at(proc.k.enriched_topic, lab.transaction_id.encode(),
-                        M.enriched_label(lab, plan.now_ms), label_ts.get(lab.transaction_id))
+    proc._publish_labels(applied, labels, plan.now_ms)
     rep.labels_written = len(applied)
     proc.flush()
     mine = {tp for tp in after if after[tp] != plan.progress.get(tp)}
@@ -178,9 +174,7 @@ class PartitionedBatch:
         proc._label_anchors = []
         applied = proc._apply_labels(proc._label_todo([]), wm_after, now_ms, rep)
         proc._add_anchors(anchors, proc._label_anchors)
-        for lab in applied:
-            proc.publish_at(proc.k.enriched_topic, lab.transaction_id.encode(),
-                            M.enriched_label(lab, now_ms), None)
+        proc._publish_labels(applied, [], now_ms)
         rep.labels_written += len(applied)
 
         if cfg.stream.enrich:
