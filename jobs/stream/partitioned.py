@@ -38,7 +38,7 @@ first stays, where one process keeps the older Kafka timestamp's. Either way the
 conflict dead letter and nothing is counted twice.
 
 `Tasks` hides where tasks run: Spark's mapInArrow (`SparkTasks`, used by jobs/stream/job.py)
-or, in tests, `LocalTasks`, which runs them in threads over a batch split by partition.
+or, in tests/integration/test_stream_partitioned.py, threads over a batch split by partition.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -198,35 +197,6 @@ class PartitionedBatch:
         rep.watermark = wm_after
         rep.seconds = time.perf_counter() - started
         return rep
-
-
-def split_rows(rows: dict[str, list]) -> list[dict[str, list]]:
-    """A batch's rows by topic partition, as Spark's Kafka source hands them to its tasks."""
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, tp in enumerate(zip(rows["topic"], rows["partition"], strict=True)):
-        groups.setdefault(tp, []).append(i)
-    return [{c: [rows[c][i] for i in idx] for c in COLUMNS} for idx in groups.values()]
-
-
-class LocalTasks:
-    """Tasks in threads over one batch split by partition, each with its own processor, as
-    each executor has: for tests and benchmarks without a JVM. order: the tasks' order."""
-
-    def __init__(self, rows: dict[str, list], make_processor: Callable[[], BatchProcessor],
-                 threads: int = 4, reverse: bool = False):
-        self.parts = split_rows(rows)
-        if reverse:
-            self.parts.reverse()
-        self.make_processor, self.threads = make_processor, threads
-
-    def run(self, phase: str, plan: Plan, topic: str) -> list[dict]:
-        # through JSON both ways, as the Spark tasks' plan and summaries go
-        plan = Plan(**json.loads(json.dumps(asdict(plan))))
-        fn = PHASES[phase]
-        parts = [rows for rows in self.parts if rows["topic"][0] == topic]
-        with ThreadPoolExecutor(self.threads) as pool:
-            out = list(pool.map(lambda rows: fn(self.make_processor(), plan, rows), parts))
-        return [json.loads(json.dumps(s)) for s in out]
 
 
 # ---- on an executor ------------------------------------------------------------------------

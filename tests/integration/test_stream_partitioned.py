@@ -6,8 +6,12 @@ shuffled within the lateness, re-run or not; Spark's own tasks are the same func
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
@@ -29,6 +33,35 @@ from tests.integration.test_stream_batch import (
 )
 
 pytestmark = pytest.mark.redis
+
+
+def split_rows(rows: dict[str, list]) -> list[dict[str, list]]:
+    """A batch's rows by topic partition, as Spark's Kafka source hands them to its tasks."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, tp in enumerate(zip(rows["topic"], rows["partition"], strict=True)):
+        groups.setdefault(tp, []).append(i)
+    return [{c: [rows[c][i] for i in idx] for c in P.COLUMNS} for idx in groups.values()]
+
+
+class LocalTasks:
+    """Tasks in threads over one batch split by partition, each with its own processor, as
+    each executor has: Spark's tasks without a JVM. reverse: the tasks in reverse order."""
+
+    def __init__(self, rows: dict[str, list], make_processor: Callable[[], BatchProcessor],
+                 threads: int = 4, reverse: bool = False):
+        self.parts = split_rows(rows)
+        if reverse:
+            self.parts.reverse()
+        self.make_processor, self.threads = make_processor, threads
+
+    def run(self, phase: str, plan: P.Plan, topic: str) -> list[dict]:
+        # through JSON both ways, as the Spark tasks' plan and summaries go
+        plan = P.Plan(**json.loads(json.dumps(asdict(plan))))
+        fn = P.PHASES[phase]
+        parts = [rows for rows in self.parts if rows["topic"][0] == topic]
+        with ThreadPoolExecutor(self.threads) as pool:
+            out = list(pool.map(lambda rows: fn(self.make_processor(), plan, rows), parts))
+        return [json.loads(json.dumps(s)) for s in out]
 
 
 @pytest.fixture()
@@ -83,7 +116,7 @@ def run(cfg, conn, events, n_batches=9, mode="partitioned", reverse=False, feed=
         if mode == "driver":
             reports.append(driver.process(b, rows))
         else:
-            tasks = P.LocalTasks(rows, make, reverse=reverse)
+            tasks = LocalTasks(rows, make, reverse=reverse)
             reports.append(P.PartitionedBatch(driver, partitions_of(cfg)).process(b, tasks))
     return bus, reports
 
@@ -167,9 +200,9 @@ def test_a_batch_that_fails_between_its_passes_is_rerun_to_the_same_result(conn,
             monkeypatch.setitem(P.PHASES, "enrich", killed)
             with pytest.raises(RuntimeError):
                 P.PartitionedBatch(driver, partitions_of(cfg)).process(
-                    b, P.LocalTasks(rows, make))
+                    b, LocalTasks(rows, make))
             monkeypatch.setitem(P.PHASES, "enrich", real)
-        P.PartitionedBatch(driver, partitions_of(cfg)).process(b, P.LocalTasks(rows, make))
+        P.PartitionedBatch(driver, partitions_of(cfg)).process(b, LocalTasks(rows, make))
     assert bus.dead(cfg) == []
     assert mismatches(bus.last_enriched(cfg), expected) == []
     assert snapshot(conn) == clean
@@ -192,7 +225,7 @@ def _late_partition(conn, claim_known: bool):
     parts = [f"{topic}:0"] if claim_known else [f"{topic}:0", f"{topic}:1"]
     for b, batch in enumerate([pay[:20], pay[20:], old]):
         rows = feed.rows([_tx(*e) for e in batch])
-        P.PartitionedBatch(driver, lambda: parts).process(b, P.LocalTasks(rows, make))
+        P.PartitionedBatch(driver, lambda: parts).process(b, LocalTasks(rows, make))
     assert bus.dead(cfg) == []
     frame = pd.DataFrame(pay + old, columns=["transaction_id", "t", "customer_id", "amount"])
     frame["terminal_id"] = "m1"
