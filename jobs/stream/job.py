@@ -158,6 +158,8 @@ class StreamJob:
         self.last_batch_end: float | None = None
         self.freshness: list[float] = []  # publish -> written, seconds, every transaction
         self.keep_freshness = False
+        self._meta: Any = None  # Kafka client: which partitions hold data (batch thread)
+        self._lag_reader: Any = None  # Kafka client: consumer lag (the thread that runs)
 
     def start(self) -> StreamJob:
         from ffs.bus import kafka
@@ -266,8 +268,8 @@ class StreamJob:
         from ffs.bus import kafka
 
         k = self.cfg.kafka
-        if getattr(self, "_lag_reader", None) is None:  # one client for the job's life, not
-            self._lag_reader = kafka.consumer(k)        # a new one every 2 s
+        if self._lag_reader is None:  # one client for the job's life, not one every 2 s
+            self._lag_reader = kafka.consumer(k)
         try:
             marks = kafka.watermarks(k, [k.transactions_topic, k.labels_topic],
                                      cons=self._lag_reader)
@@ -327,13 +329,13 @@ class StreamJob:
             self.producer.close()
         except Exception as exc:  # noqa: BLE001 - reported, the batch will be redone
             self.log(f"warning: flushing outputs at stop: {exc}")
-        if getattr(self, "_meta", None) is not None:
+        if self._meta is not None:
             self._meta.close()
             self._meta = None
         self._close_lag_reader()
 
     def _close_lag_reader(self) -> None:
-        reader, self._lag_reader = getattr(self, "_lag_reader", None), None
+        reader, self._lag_reader = self._lag_reader, None
         if reader is not None:
             try:
                 reader.close()
