@@ -2,20 +2,30 @@
 
 GX is imported only when something is validated: importing it takes seconds (it pulls in
 scipy, altair and pyspark), which the CLI should not pay for `--help`.
+
+A batch is a pandas or a PySpark DataFrame. A Spark one is validated where it lives, by GX's
+Spark engine (aggregates and a few filtered samples; nothing is collected to the driver), with
+the same suites: only column types are named differently there (`suites.for_spark`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ffs.errors import InputError, ValidationFailed
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
 
 KINDS = ("transactions", "labels", "features")
 
@@ -60,20 +70,40 @@ class ValidationReport:
                 f"({self.rows:,} rows, {self.seconds:.1f} s)")
 
 
-def validate(kind: str, df: pd.DataFrame, data_docs_dir: Path | None = None) -> ValidationReport:
-    """Run every check of suite `kind` on `df`; never stops at the first failure."""
+def validate(kind: str, df: pd.DataFrame | SparkFrame,
+             data_docs_dir: Path | None = None) -> ValidationReport:
+    """Run every check of suite `kind` on `df` (pandas or PySpark); never stops at the first
+    failure."""
     if kind not in KINDS:
         raise InputError(f"unknown validation suite {kind!r}; expected one of {list(KINDS)}")
     start = time.perf_counter()
     context, definitions = _session()
+    spark = _is_spark(df)
+    if spark:
+        definitions = _spark_definitions()
     # BASIC gives unexpected counts and up to 20 example values, enough to act on a failure;
-    # COMPLETE would also collect every bad row's index, which costs time on big batches.
-    result = definitions[kind].run(batch_parameters={"dataframe": df}, result_format="BASIC")
+    # COMPLETE would also collect every bad row's index, which costs time on big batches (on
+    # Spark, a job per check that brings every bad row's key to the driver).
+    if isinstance(df, pd.DataFrame):
+        result = definitions[kind].run(batch_parameters={"dataframe": df}, result_format="BASIC")
+        rows = len(df)
+    else:
+        with _cached(df):
+            # On Spark every check's examples are one more job (a few dozen on the feature
+            # table): a first pass asks only pass or fail, and a batch that fails is run
+            # again for the counts and examples its report needs.
+            result = definitions[kind].run(batch_parameters={"dataframe": df},
+                                           result_format="BOOLEAN_ONLY")
+            if not result.success:
+                result = definitions[kind].run(batch_parameters={"dataframe": df},
+                                               result_format="BASIC")
+            counted = _rows(result.results)
+            rows = df.count() if counted is None else counted
     if data_docs_dir is not None:
         _build_docs(context, Path(data_docs_dir))
     columns = set(map(str, df.columns))
     checks = [_check(kind, r, columns) for r in result.results]
-    return ValidationReport(kind, len(df), checks, time.perf_counter() - start)
+    return ValidationReport(kind, rows, checks, time.perf_counter() - start)
 
 
 def gate(report: ValidationReport) -> None:
@@ -122,6 +152,69 @@ def _session():
     return context, definitions
 
 
+def _is_spark(df) -> bool:
+    # Only a caller holding a Spark frame has imported pyspark; pandas users never import it.
+    sql = sys.modules.get("pyspark.sql")
+    return sql is not None and isinstance(df, sql.DataFrame)
+
+
+@functools.cache
+def _spark_definitions() -> dict[str, Any]:
+    """The suites' validation definitions on GX's Spark datasource, added to the process's
+    context on the first Spark batch (the engine binds to the active Spark session)."""
+    import great_expectations as gx
+
+    from ffs.validation.suites import for_spark
+
+    context, pandas_definitions = _session()
+    # persist=False: GX would cache every batch and never release it; `_cached` does both.
+    source = context.data_sources.add_spark("ffs_spark", persist=False)
+    definitions = {}
+    for kind in KINDS:
+        batch = source.add_dataframe_asset(name=kind).add_batch_definition_whole_dataframe("batch")
+        suite = pandas_definitions[kind].suite
+        spark_suite = for_spark(suite)
+        if spark_suite is not suite:
+            spark_suite = context.suites.add(spark_suite)
+        definitions[kind] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{kind}_spark_batch", data=batch, suite=spark_suite))
+    return definitions
+
+
+@contextlib.contextmanager
+def _cached(df):
+    """Keep a Spark frame cached while GX runs its jobs on it (a few dozen aggregations and
+    samples), so its source or lineage (a whole backfill) is read once, then release it.
+    A frame the caller cached stays as it was."""
+    level = df.storageLevel
+    mine = not (level.useMemory or level.useDisk)
+    # PySpark 4 logs every analysis error it raises (with the JVM trace) on a logger of its
+    # own; GX catches those of checks on a missing column and reports them as failed checks.
+    errors = logging.getLogger("DataFrameQueryContextLogger")
+    was = errors.level
+    errors.setLevel(logging.CRITICAL)
+    if mine:
+        df.persist()  # memory and disk: a batch larger than memory spills
+    try:
+        yield df
+    finally:
+        errors.setLevel(was)
+        if mine:
+            df.unpersist()
+
+
+def _rows(results) -> int | None:
+    """The batch's row count, as the checks already counted it (a Spark count is a job)."""
+    for res in results:
+        result = res.result or {}
+        if res.expectation_config.type == "expect_table_row_count_to_be_between":
+            if isinstance(result.get("observed_value"), int):
+                return result["observed_value"]
+        elif isinstance(result.get("element_count"), int):
+            return result["element_count"]
+    return None
+
+
 def _build_docs(context, directory: Path) -> None:
     directory = directory.resolve()
     site = f"ffs_{hashlib.sha1(str(directory).encode(), usedforsecurity=False).hexdigest()[:12]}"
@@ -143,18 +236,19 @@ def _check(kind: str, res, columns: set[str]) -> CheckResult:
         # Every check on a missing column errors; say why once, plainly, in each of them.
         details = "column is missing"
     else:
-        details = _details(cfg.kwargs, res.result or {}, res.exception_info or {})
+        details = _details(cfg.kwargs, res.result or {}, res.exception_info or {},
+                           cfg.meta or {})
     return CheckResult(suite=kind, check=cfg.type, column=column,
                        severity=(cfg.meta or {}).get("severity", "fail"),
                        success=bool(res.success), details=details)
 
 
-def _details(kwargs: dict, result: dict, exc: dict) -> str:
+def _details(kwargs: dict, result: dict, exc: dict, meta: dict | None = None) -> str:
     """What was found and what was expected, in one line."""
     error = _error(exc)
     if error:
         return f"could not run: {error}"
-    return "; ".join(p for p in (_found(result), _expected(kwargs)) if p)
+    return "; ".join(p for p in (_found(result), _expected(kwargs, meta or {})) if p)
 
 
 def _error(exc: dict) -> str | None:
@@ -168,8 +262,11 @@ def _error(exc: dict) -> str | None:
 
 def _found(result: dict) -> str:
     examples = [_plain(v) for v in (result.get("partial_unexpected_list") or [])[:5]]
+    if all(_null(v) for v in examples):
+        examples = []  # a null check's examples are nulls (NaN or NA in pandas, None in Spark)
     if "unexpected_count" in result and "element_count" in result:
-        n, total = result["unexpected_count"], result["element_count"]
+        # Spark sums an empty batch's unexpected rows to null where pandas counts 0
+        n, total = result["unexpected_count"] or 0, result["element_count"] or 0
         pct = result.get("unexpected_percent") or 0.0
         text = f"{n:,} of {total:,} rows unexpected ({pct:.3g}%)"
         return text + (f", e.g. {_short(examples)}" if n and examples else "")
@@ -186,7 +283,7 @@ def _found(result: dict) -> str:
     return ""
 
 
-def _expected(kwargs: dict) -> str:
+def _expected(kwargs: dict, meta: dict) -> str:
     parts = []
     bounds = [f"{op} {kwargs[key]:g}" for key, op in (("min_value", ">="), ("max_value", "<="))
               if kwargs.get(key) is not None]
@@ -194,11 +291,20 @@ def _expected(kwargs: dict) -> str:
         parts.append("expected " + " and ".join(bounds))
     if kwargs.get("value_set") is not None:
         parts.append(f"expected in {sorted(kwargs['value_set'])}")
-    if kwargs.get("type_"):
+    if kwargs.get("type_") and meta.get("dtype"):  # a Spark type, for a declared dtype
+        parts.append(f"expected {kwargs['type_']} (dtype {meta['dtype']})")
+    elif kwargs.get("type_"):
         parts.append(f"expected dtype {kwargs['type_']}")
     if kwargs.get("mostly") not in (None, 1, 1.0):
         parts.append(f"mostly {kwargs['mostly']}")
     return ", ".join(parts)
+
+
+def _null(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or other non-scalar example
+        return False
 
 
 def _plain(value):

@@ -205,3 +205,30 @@ def features_suite() -> ExpectationSuite:
 
 BUILDERS = {"transactions": transactions_suite, "labels": labels_suite,
             "features": features_suite}
+
+
+# The declarations name column types as pandas does; GX's Spark engine compares a column with
+# the pyspark.sql.types class of that name instead (isinstance), and rejects any other name.
+SPARK_TYPES = {"int64": "LongType", "Int64": "LongType", "int32": "IntegerType",
+               "Int32": "IntegerType", "float64": "DoubleType", "Float64": "DoubleType",
+               "float32": "FloatType", "bool": "BooleanType", "boolean": "BooleanType",
+               "string": "StringType", "object": "StringType"}
+
+
+def for_spark(suite: ExpectationSuite) -> ExpectationSuite:
+    """`suite` as GX's Spark engine must read it: the same checks, each column type named the
+    way Spark names it (the declared dtype kept in the check's meta, for the report). `suite`
+    itself when it names no column type (the transactions and labels suites)."""
+    if not any(isinstance(e, gxe.ExpectColumnTypeToBe) for e in suite.expectations):
+        return suite
+    return _suite(f"{suite.name}_spark", [_spark_type(e) for e in suite.expectations])
+
+
+def _spark_type(exp: gxe.Expectation) -> gxe.Expectation:
+    # a copy without the id, which the context gives each suite's expectations on adding it
+    if not isinstance(exp, gxe.ExpectColumnTypeToBe):
+        return exp.copy(update={"id": None}, deep=True)
+    if exp.type_ not in SPARK_TYPES:
+        raise NotImplementedError(f"no Spark type for dtype {exp.type_!r} ({exp.column})")
+    return exp.copy(update={"id": None, "type_": SPARK_TYPES[exp.type_],
+                            "meta": {**(exp.meta or {}), "dtype": exp.type_}}, deep=True)
