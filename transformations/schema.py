@@ -117,13 +117,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise InputError(f"unsupported input format for {p}: expected .parquet or .csv")
 
 
-def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
+def require_columns(found, columns: tuple[str, ...], what: str) -> None:
+    """InputError naming the `columns` missing from `found` (a frame's column names)."""
+    missing = [c for c in columns if c not in found]
     if missing:
         raise InputError(
             f"{what} input is missing column(s) {missing}; expected {list(columns)}, "
-            f"found {list(df.columns)}"
+            f"found {list(found)}"
         )
+
+
+def require_transaction_columns(columns, repo: Compiled | None = None) -> None:
+    """InputError unless `columns` (a frame's, after the handbook renames) hold every
+    column a transaction must arrive with."""
+    compiled = _compiled(repo)
+    need = (*EVENT_COLUMNS, *key_columns(repo), *compiled.input_values)
+    require_columns(columns, tuple(c for c in need if c not in set(compiled.optional)),
+                    "transactions")
 
 
 def _id_checks(raw: pd.DataFrame, column: str, ids: IdTypes, out: dict[str, pd.Series],
@@ -220,8 +230,7 @@ def normalize_transactions(raw: pd.DataFrame, id_types: IdTypes = DEFAULT_IDS,
     inputs, optional = compiled.input_values, set(compiled.optional)
     columns = (*EVENT_COLUMNS, *keys, *values)
     df = raw.rename(columns={k: v for k, v in HANDBOOK_RENAMES.items() if k in raw.columns})
-    _require(df, tuple(c for c in (*EVENT_COLUMNS, *keys, *inputs) if c not in optional),
-             "transactions")
+    require_transaction_columns(df.columns, repo)
     df = df.reset_index(drop=True)
     for c in optional:  # a feed without them (the handbook's files have no coordinates)
         if c not in df.columns:
@@ -339,7 +348,7 @@ def normalize_labels(raw: pd.DataFrame, transactions: pd.DataFrame | None = None
                      id_types: IdTypes = DEFAULT_IDS) -> Normalized:
     """Check labels; with `transactions` (normalized), also reject orphans and time travel."""
     df = raw.rename(columns={"TX_FRAUD": "is_fraud"}).reset_index(drop=True)
-    _require(df, LABEL_COLUMNS, "labels")
+    require_columns(df.columns, LABEL_COLUMNS, "labels")
     rejects: list[pd.DataFrame] = []
     keep = pd.Series(True, index=df.index)
 

@@ -1,10 +1,14 @@
 """`ffs backfill`: features at every transaction into the offline store, validated first.
 
-Pipeline (driver threads overlap so the wall time is close to the slowest branch):
+Two engines, one contract. `--engine local` runs in this process; its driver threads overlap
+so the wall time is close to the slowest branch:
 
     read + normalize ──┬── stage transactions/labels ───────────────┐
-                       ├── Spark: features (session started at t=0) ├─ stage features ─┐
+                       ├── features (NumPy engine) ─────────────────├─ stage features ─┐
                        └── validate transactions, labels ───────────┴─ validate features┴─ publish
+
+`--engine spark` distributes every step (jobs/batch/spark_backfill.py): normalizing,
+validating, computing and staging run in Spark tasks, and the driver sees only counts.
 
 Nothing becomes visible until every fail-severity check has passed: staging directories are
 private, and publishing is a rename per partition. Bad rows never stop the run; they are set
@@ -16,7 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,56 +75,22 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
              engine_name: str = "spark", log: Callable[[str], None] = print,
              spark=None, memory_check: bool = True) -> BackfillSummary:
     check_engine(engine_name)
-    if memory_check:
+    if memory_check and engine_name == "local":  # Spark's tasks each hold one partition
         check_fits(transactions_path, engine_name, "backfill", log)
     started = time.perf_counter()
-    if engine_name == "spark" and spark is None:
-        from ffs.jobs.batch.spark import start_in_background
-
-        spark = start_in_background(cfg.spark, log)
     store = OfflineStore(cfg.offline.path)
     summary = BackfillSummary()
     step = _Steps(summary, log)
     docs = Path(cfg.validation.data_docs_dir) if cfg.validation.enabled else None
     staged: dict[str, Path] = {}
-
-    tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path,
-                          _ids.types(cfg))
-    summary.transactions, summary.labels = len(tx.rows), len(labels.rows)
-    summary.rejected = {"transactions": tx.reject_summary(), "labels": labels.reject_summary()}
     # sortable and unique: the audit trail lists runs in the order they happened
     run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
-    for name, norm in (("transactions", tx), ("labels", labels)):
-        where = store.write_rejects(run, name, norm.rejects)
-        if where:
-            log(f"  {norm.n_rejected:,} {name} row(s) rejected -> {where}: "
-                f"{norm.reject_summary()}")
-
-    def features() -> pd.DataFrame:
-        session = spark.result() if isinstance(spark, Future) else spark
-        return compute(cfg, tx.rows, labels.rows, None, engine_name, log, session)
-
-    def stage_events() -> None:
-        staged["transactions"] = store.write_staged_pandas("transactions", tx.rows,
-                                                           "event_timestamp")
-        staged["labels"] = store.write_staged_pandas("labels", labels.rows, "label_timestamp")
-
     try:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill") as pool:
-            computing = pool.submit(step.run, f"compute features ({engine_name})", features)
-            staging = pool.submit(step.run, "stage transactions + labels", stage_events)
-            if cfg.validation.enabled:
-                _validate(step, summary, "transactions", tx.rows, docs)
-                _validate(step, summary, "labels", labels.rows, docs)
-            staging.result()
-            feats = computing.result()
-            base = tx.rows[["transaction_id", *KEY_COLUMNS, "event_timestamp"]]
-            table = pd.concat([base, feats], axis=1)
-            staging = pool.submit(step.run, "stage features", lambda: staged.__setitem__(
-                "features", store.write_staged_pandas("features", table, "event_timestamp")))
-            if cfg.validation.enabled:
-                _validate(step, summary, "features", table, docs)
-            staging.result()
+        if engine_name == "spark":
+            _on_spark(cfg, spark, store, run, staged, step, docs, transactions_path,
+                      labels_path)
+        else:
+            _in_process(cfg, store, run, staged, step, docs, transactions_path, labels_path)
         summary.partitions = step.run(
             "publish", lambda: sum(len(store.publish(n, p)) for n, p in staged.items()))
         for name in ("transactions", "labels"):
@@ -132,10 +102,72 @@ def backfill(cfg: Config, transactions_path: str | Path, labels_path: str | Path
     return summary
 
 
-def _validate(step: _Steps, summary: BackfillSummary, kind: str, frame: pd.DataFrame,
-              docs: Path | None) -> None:
+def _in_process(cfg: Config, store: OfflineStore, run: str, staged: dict[str, Path],
+                step: _Steps, docs: Path | None, transactions_path, labels_path) -> None:
+    summary = step.summary
+    tx, labels = step.run("read + normalize inputs", load_inputs, transactions_path, labels_path,
+                          _ids.types(cfg))
+    summary.transactions, summary.labels = len(tx.rows), len(labels.rows)
+    summary.rejected = {"transactions": tx.reject_summary(), "labels": labels.reject_summary()}
+    for name, norm in (("transactions", tx), ("labels", labels)):
+        where = store.write_rejects(run, name, norm.rejects)
+        if where:
+            step.log(f"  {norm.n_rejected:,} {name} row(s) rejected -> {where}: "
+                     f"{norm.reject_summary()}")
+
+    def features() -> pd.DataFrame:
+        return compute(cfg, tx.rows, labels.rows, None, "local", step.log)
+
+    def stage_events() -> None:
+        staged["transactions"] = store.write_staged_pandas("transactions", tx.rows,
+                                                           "event_timestamp")
+        staged["labels"] = store.write_staged_pandas("labels", labels.rows, "label_timestamp")
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill") as pool:
+        computing = pool.submit(step.run, "compute features (local)", features)
+        staging = pool.submit(step.run, "stage transactions + labels", stage_events)
+        if cfg.validation.enabled:
+            _validate(step, "transactions", tx.rows, docs)
+            _validate(step, "labels", labels.rows, docs)
+        staging.result()
+        feats = computing.result()
+        base = tx.rows[["transaction_id", *KEY_COLUMNS, "event_timestamp"]]
+        table = pd.concat([base, feats], axis=1)
+        staging = pool.submit(step.run, "stage features", lambda: staged.__setitem__(
+            "features", store.write_staged_pandas("features", table, "event_timestamp")))
+        if cfg.validation.enabled:
+            _validate(step, "features", table, docs)
+        staging.result()
+
+
+def _on_spark(cfg: Config, spark, store: OfflineStore, run: str, staged: dict[str, Path],
+              step: _Steps, docs: Path | None, transactions_path, labels_path) -> None:
+    from ffs.jobs.batch.spark import spark_session, warm_up
+    from ffs.jobs.batch.spark_backfill import SparkBackfill
+
+    summary = step.summary
+    if spark is None:
+        spark = step.run("start spark", spark_session, cfg.spark, "ffs-backfill", step.log)
+        warm_up(spark)
+    job = SparkBackfill(cfg, spark, store, run, staged, step.log)
+    summary.transactions, tx_rejected = step.run(
+        "normalize + stage transactions (spark)", job.normalize_transactions, transactions_path)
+    summary.labels, label_rejected = step.run(
+        "normalize + stage labels (spark)", job.normalize_labels, labels_path)
+    summary.rejected = {"transactions": tx_rejected, "labels": label_rejected}
+    if cfg.validation.enabled:
+        _validate(step, "transactions", job.read("transactions"), docs)
+        _validate(step, "labels", job.read("labels"), docs)
+    step.run("compute + stage features (spark)", job.features, summary.transactions)
+    if cfg.validation.enabled:
+        _validate(step, "features", job.read("features"), docs)
+
+
+def _validate(step: _Steps, kind: str, frame, docs: Path | None) -> None:
+    """Run suite `kind` on `frame` (pandas, or Spark's: checked where it lives) and stop
+    here, before anything is published, when a fail-severity check failed."""
     from ffs.validation.run import gate, validate
 
     report = step.run(f"validate {kind}", validate, kind, frame, docs)
-    summary.validation.append(report.summary())
+    step.summary.validation.append(report.summary())
     gate(report)

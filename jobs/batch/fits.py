@@ -1,10 +1,11 @@
 """Whether a batch job's input fits this machine, said before the job starts rather than by
 the kernel's OOM killer an hour in.
 
-The local engine holds every event in this process, and so does the Spark engine's driver
-today: it reads, normalizes and validates the input in pandas before Spark computes the
-features (issue 13, item 7). The peak grows with the rows; the bytes per row below are this
-repo's measured peaks on the handbook (BENCHMARKS.md, "Batch at scale"), with headroom.
+The local engine holds every event in this process, and so does a Spark training set's
+driver (it reads the offline store's events in pandas). The peak grows with the rows; the
+bytes per row below are this repo's measured peaks (BENCHMARKS.md, "Batch at scale"), with
+headroom. A Spark backfill is not checked: every step runs in tasks of bounded size
+(jobs/batch/spark_backfill.py), so its driver's memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ffs.errors import InputError
 # training set reads the offline store's (normalized) events and computes at its points
 # (measured on 1.8 M, 5.3 M and 10.6 M generated rows, BENCHMARKS.md "Batch at scale": the
 # peaks grow by 1,675 / 2,756 / 455 / 785 bytes a row over about 1.7 GiB; these add headroom)
-BYTES_PER_ROW = {("backfill", "local"): 1_750, ("backfill", "spark"): 2_850,
+BYTES_PER_ROW = {("backfill", "local"): 1_750,
                  ("training set", "local"): 700, ("training set", "spark"): 1_000}
 FIXED_BYTES = 2_000_000_000  # imports, Great Expectations, a Spark JVM's heap
 _CSV_SAMPLE = 1 << 20
@@ -72,9 +73,9 @@ def check_fits(path: str | Path, engine: str, what: str = "backfill",
         why = ("the local engine holds every event in this process. Run it with --engine "
                "spark on a cluster whose driver has that memory")
     else:
-        why = ("the Spark engine distributes the feature computation, but its driver still "
-               "reads, normalizes and validates every event in pandas. Run it on a cluster "
-               "whose driver has that memory (spark.driver_memory and the driver pod's limit)")
+        why = ("the Spark engine distributes the feature computation, but a training set's "
+               "driver still reads the events in pandas. Run it on a cluster whose driver "
+               "has that memory (spark.driver_memory and the driver pod's limit)")
     raise InputError(
         f"this {what} does not fit: {rows:,} transactions need about {need / 2**30:.1f} GiB, "
         f"this machine has {free / 2**30:.1f} GiB available (about {fits:,} rows fit): {why}, "

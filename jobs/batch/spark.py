@@ -37,6 +37,11 @@ def spark_session(cfg: SparkConfig, app: str = "ffs", log: Callable[[str], None]
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
         .config("spark.sql.adaptive.enabled", "true")
+        # pandas writes nanosecond timestamps, which Spark refuses: read them as longs (the
+        # batch inputs convert them, jobs/batch/spark_inputs.py), and write microseconds
+        # with their UTC flag, never the legacy INT96, so pyarrow reads the store exactly
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         # Kafka's SASL JAAS option carries a password: redact it wherever Spark prints options

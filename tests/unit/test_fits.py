@@ -39,7 +39,7 @@ def test_too_large_an_input_is_refused_with_the_numbers_and_the_way_out(events):
     text = str(exc.value)
     assert "5,000 transactions" in text and "holds every event in this process" in text
     assert "--engine spark" in text and "--no-memory-check" in text
-    with pytest.raises(InputError, match="driver still reads, normalizes.*driver_memory"):
+    with pytest.raises(InputError, match="driver still reads the events.*driver_memory"):
         fits.check_fits(events / "tx.parquet", "spark", "training set",
                         available=fits.FIXED_BYTES)
 
