@@ -67,7 +67,12 @@ class SparkBackfill:
         """Every feature at every staged transaction, staged by day."""
         from pyspark.sql import functions as F
 
-        from ffs.jobs.batch.spark_features import ROW, request_fields, request_host
+        from ffs.jobs.batch.spark_features import (
+            ROW,
+            request_fields,
+            request_host,
+            with_request_features,
+        )
         from ffs.jobs.batch.spark_features import spark_features as side_frames
 
         tx = self.read("transactions")
@@ -82,7 +87,7 @@ class SparkBackfill:
             table = table.join(frame.withColumnRenamed(ROW, "transaction_id"),
                                on="transaction_id", how="inner")
         if later:
-            table = _with_request_features(table, fields)
+            table = with_request_features(table, fields)
         table = table.select(*base_cols, *[F.col(f"`{n}`") for n in feature_names()])
         self.staged["features"] = self._write(table, "features", "event_timestamp")
 
@@ -121,28 +126,3 @@ class SparkBackfill:
         dated.repartition(day).sortWithinPartitions(*order).write.partitionBy(day) \
             .mode("overwrite").parquet(str(out))
         return out
-
-
-def _with_request_features(table, fields: list[str]):
-    """The request functions no one entity hosts, over the joined table, per partition."""
-    import pandas as pd
-
-    from ffs.transformations import engine
-    from ffs.transformations.features import REQUEST_FEATURES, feature_dtypes
-
-    dtypes = feature_dtypes()
-    spark_type = {"int64": "bigint", "float64": "double"}
-    names = [f.name for f in REQUEST_FEATURES]
-    kept = [f for f in table.schema.fields if f.name not in fields]
-    out_schema = ", ".join([f"`{f.name}` {f.dataType.simpleString()}" for f in kept]
-                           + [f"`{n}` {spark_type[dtypes[n]]}" for n in names
-                              if n not in {f.name for f in kept}])
-
-    def run(batches):
-        for part in batches:
-            got = engine.request_features(part, part)
-            done = part.drop(columns=fields).assign(**{n: pd.Series(got[n], index=part.index)
-                                                       for n in names})
-            yield done
-
-    return table.mapInPandas(run, schema=out_schema)

@@ -204,3 +204,25 @@ def _with_labels(F, events, tx, labels, keys: list[str], carried: list[str], typ
         F.col("is_fraud").cast("bigint").alias("is_fraud"), "label_timestamp",
         F.lit(True).alias(_LABEL))
     return tx_rows.unionByName(label_rows)
+
+
+def with_request_features(table, drop: list[str]):
+    """The request functions no one entity hosts, over a table of every feature and the
+    request fields, per partition; the fields in `drop` are left out of the result."""
+    from ffs.transformations.features import REQUEST_FEATURES
+
+    dtypes = feature_dtypes()
+    names = [f.name for f in REQUEST_FEATURES]
+    kept = [f for f in table.schema.fields if f.name not in drop]
+    have = {f.name for f in kept}
+    out_schema = ", ".join([f"`{f.name}` {f.dataType.simpleString()}" for f in kept]
+                           + [f"`{n}` {_SPARK_TYPES[dtypes[n]]}" for n in names
+                              if n not in have])
+
+    def run(batches):
+        for part in batches:
+            got = engine.request_features(part, part)
+            yield part.drop(columns=drop).assign(
+                **{n: pd.Series(got[n], index=part.index) for n in names})
+
+    return table.mapInPandas(run, schema=out_schema)

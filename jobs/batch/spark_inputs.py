@@ -73,7 +73,7 @@ def _micro_timestamps(raw, path: Path):
         for c, tz in nanos.items()})
 
 
-def _as_read(raw):
+def as_read(raw):
     """A function giving a partition's frame the values pandas would have read: Spark hands
     its UTC timestamps to pandas without their zone."""
     from pyspark.sql.types import TimestampType
@@ -106,7 +106,7 @@ def normalize_transactions(raw, id_types: IdTypes, partitions: int, rejects: Pat
     out = _typed_schema(raw, id_types, COMPILED)
     keyed = _numbered(raw).withColumn(
         _KEY, _canonical_key(raw, "transaction_id", id_types.of("transaction_id")))
-    where, as_read = str(rejects), _as_read(raw)
+    where, readable = str(rejects), as_read(raw)
 
     def run(batches):
         from pyspark import TaskContext
@@ -115,7 +115,7 @@ def normalize_transactions(raw, id_types: IdTypes, partitions: int, rejects: Pat
         if part is None:
             return
         part = part.sort_values([_FILE, _POS], kind="stable").drop(columns=list(HELPERS))
-        norm = schema.normalize_transactions(as_read(part), id_types, COMPILED)
+        norm = schema.normalize_transactions(readable(part), id_types, COMPILED)
         _write_rejects(norm.rejects, where, TaskContext.get().partitionId())
         yield norm.rows[out.fieldNames()]
 
@@ -131,7 +131,7 @@ def normalize_labels(raw, transactions, id_types: IdTypes, partitions: int, reje
     raw = _renamed(raw, {"TX_FRAUD": "is_fraud"})
     schema.require_columns(raw.columns, schema.LABEL_COLUMNS, "labels")
     key = _canonical_key(raw, "transaction_id", id_types.of("transaction_id"))
-    where, as_read = str(rejects), _as_read(raw)
+    where, readable = str(rejects), as_read(raw)
 
     def bucket(col):
         return F.pmod(F.xxhash64(col), F.lit(partitions)).alias("_b")
@@ -145,7 +145,7 @@ def normalize_labels(raw, transactions, id_types: IdTypes, partitions: int, reje
             return pd.DataFrame({"transaction_id": pd.Series([], dtype="object"),
                                  "is_fraud": pd.Series([], dtype="int64"),
                                  "label_timestamp": pd.Series([], dtype="datetime64[ns, UTC]")})
-        norm = schema.normalize_labels(as_read(part.drop(columns="_b")),
+        norm = schema.normalize_labels(readable(part.drop(columns="_b")),
                                        _as_read_utc(tx.drop(columns="_b")), id_types)
         _write_rejects(norm.rejects, where, int(part["_b"].iloc[0]))
         return norm.rows
