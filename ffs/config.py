@@ -42,7 +42,9 @@ class OfflineConfig:
 class SparkConfig:
     master: str = "local[2]"
     shuffle_partitions: int = 8
-    driver_memory: str = "3g"
+    # local mode: the JVM is driver and executor; 2g keeps its RSS near 3.2 GiB, and the
+    # batch jobs spill past it (BENCHMARKS.md, "Batch distributed")
+    driver_memory: str = "2g"
     buckets: int = 4  # entity buckets: each is one pandas call in a Spark task
     # extra jars (spark.jars): "auto" = Spark's Kafka connector as resolved by `make setup`
     # when present; "" = none; else a comma list (e.g. local:///opt/ffs/jars/... in an image)

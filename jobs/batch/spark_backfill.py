@@ -32,7 +32,7 @@ from ffs.transformations.features import KEY_COLUMNS, REQUEST_FUNCTIONS, feature
 
 # transactions per entity bucket: one pandas call of the NumPy engine each, so a Python
 # worker's memory stays bounded (about 1.5 KiB a row) whatever the input's size
-ROWS_PER_BUCKET = 500_000
+ROWS_PER_BUCKET = 250_000
 
 
 @dataclass
@@ -89,7 +89,7 @@ class SparkBackfill:
         if later:
             table = with_request_features(table, fields)
         table = table.select(*base_cols, *[F.col(f"`{n}`") for n in feature_names()])
-        self.staged["features"] = self._write(table, "features", "event_timestamp")
+        self._write(table, "features", "event_timestamp")
 
     def read(self, table: str):
         """A staged table as Spark reads it (without the day it is partitioned by), with the
@@ -102,7 +102,7 @@ class SparkBackfill:
         the audit trail; (rows staged, {reason: rows refused})."""
         rejects = self.store.staging(f"{table}-rejects")
         try:
-            self.staged[table] = self._write(normalized(rejects), table, time_column)
+            self._write(normalized(rejects), table, time_column)
             reasons = inputs.reject_counts(rejects)
             if reasons:
                 where = self.store.root / "rejects" / "history" / f"{self.run}-{table}.parquet"
@@ -113,16 +113,17 @@ class SparkBackfill:
             self.store.discard(rejects)
         return count_rows(self.staged[table]) or 0, reasons
 
-    def _write(self, frame, table: str, time_column: str) -> Path:
-        """`frame` into a new staging folder, one folder per UTC day and one file per day,
-        rows in time order."""
+    def _write(self, frame, table: str, time_column: str) -> None:
+        """`frame` into a new staging folder (staged[table], known before the write so a
+        failed one is discarded too), one folder per UTC day and one file per day, rows in
+        time order. A task's InputError (a udf refusing its input) is raised as itself."""
         from pyspark.sql import functions as F
 
         day = TABLES[table]
         self.schemas[table] = frame.schema
-        out = self.store.staging(table)
+        out = self.staged[table] = self.store.staging(table)
         dated = frame.withColumn(day, F.date_format(time_column, "yyyy-MM-dd"))
         order = [day, time_column, "transaction_id"]
-        dated.repartition(day).sortWithinPartitions(*order).write.partitionBy(day) \
-            .mode("overwrite").parquet(str(out))
-        return out
+        with inputs.worker_errors():
+            dated.repartition(day).sortWithinPartitions(*order).write.partitionBy(day) \
+                .mode("overwrite").parquet(str(out))

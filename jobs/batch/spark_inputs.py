@@ -22,7 +22,9 @@ the rows it reads, and a file's index breaks ties between files.
 from __future__ import annotations
 
 import math
+import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +194,24 @@ def relevant_labels(labels):
 
     ever = labels.where(F.col("is_fraud") == 1).select("transaction_id").distinct()
     return labels.join(ever, on="transaction_id", how="left_semi")
+
+
+_WORKER_ERROR = re.compile(r"ffs\.errors\.InputError: (.+)")
+
+
+@contextmanager
+def worker_errors():
+    """A task's InputError (a bad entity row, a udf refusing its input: found where the rows
+    are) raised here as the InputError it is, not as Spark's trace of it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        found = _WORKER_ERROR.search(str(exc))
+        if found is None:
+            raise
+        raise InputError(found.group(1).strip()) from None
 
 
 def empty_labels(spark):

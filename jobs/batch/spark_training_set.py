@@ -12,11 +12,9 @@ already holds the rows in memory.
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +58,7 @@ def training_set_files(cfg: Config, spark, entities_path: str | Path, output: st
     work = store.staging("training-set")
     summary = TrainingSummary()
     try:
-        with _worker_errors():
+        with inputs.worker_errors():
             entities = _prepared(cfg, spark, entities_path)
             tx, lab, summary.rejected = _events(cfg, spark, store, work, transactions, labels)
             rows = count_rows(store.path("transactions")) if transactions is None \
@@ -200,22 +198,3 @@ def _csv_rows(path: Path) -> int:
     with path.open("rb") as f:
         return max(sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1,
                    0)
-
-
-_WORKER_ERROR = re.compile(r"ffs\.errors\.InputError: (.+)")
-
-
-@contextmanager
-def _worker_errors():
-    """A task's InputError (a bad entity row, found where the rows are) raised here as the
-    InputError it is, not as Spark's trace of it."""
-    try:
-        yield
-    except InputError:
-        raise
-    except Exception as exc:
-        found = _WORKER_ERROR.search(str(exc))
-        if found is None:
-            raise
-        raise InputError(found.group(1).strip()) from None
-
