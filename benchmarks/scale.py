@@ -1,7 +1,7 @@
 """Batch at scale: backfill and a training set over generated data of growing size, both
 engines, through the real CLI in fresh processes.
 
-    .venv/bin/python -m benchmarks.scale [--sizes 1.75,5,10] [--engines local,spark]
+    .venv/bin/python -m benchmarks.scale [--sizes 1.75,10,50] [--engines local,spark]
 
 For each size (millions of transactions): `ffs generate` (183 days, customers scaled to the
 size, 2 terminals per customer, one seed), then per engine `ffs backfill` into its own
@@ -87,9 +87,10 @@ def customers_for(millions: float, work: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1.75,5,10", help="millions of transactions")
+    ap.add_argument("--sizes", default="1.75,10,50", help="millions of transactions")
     ap.add_argument("--engines", default="local,spark")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--tag", default="", help="suffix of the results file (scale-<date><tag>)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="ffs-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def main() -> int:
         results["sizes"][str(size)] = entry
         shutil.rmtree(gen, ignore_errors=True)
     results["load_avg_end"] = os.getloadavg()
-    out = ROOT / "benchmarks" / "results" / f"scale-{results['date']}.json"
+    out = ROOT / "benchmarks" / "results" / f"scale-{results['date']}{args.tag}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")
     shutil.rmtree(work, ignore_errors=True)
