@@ -17,7 +17,6 @@ ReadWriteMany volume): executors write the staged partitions, the driver renames
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,6 @@ from ffs.jobs.batch.fits import count_rows
 from ffs.jobs.batch.offline_store import TABLES, OfflineStore
 from ffs.transformations import ids as _ids
 from ffs.transformations.features import KEY_COLUMNS, REQUEST_FUNCTIONS, feature_names
-
-# transactions per entity bucket: one pandas call of the NumPy engine each, so a Python
-# worker's memory stays bounded (about 1.5 KiB a row) whatever the input's size
-ROWS_PER_BUCKET = 250_000
 
 
 @dataclass
@@ -69,6 +64,7 @@ class SparkBackfill:
 
         from ffs.jobs.batch.spark_features import (
             ROW,
+            buckets_for,
             request_fields,
             request_host,
             with_request_features,
@@ -77,7 +73,7 @@ class SparkBackfill:
 
         tx = self.read("transactions")
         labels = inputs.relevant_labels(self.read("labels"))
-        buckets = max(self.cfg.spark.buckets, math.ceil(transactions / ROWS_PER_BUCKET))
+        buckets = buckets_for(transactions, self.cfg.spark.buckets)
         base_cols = ["transaction_id", *KEY_COLUMNS, "event_timestamp"]
         later = bool(REQUEST_FUNCTIONS) and request_host() is None
         fields = [c for c in request_fields() if c in tx.columns and c not in base_cols] \

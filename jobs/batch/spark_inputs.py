@@ -100,7 +100,6 @@ def partitions_for(spark, rows: int | None) -> int:
 def normalize_transactions(raw, id_types: IdTypes, partitions: int, rejects: Path):
     """The accepted transactions (lazy: Spark runs them when they are written); the refused
     ones land in `rejects` as they are met."""
-
     from ffs.transformations.features import COMPILED
 
     raw = _renamed(raw, schema.HANDBOOK_RENAMES)

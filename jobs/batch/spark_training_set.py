@@ -11,7 +11,6 @@ already holds the rows in memory.
 
 from __future__ import annotations
 
-import math
 import shutil
 import uuid
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from ffs.errors import InputError
 from ffs.jobs.batch import spark_inputs as inputs
 from ffs.jobs.batch.fits import count_rows
 from ffs.jobs.batch.offline_store import TABLES, OfflineStore
-from ffs.jobs.batch.spark_backfill import ROWS_PER_BUCKET
 from ffs.transformations import ids as _ids
 from ffs.transformations import schema
 from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS, feature_names
@@ -47,6 +45,7 @@ def training_set_files(cfg: Config, spark, entities_path: str | Path, output: st
 
     from ffs.jobs.batch.spark_features import (
         ROW,
+        buckets_for,
         request_fields,
         request_host,
         spark_features,
@@ -63,7 +62,7 @@ def training_set_files(cfg: Config, spark, entities_path: str | Path, output: st
             tx, lab, summary.rejected = _events(cfg, spark, store, work, transactions, labels)
             rows = count_rows(store.path("transactions")) if transactions is None \
                 else count_rows(transactions)
-            buckets = max(cfg.spark.buckets, math.ceil((rows or 0) / ROWS_PER_BUCKET))
+            buckets = buckets_for(rows, cfg.spark.buckets)
             fields = [c for c in request_fields() if c in entities.columns
                       and c not in (*KEY_COLUMNS, "event_timestamp")]
             points = entities.select(ROW, *KEY_COLUMNS, "event_timestamp", *[
