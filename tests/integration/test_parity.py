@@ -166,6 +166,14 @@ CASES = [
           P(1, "a", "3h 1s", {"u_last_1d": 40.0}),
           P(1, "a", "1d 2h 59m 59s", {"u_last_1d": 40.0}),
           P(1, "a", "1d 3h", {"u_last_1d": None})]),  # open at t - W
+    # more events in one second than the online read's first lookup holds (online/scripts.py
+    # RECENT): the second's records are fetched whole, so its largest value is found
+    Case("last: one second's many events, past the newest records read at once", "last",
+         [E(1, "1h", 1, "a", 70.0), *[E(k, "1h", 1, "a", 10.0 * k) for k in range(2, 7)],
+          E(7, "2h", 1, "a", 5.0)],
+         [P(1, "a", "1h 30m", {"u_last_1d": 70.0}),
+          P(1, "a", "2h", {"u_last_1d": 70.0}),
+          P(1, "a", "2h 1s", {"u_last_1d": 5.0})]),
     Case("first seen: seconds since the first event in the window", "first_seen",
          [E(1, "1h", 1, "a"), E(2, "5h", 1, "a")],
          [P(1, "a", "30m", {"u_first_seen_7d": None, "p_first_seen_7d": None}),
