@@ -231,8 +231,8 @@ class OnlineClient:
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         for plan in self.plans:
-            _assemble(plan, self._ops[plan.entity.name], req, raws[plan.entity.name], add,
-                      values, statuses)
+            assemble(plan, self._ops[plan.entity.name], req, raws[plan.entity.name], add,
+                     values, statuses)
         if failed is not None:
             _mark_unavailable(self.plans, self._ops, failed.rows, values, statuses)
         for name, (vals, stats) in _request_features(req, values, statuses).items():
@@ -265,8 +265,8 @@ class OnlineClient:
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         if rows:
-            _assemble(plan, self._ops[ent.name], req, raws[ent.name],
-                      np.zeros(len(rows), bool), values, statuses)
+            assemble(plan, self._ops[ent.name], req, raws[ent.name],
+                     np.zeros(len(rows), bool), values, statuses)
             if failed is not None:
                 _mark_unavailable((plan,), self._ops, failed.rows, values, statuses)
         else:
@@ -518,11 +518,28 @@ def _compile_ops(plan: EntityPlan) -> list[_Op]:
     return ops
 
 
-def _assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
-              add: np.ndarray, values: dict[str, list], statuses: dict[str, list[str]]) -> None:
-    """One entity's features from its part of the reply. `add`: rows whose scored
-    transaction is not stored yet, so it joins the windows that end at t, as the training
-    set counts it."""
+# Up to this many rows, a reply is assembled in plain Python: numpy's cost per call, paid per
+# feature whatever the rows, is most of a small read (1 row: ~100 of ~190 us of Python).
+SMALL_BATCH = 8
+
+
+def assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
+             add: np.ndarray, values: dict[str, list], statuses: dict[str, list[str]]) -> None:
+    """One entity's features from its part of the reply, into values and statuses. `add`:
+    rows whose scored transaction is not stored yet, so it joins the windows that end at t,
+    as the training set counts it. Two ways, one result (tests/unit/test_assemble.py):
+    arrays for batches, plain Python for a few rows."""
+    if len(raw) <= SMALL_BATCH and not any(
+            (c == NULL_CENTS).any() for c in req.cents.values()):  # a null: int64's sums
+        assemble_rows(plan, ops, req, raw, add, values, statuses)
+    else:
+        assemble_arrays(plan, ops, req, raw, add, values, statuses)
+
+
+def assemble_arrays(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
+                    add: np.ndarray, values: dict[str, list],
+                    statuses: dict[str, list[str]]) -> None:
+    """`assemble` over numpy arrays, a few calls per feature for all rows."""
     t = req.t
     add_i = add.astype(np.int64)
     status = np.where(raw[:, 0].astype(bool) | add, PRESENT, MISSING_ENTITY).tolist()
@@ -576,6 +593,75 @@ def _assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
                 gap = (t - prev_t).astype(np.float64)
                 col = _plain(np.where((prev_t >= 0) & (gap < op.horizon), gap, np.nan))
             values[op.name], statuses[op.name] = col, status
+
+
+def assemble_rows(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
+                  add: np.ndarray, values: dict[str, list],
+                  statuses: dict[str, list[str]]) -> None:
+    """`assemble` row by row in Python numbers: the same operations in the same order as
+    assemble_arrays, so the same floats (IEEE doubles either way; sums of hundredths are exact
+    integers below 2**53)."""
+    rows = raw.tolist()
+    ts = req.t.tolist()
+    adds = add.tolist()
+    status = [PRESENT if r[0] or a else MISSING_ENTITY for r, a in zip(rows, adds, strict=True)]
+    cents = {c: v.tolist() for c, v in req.cents.items()}
+    for op in ops:
+        agg = op.agg
+        ns: list[int] = []
+        if op.n[0]:
+            kind, a, b = op.n
+            ns = [r[b] - r[a] for r in rows] if kind == "edges" else [r[a] for r in rows]
+            if op.at_t:
+                ns = [n + 1 if x else n for n, x in zip(ns, adds, strict=True)]
+        col: list = []
+        if agg is Agg.COUNT:
+            col = ns
+        elif agg in (Agg.SUM, Agg.MEAN, Agg.STD):
+            mine = ([c if x else 0 for c, x in zip(cents[op.column or ""], adds, strict=True)]
+                    if op.at_t else [0] * len(rows))
+            c0, c1 = op.cols[0], op.cols[1]
+            for r, n, m in zip(rows, ns, mine, strict=True):
+                s = r[c1] - r[c0] + m
+                if agg is Agg.SUM:
+                    col.append(s / CENTS)
+                elif agg is Agg.MEAN:
+                    col.append(s / max(n, 1) / CENTS if n > 0 else None)
+                elif n >= 2:
+                    v = float(m)
+                    q = float(r[op.cols[3]] - r[op.cols[2]]) + v * v
+                    nf, sf = float(n), float(s)
+                    col.append(math.sqrt(max((q - sf * sf / nf) / (nf - 1), 0.0)) / CENTS)
+                else:
+                    col.append(None)
+        elif agg is Agg.FRAUD_RATE:
+            k = op.cols[0]
+            col = [r[k] / max(n, 1) if n > 0 else 0.0 for r, n in zip(rows, ns, strict=True)]
+        elif agg is Agg.COUNT_DISTINCT:
+            k = op.cols[0]
+            col = [r[k] + (1 if op.at_t and x and r[k + 1] == 0 else 0)
+                   for r, x in zip(rows, adds, strict=True)]
+        elif agg in (Agg.MIN, Agg.MAX):
+            k = op.cols[0]
+            pick = max if op.is_max else min
+            for r, x, c in zip(rows, adds, cents.get(op.column or "", adds), strict=True):
+                best = float(r[k]) if r[k] >= 0 else None  # below 0: an empty window
+                if op.at_t and x:
+                    best = float(c) if best is None else pick(best, float(c))
+                col.append(None if best is None else best / CENTS)
+        elif agg is Agg.FIRST_SEEN:
+            k = op.cols[0]
+            for r, x, t in zip(rows, adds, ts, strict=True):
+                first = t if op.at_t and r[k] < 0 and x else r[k]
+                col.append(float(t - first) if first >= 0 else None)
+        elif agg is Agg.LAST:
+            k = op.cols[0]
+            col = [float(r[k]) / CENTS if float(r[k]) > _NULL else None for r in rows]
+        else:  # recency
+            for r, t in zip(rows, ts, strict=True):
+                gap = float(t - r[1])
+                col.append(gap if r[1] >= 0 and gap < op.horizon else None)
+        values[op.name], statuses[op.name] = col, status
 
 
 def std_of(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""The online client's two ways of turning a script reply into features (online/client.py):
+`assemble_arrays` (numpy, for batches) and `assemble_rows` (plain Python, for a few rows)
+give the same values, of the same Python types, for every feature of the loaded repo, on
+random replies: empty and full windows, zero and negative counts, nulls, the scored
+transaction joining its windows or not. The parity suite (tests/integration/test_parity.py)
+reads its points both in one batch and one at a time against a real Redis, under a repo with
+every aggregation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ffs.online import client as C
+from ffs.online.plan import compile_plans
+from ffs.transformations.declarations import NULL_CENTS
+from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+
+PLANS = compile_plans()
+T0 = 1_700_000_000
+# what a reply's numbers can be: the markers of nothing (-1), small counts, times, big sums
+CHOICES = np.array([-1, 0, 1, 2, 3, 7, 86_400, T0 - 3_600, 1_234_567, 10**12], dtype=np.int64)
+
+
+def _requests(rng, n: int) -> C._Requests:
+    rows = []
+    for i in range(n):
+        row: dict[str, object] = {k: int(rng.integers(1, 50)) for k in KEY_COLUMNS}
+        if rng.random() < 0.7:  # a scored transaction; else an id-only read at as_of
+            row.update({"transaction_id": 10_000 + i,
+                        "event_timestamp": T0 - int(rng.integers(0, 99))})
+            row.update({c: float(rng.choice([0.0, 0.01, 12.5, 9_999.99]))
+                        for c, kind in VALUE_COLUMNS.items() if kind == "number"})
+        rows.append(row)
+    return C._requests(rows, T0, C.DEFAULT_IDS, KEY_COLUMNS)
+
+
+def _reply(rng, plan, n: int) -> np.ndarray:
+    raw = rng.choice(CHOICES, size=(n, plan.width))
+    raw[:, 0] = rng.integers(0, 2, n)  # exists
+    for item in plan.lasts:  # a last value: a null or none is NULL_CENTS
+        k = plan.last_at(item)
+        raw[:, k] = np.where(rng.random(n) < 0.3, NULL_CENTS, raw[:, k] - 500)
+    return raw
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if type(a) is not type(b):
+        return False
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_rows_and_arrays_give_the_same_features(n):
+    rng = np.random.default_rng(n)
+    checked = 0
+    for _ in range(300):
+        req = _requests(rng, n)
+        for plan in PLANS:
+            raw = _reply(rng, plan, n)
+            add = req.carries_tx & (rng.random(n) < 0.6)
+            ops = C._compile_ops(plan)
+            by_rows: tuple[dict, dict] = ({}, {})
+            by_arrays: tuple[dict, dict] = ({}, {})
+            C.assemble_rows(plan, ops, req, raw, add, *by_rows)
+            C.assemble_arrays(plan, ops, req, raw, add, *by_arrays)
+            assert by_rows[0].keys() == by_arrays[0].keys() == {op.name for op in ops}
+            for name in by_rows[0]:
+                got, want = by_rows[0][name], by_arrays[0][name]
+                assert len(got) == len(want) == n
+                bad = [(i, got[i], want[i]) for i in range(n) if not _same(got[i], want[i])]
+                assert not bad, f"{plan.entity.name}.{name}: rows != arrays at {bad[:3]}"
+                assert by_rows[1][name] == by_arrays[1][name], name
+                checked += n
+    assert checked > 0
+
+
+def test_small_reads_take_the_rows_way_and_batches_the_arrays_way(monkeypatch):
+    taken: list[str] = []
+    monkeypatch.setattr(C, "assemble_rows", lambda *a: taken.append("rows"))
+    monkeypatch.setattr(C, "assemble_arrays", lambda *a: taken.append("arrays"))
+    rng = np.random.default_rng(0)
+    for n in (1, C.SMALL_BATCH, C.SMALL_BATCH + 1):
+        req = _requests(rng, n)
+        C.assemble(PLANS[0], C._compile_ops(PLANS[0]), req, _reply(rng, PLANS[0], n),
+                   req.carries_tx, {}, {})
+    assert taken == ["rows", "rows", "arrays"]
