@@ -613,3 +613,10 @@ def test_another_repos_request_columns(tmp_path):
     assert out["unknown"].startswith("request_data: unknown column \"customer_id\"")
     assert set(out["schema"]) >= {"account_id", "device_id", "ip", "amount", "channel",
                                   "declined", "transaction_id", "event_timestamp"}
+
+
+def test_responses_encode_what_orjson_refuses_with_the_json_module():
+    from ffs.online.server import _dumps
+
+    body = {"values": [2**70, -(2**65), 1.5, None, "x"], "n": [0.1, 1e-05]}
+    assert json.loads(_dumps(body)) == body  # an int beyond 64 bits: orjson raises
