@@ -92,6 +92,17 @@ class OnlineResult:
     def row(self, i: int) -> dict[str, object]:
         return {name: self.values[name][i] for name in self.feature_names}
 
+    def rows_between(self, start: int, stop: int) -> OnlineResult:
+        """The result of rows start..stop-1 alone (`unavailable` only if some of its own
+        values are)."""
+        statuses = {n: v[start:stop] for n, v in self.statuses.items()}
+        some = self.unavailable is not None and any(
+            UNAVAILABLE in v for v in statuses.values())
+        return OnlineResult(self.feature_names,
+                            {n: v[start:stop] for n, v in self.values.items()}, statuses,
+                            self.as_of[start:stop], self.error,
+                            self.unavailable if some else None)
+
     def of_service(self, service: str) -> OnlineResult:
         """The result as another of the repo's services answers it: its features only."""
         if service == FEATURE_SERVICE:
@@ -217,6 +228,35 @@ class OnlineClient:
         if len(rows) > self.max_batch:
             raise InputError(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         default_t = _seconds(as_of) if as_of is not None else int(time.time())
+        return self._get(rows, default_t)
+
+    def get_features_many(self, batches: Sequence[tuple[Sequence[Mapping[str, object]], object]]
+                          ) -> list[OnlineResult]:
+        """Several requests, each (rows, as_of) as get_features takes them, in one read: one
+        round trip and one assembly for all their rows (the HTTP server coalesces the
+        requests that arrive while a read is under way). Each result is the one get_features
+        gives that request alone, for the repo's default service; the rows together within
+        max_batch. An InputError names the row's place in the rows of all batches."""
+        now = int(time.time())
+        rows = [r for rows_, _ in batches for r in rows_]
+        if len(rows) > self.max_batch:
+            raise InputError(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
+        starts = np.full(len(rows), now, dtype=np.int64)
+        at = 0
+        for rows_, as_of in batches:
+            if as_of is not None:
+                starts[at:at + len(rows_)] = _seconds(as_of)
+            at += len(rows_)
+        whole = self._get(rows, starts)
+        out, at = [], 0
+        for rows_, _ in batches:
+            out.append(whole.rows_between(at, at + len(rows_)))
+            at += len(rows_)
+        return out
+
+    def _get(self, rows: list, default_t: int | np.ndarray) -> OnlineResult:
+        """The default service's features of these rows; default_t: the read time of rows
+        without an event_timestamp (one for all, or one per row)."""
         req = _requests(rows, default_t, self.id_types, KEY_COLUMNS)
         if not rows:
             return OnlineResult(self._names, {n: [] for n in self._names},
@@ -684,8 +724,9 @@ class _Requests:
     extra: dict[str, list] = field(default_factory=dict)  # other request fields, as sent
 
 
-def _requests(rows: Sequence[Mapping[str, object]], default_t: int,
+def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,
               id_types: IdTypes, key_columns: Sequence[str] = KEY_COLUMNS) -> _Requests:
+    """default_t: the read time of rows without an event_timestamp, one or one per row."""
     n = len(rows)
     keys: dict[str, list] = {k: [] for k in key_columns}
     txid: list[object] = []

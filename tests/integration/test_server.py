@@ -22,7 +22,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from ffs.config import Config, Secret
-from ffs.errors import ConfigError
+from ffs.errors import ConfigError, InputError
 from ffs.online.client import MISSING_ENTITY, PRESENT, UNAVAILABLE, OnlineClient, OnlineResult
 from ffs.online.loader import load_state
 from ffs.online.redis_server import RedisServer, free_port
@@ -620,3 +620,80 @@ def test_responses_encode_what_orjson_refuses_with_the_json_module():
 
     body = {"values": [2**70, -(2**65), 1.5, None, "x"], "n": [0.1, 1e-05]}
     assert json.loads(_dumps(body)) == body  # an int beyond 64 bits: orjson raises
+
+
+# ------------------------------------------------------------------------------ coalescing
+
+def test_requests_that_arrive_together_share_one_read_and_get_their_own_answers(http, loaded):
+    """Concurrent requests (other read times, other services, a scored transaction, several
+    rows) are read in one call, and each answer equals that request sent alone."""
+    payloads = [
+        body([7], [70], as_of=AS_OF),
+        body([7, 8], [71, 70], as_of=AS_OF_S - 86_400),  # a day earlier
+        {**body([7], [72], request_data={"transaction_id": [100],
+                                         "event_timestamp": ["2024-03-02T09:00:00Z"],
+                                         "amount": [60.0]}),
+         "feature_service": "fraud_detection_v1"},
+        body([9], [99], as_of=AS_OF),  # nothing known of them
+    ]
+    alone = [http().features(p).json() for p in payloads]
+    h = http()
+    client = h.client._transport.app.state.client  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    real = client.get_features_many
+
+    def counting(batches):
+        sizes.append(len(batches))
+        return real(batches)
+
+    client.get_features_many = counting
+
+    async def together():
+        return await asyncio.gather(*(h.client.post("/get-online-features", json=p)
+                                      for p in payloads))
+
+    answers = h.loop.run_until_complete(together())
+    assert [a.status_code for a in answers] == [200] * len(payloads)
+    assert [a.json() for a in answers] == alone
+    assert len(sizes) < len(payloads) and max(sizes) > 1, sizes  # merged, not one by one
+    assert sum(sizes) == len(payloads)
+
+
+def _coalesce(read, items, max_rows=10):
+    """Queue `items` ((rows, as_of, service)) on a _Coalescer in one loop turn; their results
+    or exceptions, in order."""
+    from ffs.online.server import _Coalescer
+
+    async def run():
+        c = _Coalescer(read, max_rows)
+        return await asyncio.gather(*(c.read(*item) for item in items), return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def test_coalescer_splits_at_max_rows_and_isolates_a_refused_request():
+    calls: list[list] = []
+
+    def read(items):
+        calls.append([rows[0]["n"] for rows, _, _ in items])
+        if any(rows[0]["n"] == "bad" for rows, _, _ in items):
+            raise InputError("row 0: bad")
+        return [f"result {rows[0]['n']}" for rows, _, _ in items]
+
+    items = [([{"n": k}] * size, None, FEATURE_SERVICE) for k, size in
+             ((1, 4), (2, 4), (3, 4), ("bad", 1), (5, 1))]
+    got = _coalesce(read, items, max_rows=10)
+    assert got[:3] == ["result 1", "result 2", "result 3"]
+    assert isinstance(got[3], InputError) and str(got[3]) == "row 0: bad"
+    assert got[4] == "result 5"
+    # 4 + 4 rows fit in 10, the third request starts another read; the refused read is
+    # retried one request at a time
+    assert calls == [[1, 2], [3, "bad", 5], [3], ["bad"], [5]]
+
+
+def test_coalescer_gives_every_request_an_unexpected_error():
+    def read(items):
+        raise RuntimeError("bug")
+
+    got = _coalesce(read, [([{}], None, FEATURE_SERVICE)] * 3)
+    assert all(isinstance(g, RuntimeError) for g in got)
