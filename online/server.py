@@ -259,7 +259,8 @@ class Metrics:
                                  "Time from request received to response sent", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.read_latency = Histogram("ffs_online_read_duration_seconds",
-                                      "Time in the online client (Redis round trip included)",
+                                      "Time of one online read (Redis round trip included): one "
+                                      "request, or several read together",
                                       buckets=LATENCY_BUCKETS, registry=self.registry)
         self.requests = Counter("ffs_http_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=self.registry)
