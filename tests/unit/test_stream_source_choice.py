@@ -93,3 +93,25 @@ def test_the_stream_refuses_to_start_without_a_broker_address():
     cfg = load_config(env={})
     with pytest.raises(ConfigError, match="ffs broker"):
         stream.StreamJob(cfg)
+
+
+class _Conf:
+    def __init__(self):
+        self.values: dict = {}
+
+    def set(self, key, value):
+        self.values[key] = value
+
+
+@pytest.mark.parametrize("checkpoint, file_system_logs", [
+    ("data/stream/checkpoint", True), ("/checkpoint/stream", True),
+    ("file:///var/ffs/checkpoint", True), ("hdfs://nn:8020/ffs/checkpoint", False),
+    ("s3a://bucket/ffs/checkpoint", False)])
+def test_only_a_local_checkpoint_writes_its_logs_through_the_file_system_api(
+        checkpoint, file_system_logs):
+    class Session:
+        conf = _Conf()
+
+    stream._local_checkpoint_logs(Session, checkpoint)
+    chosen = Session.conf.values.get("spark.sql.streaming.checkpointFileManagerClass")
+    assert (chosen == stream._FILE_SYSTEM_LOGS) is file_system_logs
