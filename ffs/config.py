@@ -113,6 +113,9 @@ class StreamConfig:
     max_future_s: int = 300  # event times past wall clock + this are refused
     max_events_per_batch: int = 100_000  # per micro-batch, over all topic partitions
     trigger_ms: int = 0  # 0: next micro-batch as soon as the last one ends
+    # the source's kafka.fetch.max.wait.ms: Kafka's 500 ms held the batch after a lull up to
+    # about 2 s (BENCHMARKS.md, "Freshness"); 0 keeps the Java client's default
+    fetch_max_wait_ms: int = 50
     metrics_port: int = 9108  # Prometheus /metrics; 0 picks a free port, -1 disables
     # loopback by default; 0.0.0.0 in a pod so Prometheus can scrape it (FFS_STREAM_METRICS_HOST)
     metrics_host: str = "127.0.0.1"
@@ -269,6 +272,7 @@ _RANGES = [
     ("spark.shuffle_partitions", 1, 100_000), ("spark.buckets", 1, 100_000),
     ("stream.allowed_lateness_s", 0, 365 * 86400), ("stream.max_future_s", 0, 365 * 86400),
     ("stream.max_events_per_batch", 0, 100_000_000), ("stream.trigger_ms", 0, 86_400_000),
+    ("stream.fetch_max_wait_ms", 0, 60_000),
     ("analytics.refresh_s", 1, 86400),
 ]
 _CHOICES = [

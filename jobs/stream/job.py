@@ -67,7 +67,9 @@ def native_kafka_available(spark) -> bool:
 def _source(spark, cfg: Config, log: Callable[[str], None]):
     """Spark's own Kafka source: offsets per topic-partition in the checkpoint, a batch bounded
     by stream.max_events_per_batch, and failOnDataLoss so that a checkpoint from another
-    cluster or a recreated topic stops the job instead of skipping data."""
+    cluster or a recreated topic stops the job instead of skipping data. Its consumers'
+    fetches wait stream.fetch_max_wait_ms at the broker for data to come, not Kafka's 500 ms:
+    after a lull the next batch waited that several times over."""
     from pyspark.sql import functions as F
 
     k, s = cfg.kafka, cfg.stream
@@ -83,6 +85,8 @@ def _source(spark, cfg: Config, log: Callable[[str], None]):
         reader = reader.option("maxOffsetsPerTrigger", str(s.max_events_per_batch))
     for key, value in connector_options(k).items():
         reader = reader.option(key, value)
+    if s.fetch_max_wait_ms > 0:
+        reader = reader.option("kafka.fetch.max.wait.ms", str(s.fetch_max_wait_ms))
     log(f"source: Spark's Kafka connector, topics {topics}")
     return reader.load().select(
         "topic", "partition", "offset", "key", "value",

@@ -95,6 +95,18 @@ def test_the_stream_refuses_to_start_without_a_broker_address():
         stream.StreamJob(cfg)
 
 
+def test_the_source_waits_briefly_for_kafka_fetches_unless_told_otherwise(monkeypatch):
+    import pyspark.sql.functions as F
+
+    monkeypatch.setattr(F, "expr", lambda text: _Alias(text))
+    spark, cfg = _with_connector(monkeypatch, True), _cfg()
+    stream._source(spark, cfg, lambda _line: None)
+    assert dict(spark.calls)["kafka.fetch.max.wait.ms"] == "50"
+    spark, cfg.stream.fetch_max_wait_ms = _Spark(), 0  # 0: the Java client's own default
+    stream._source(spark, cfg, lambda _line: None)
+    assert "kafka.fetch.max.wait.ms" not in dict(spark.calls)
+
+
 class _Conf:
     def __init__(self):
         self.values: dict = {}
