@@ -113,8 +113,8 @@ class StreamConfig:
     max_future_s: int = 300  # event times past wall clock + this are refused
     max_events_per_batch: int = 100_000  # per micro-batch, over all topic partitions
     trigger_ms: int = 0  # 0: next micro-batch as soon as the last one ends
-    # the source's kafka.fetch.max.wait.ms: Kafka's 500 ms held the batch after a lull up to
-    # about 2 s (BENCHMARKS.md, "Freshness"); 0 keeps the Java client's default
+    # the source's kafka.fetch.max.wait.ms: Kafka's 500 ms held the last batch before a lull
+    # up to about 2 s (BENCHMARKS.md, "Freshness"); 0 keeps the Java client's default
     fetch_max_wait_ms: int = 50
     metrics_port: int = 9108  # Prometheus /metrics; 0 picks a free port, -1 disables
     # loopback by default; 0.0.0.0 in a pod so Prometheus can scrape it (FFS_STREAM_METRICS_HOST)

@@ -69,7 +69,7 @@ def _source(spark, cfg: Config, log: Callable[[str], None]):
     by stream.max_events_per_batch, and failOnDataLoss so that a checkpoint from another
     cluster or a recreated topic stops the job instead of skipping data. Its consumers'
     fetches wait stream.fetch_max_wait_ms at the broker for data to come, not Kafka's 500 ms:
-    after a lull the next batch waited that several times over."""
+    the last batch before a lull waited that several times over."""
     from pyspark.sql import functions as F
 
     k, s = cfg.kafka, cfg.stream
