@@ -363,8 +363,9 @@ def main() -> int:
                          "the first is checked for consistency and measured without "
                          "enrichment too")
     ap.add_argument("--skip-freshness", action="store_true")
-    ap.add_argument("--freshness-setups", default="executors:2",
-                    help="the setups whose freshness is measured, one after the other")
+    ap.add_argument("--freshness-setups", default="driver,executors:2",
+                    help="the setups whose freshness is measured, one after the other; "
+                         "the first is what `stream.batches_on: auto` runs on a local master")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--no-pinot", action="store_true",
                     help="freshness without a live Pinot consuming the enriched topic")
@@ -399,6 +400,8 @@ def main() -> int:
     if not args.skip_no_enrich and not args.skip_throughput:
         results["throughput_state_only"] = throughput(tx, labels, work, False, False,
                                                       setups[0])
+    if not args.skip_freshness:
+        results["freshness_setups"] = args.freshness_setups  # "freshness" is the first's
     for i, setup in enumerate(args.freshness_setups.split(",") if not args.skip_freshness
                               else []):
         results["freshness" if i == 0 else f"freshness_{setup}"] = freshness(
