@@ -32,6 +32,7 @@ bench: setup
 	$(PY) -m benchmarks.evaluate --handbook
 	$(PY) -m benchmarks.cluster
 	$(PY) -m benchmarks.scale
+	$(PY) -m benchmarks.memory
 
 # requirements.lock from a fresh resolution of pyproject.toml (in a scratch venv)
 lock:
