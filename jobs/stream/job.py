@@ -106,8 +106,9 @@ def _local_checkpoint_logs(spark, checkpoint: str) -> None:
     FileContext only because FileSystem's rename is not atomic on every store, and on a
     local disk it is (rename(2) within the log's folder). Checkpoints by URL (hdfs://,
     s3a://, ...) keep Spark's default."""
-    scheme = checkpoint.split("://", 1)[0] if "://" in checkpoint else "file"
-    if scheme == "file":
+    from urllib.parse import urlparse
+
+    if urlparse(checkpoint).scheme in ("", "file"):
         spark.conf.set("spark.sql.streaming.checkpointFileManagerClass", _FILE_SYSTEM_LOGS)
 
 

@@ -117,7 +117,8 @@ class _Conf:
 
 @pytest.mark.parametrize("checkpoint, file_system_logs", [
     ("data/stream/checkpoint", True), ("/checkpoint/stream", True),
-    ("file:///var/ffs/checkpoint", True), ("hdfs://nn:8020/ffs/checkpoint", False),
+    ("file:///var/ffs/checkpoint", True), ("file:/var/ffs/checkpoint", True),
+    ("hdfs://nn:8020/ffs/checkpoint", False), ("hdfs:/ffs/checkpoint", False),
     ("s3a://bucket/ffs/checkpoint", False)])
 def test_only_a_local_checkpoint_writes_its_logs_through_the_file_system_api(
         checkpoint, file_system_logs):
