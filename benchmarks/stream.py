@@ -13,13 +13,12 @@ freshness (Kafka publish time to written in the online state, i.e. visible to an
    CreateTime to the end of its write (visible to online reads), p50/p99 per rate. The
    embedded analytics store (DuckDB) consumes the enriched topic at the same time; enriched
    rows carry their event's CreateTime, so its lag is event -> queryable through the whole
-   pipeline. A live Apache Pinot consumes the same topic
-   (--no-pinot: not): polled every 100 ms for the rows it newly shows, its lag is the
-   payment's publish time to the first poll that shows it. Spark's own account of each
-   micro-batch (StreamingQueryProgress.durationMs) is kept beside it.
+   pipeline. A live Apache Pinot consumes the same topic (--no-pinot: not): polled every
+   100 ms for the rows it newly shows, its lag is the payment's publish time to the first
+   poll that shows it. Spark's own account of each micro-batch
+   (StreamingQueryProgress.durationMs) is kept beside it.
 All real: Apache Kafka (local, KRaft), a private redis-server, Spark local[2] reading Kafka
-with its own connector. The machine is shared: the
-load average is recorded.
+with its own connector. The machine is shared: the load average is recorded.
 """
 
 from __future__ import annotations
@@ -326,6 +325,7 @@ def freshness(tx, labels, work: Path, rates: list[int], seconds: float,
                 "max_s": round(float(f.max()), 3) if len(f) else None,
                 "spark_cycle_ms_p50_p99": cycle}
             print(f"  freshness at {rate:,} events/s: {results[str(rate)]}", flush=True)
+            # every batch of the phase, kept in the results file but not printed
             results[str(rate)]["batches_ms_since_rows_add_batch_ms"] = each
         stop.set()
         runner.join(60)
