@@ -141,3 +141,32 @@ def test_a_retried_task_replaces_its_rejects_rather_than_adding_to_them(tmp_path
     assert spark_inputs.reject_counts(tmp_path) == {"bad transaction_id": 2}
     spark_inputs.merge_rejects(tmp_path, tmp_path / "all.parquet")
     assert sorted(pd.read_parquet(tmp_path / "all.parquet")["transaction_id"]) == ["x", "y"]
+
+
+def test_a_local_session_lists_a_staged_table_of_many_days_without_a_spark_job(spark,
+                                                                               tmp_path):
+    staged = tmp_path / "staged"
+    days = [str(d.date()) for d in pd.date_range("2018-04-01", periods=40)]
+    for day in days:  # 40 day folders: past Spark's default of 32 for a listing job
+        (staged / f"event_date={day}").mkdir(parents=True)
+        pd.DataFrame({"x": [1]}).to_parquet(staged / f"event_date={day}" / "part-0.parquet")
+    sc = spark.sparkContext
+    sc.setJobGroup("listing-test", "read a staged table")
+    try:
+        read = spark.read.parquet(str(staged))  # the listing happens here, at the read
+    finally:
+        sc.setJobGroup("", "")
+    st = sc.statusTracker()  # (the read's one other job reads a footer for the schema)
+    tasks = [st.getStageInfo(s).numTasks for j in st.getJobIdsForGroup("listing-test")
+             for s in st.getJobInfo(j).stageIds]
+    assert not any(n >= len(days) for n in tasks), f"a listing job ran: {tasks} task(s)"
+    assert read.select("event_date").distinct().count() == 40
+
+
+def test_only_a_local_master_lists_on_the_driver():
+    from ffs.jobs.batch.spark import master_settings
+
+    key = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+    assert key in master_settings("local[2]") and key in master_settings("local[*]")
+    assert master_settings("k8s://https://kube:6443") == {}
+    assert master_settings("spark://head:7077") == {}
