@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,20 @@ def validate(kind: str, df: pd.DataFrame | SparkFrame,
     columns = set(map(str, df.columns))
     checks = [_check(kind, r, columns) for r in result.results]
     return ValidationReport(kind, rows, checks, time.perf_counter() - start)
+
+
+def prepare_in_background() -> None:
+    """Import GX in a daemon thread, for a caller that validates later and waits on
+    something else first: the Spark backfill normalizes its inputs in Spark tasks while its
+    own Python sits idle, and the import (2-3 s) would otherwise start only when the first
+    batch is validated. A second importer waits for this one (Python's import lock); a
+    failed import here is raised again by the real one."""
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            _quiet_gx()
+            import great_expectations  # noqa: F401
+
+    threading.Thread(target=load, name="gx-import", daemon=True).start()
 
 
 def gate(report: ValidationReport) -> None:

@@ -146,6 +146,10 @@ def _on_spark(cfg: Config, spark, store: OfflineStore, run: str, staged: dict[st
     from ffs.jobs.batch.spark_backfill import SparkBackfill
 
     summary = step.summary
+    if cfg.validation.enabled:  # while the driver waits on Spark's tasks
+        from ffs.validation.run import prepare_in_background
+
+        prepare_in_background()
     if spark is None:
         spark = step.run("start spark", spark_session, cfg.spark, "ffs-backfill", step.log)
         warm_up(spark)
