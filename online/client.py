@@ -16,6 +16,7 @@ raises for a Redis failure: it answers within its timeout and recovers when Redi
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -569,8 +570,7 @@ def assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
     rows whose scored transaction is not stored yet, so it joins the windows that end at t,
     as the training set counts it. Two ways, one result (tests/unit/test_assemble.py):
     arrays for batches, plain Python for a few rows."""
-    if len(raw) <= SMALL_BATCH and not any(
-            (c == NULL_CENTS).any() for c in req.cents.values()):  # a null: int64's sums
+    if len(raw) <= SMALL_BATCH and not req.null_cents:  # a null: int64's sums
         assemble_rows(plan, ops, req, raw, add, values, statuses)
     else:
         assemble_arrays(plan, ops, req, raw, add, values, statuses)
@@ -723,6 +723,11 @@ class _Requests:
     carries_tx: np.ndarray
     extra: dict[str, list] = field(default_factory=dict)  # other request fields, as sent
 
+    @functools.cached_property
+    def null_cents(self) -> bool:
+        """Whether a carried value column holds a null (NULL_CENTS); asked once per entity."""
+        return any((c == NULL_CENTS).any() for c in self.cents.values())
+
 
 def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,
               id_types: IdTypes, key_columns: Sequence[str] = KEY_COLUMNS) -> _Requests:
@@ -784,7 +789,10 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,
         for c, derived in got.items():
             numbers[c] = derived
             carries &= ~np.isnan(derived)
-    cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
+    if carries.any():
+        cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
+    else:  # a read of ids alone: what to_cents gives for zeros, without its cost per call
+        cents = {c: np.zeros(n, dtype=np.int64) for c in numbers}
     extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
     values: dict[str, list] = {**{c: col.tolist() for c, col in numbers.items()}, **texts}
     return _Requests(keys, txid, t, values, cents, carries, extra)
