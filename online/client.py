@@ -16,7 +16,6 @@ raises for a Redis failure: it answers within its timeout and recovers when Redi
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -559,6 +558,14 @@ def _compile_ops(plan: EntityPlan) -> list[_Op]:
     return ops
 
 
+_ADDS_CENTS = (Agg.SUM, Agg.MEAN, Agg.STD, Agg.MIN, Agg.MAX)
+
+
+def cents_read(ops: list[_Op]) -> set[str]:
+    """The value columns whose scored hundredths these features add to their windows."""
+    return {op.column for op in ops if op.agg in _ADDS_CENTS and op.at_t and op.column}
+
+
 # Up to this many rows, a reply is assembled in plain Python: numpy's cost per call, paid per
 # feature whatever the rows, is most of a small read (1 row: ~100 of ~190 us of Python).
 SMALL_BATCH = 8
@@ -570,7 +577,7 @@ def assemble(plan: EntityPlan, ops: list[_Op], req: _Requests, raw: np.ndarray,
     rows whose scored transaction is not stored yet, so it joins the windows that end at t,
     as the training set counts it. Two ways, one result (tests/unit/test_assemble.py):
     arrays for batches, plain Python for a few rows."""
-    if len(raw) <= SMALL_BATCH and not req.null_cents:  # a null: int64's sums
+    if len(raw) <= SMALL_BATCH and not req.null_in(cents_read(ops)):  # int64's sums
         assemble_rows(plan, ops, req, raw, add, values, statuses)
     else:
         assemble_arrays(plan, ops, req, raw, add, values, statuses)
@@ -723,10 +730,10 @@ class _Requests:
     carries_tx: np.ndarray
     extra: dict[str, list] = field(default_factory=dict)  # other request fields, as sent
 
-    @functools.cached_property
-    def null_cents(self) -> bool:
-        """Whether a carried value column holds a null (NULL_CENTS); asked once per entity."""
-        return any((c == NULL_CENTS).any() for c in self.cents.values())
+    def null_in(self, columns: Iterable[str]) -> bool:
+        """Whether a carried value of these columns is a null (NULL_CENTS): an optional
+        column (a coordinate) the request leaves out."""
+        return any((self.cents[c] == NULL_CENTS).any() for c in columns if c in self.cents)
 
 
 def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,

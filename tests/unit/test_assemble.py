@@ -16,7 +16,7 @@ import pytest
 from ffs.online import client as C
 from ffs.online.plan import compile_plans
 from ffs.transformations.declarations import NULL_CENTS
-from ffs.transformations.features import KEY_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.features import KEY_COLUMNS, OPTIONAL_COLUMNS, VALUE_COLUMNS
 
 PLANS = compile_plans()
 T0 = 1_700_000_000
@@ -32,7 +32,9 @@ def _requests(rng, n: int) -> C._Requests:
             row.update({"transaction_id": 10_000 + i,
                         "event_timestamp": T0 - int(rng.integers(0, 99))})
             row.update({c: float(rng.choice([0.0, 0.01, 12.5, 9_999.99]))
-                        for c, kind in VALUE_COLUMNS.items() if kind == "number"})
+                        for c, kind in VALUE_COLUMNS.items() if kind == "number"
+                        # an optional column (a coordinate) left out: its null is carried
+                        and not (c in OPTIONAL_COLUMNS and rng.random() < 0.3)})
         rows.append(row)
     return C._requests(rows, T0, C.DEFAULT_IDS, KEY_COLUMNS)
 
@@ -69,7 +71,9 @@ def test_rows_and_arrays_give_the_same_features(n):
             C.assemble_rows(plan, ops, req, raw, add, *by_rows)
             C.assemble_arrays(plan, ops, req, raw, add, *by_arrays)
             assert by_rows[0].keys() == by_arrays[0].keys() == {op.name for op in ops}
-            for name in by_rows[0]:
+            # a feature adding a carried null goes the arrays way only (assemble)
+            nulls = {c for c in C.cents_read(ops) if req.null_in([c])}
+            for name in {op.name for op in ops if op.column not in nulls}:
                 got, want = by_rows[0][name], by_arrays[0][name]
                 assert len(got) == len(want) == n
                 bad = [(i, got[i], want[i]) for i in range(n) if not _same(got[i], want[i])]
@@ -89,3 +93,28 @@ def test_small_reads_take_the_rows_way_and_batches_the_arrays_way(monkeypatch):
         C.assemble(PLANS[0], C._compile_ops(PLANS[0]), req, _reply(rng, PLANS[0], n),
                    req.carries_tx, {}, {})
     assert taken == ["rows", "rows", "arrays"]
+
+
+def test_a_carried_null_sends_a_small_read_the_arrays_way_only_if_a_feature_adds_it(
+        monkeypatch):
+    taken: list[str] = []
+    monkeypatch.setattr(C, "assemble_rows", lambda *a: taken.append("rows"))
+    monkeypatch.setattr(C, "assemble_arrays", lambda *a: taken.append("arrays"))
+    optional = sorted(OPTIONAL_COLUMNS)
+    if not optional:
+        pytest.skip("the loaded repo has no optional value column")
+    row = {**{k: 7 for k in KEY_COLUMNS}, "transaction_id": 1, "event_timestamp": T0,
+           **{c: 1.0 for c, kind in VALUE_COLUMNS.items()
+              if kind == "number" and c not in OPTIONAL_COLUMNS}}
+    req = C._requests([row], T0, C.DEFAULT_IDS, KEY_COLUMNS)
+    assert req.carries_tx[0] and req.null_in(optional)
+    plan = PLANS[0]
+    ops = [op for op in C._compile_ops(plan) if op.column not in OPTIONAL_COLUMNS]
+    # (never run: only the way taken is recorded)
+    adding = [C._Op(f"{agg.value}_of_a_coordinate", agg, True, column=optional[0])
+              for agg in (C.Agg.SUM, C.Agg.MEAN, C.Agg.STD, C.Agg.MIN, C.Agg.MAX)]
+    delayed = C._Op("delayed_sum", C.Agg.SUM, False, column=optional[0])  # no scored value
+    for chosen in (ops, [*ops, delayed], *([*ops, op] for op in adding)):
+        C.assemble(plan, chosen, req, np.zeros((1, plan.width), np.int64), req.carries_tx,
+                   {}, {})
+    assert taken == ["rows", "rows", *["arrays"] * len(adding)]
