@@ -67,8 +67,9 @@ def master_settings(master: str) -> dict[str, str]:
     if not master.startswith("local"):
         return {}
     # A staged table has a folder per day (183 for the handbook): past 32 folders Spark lists
-    # them in a job of one task per folder, six such jobs in a backfill (~5 s on 2 cores).
-    # In local mode those tasks run in this JVM anyway, and listing here takes milliseconds.
+    # them in a job of one task per folder, six such jobs in a backfill, with more tasks the
+    # more days. In local mode those tasks run in this JVM anyway; listing here takes
+    # milliseconds.
     # A cluster keeps Spark's default: there the tasks list in parallel, which pays on an
     # object store.
     return {"spark.sql.sources.parallelPartitionDiscovery.threshold":
