@@ -23,6 +23,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not spark and not handbook"
 
 bench: setup
+	@bash infra/install_bench_tools.sh
 	$(PY) -m benchmarks.batch
 	$(PY) -m benchmarks.online
 	$(PY) -m benchmarks.stream

@@ -1,6 +1,7 @@
 """HTTP latency and throughput of the feature server, on loopback.
 
     .venv/bin/python -m benchmarks.http_load [--requests 3000] [--concurrency 1 4] [--workers 1]
+                                             [--generator python|wrk] [--seconds 5]
 
 `http_latency(url, body, n, concurrency)` sends `n` requests (after `warmup` more) over
 `concurrency` keep-alive connections, one thread each (http.client), and returns p50/p99
@@ -13,7 +14,8 @@ port, measures 1-row and 100-row requests, prints a table and writes
 benchmarks/results/http-<date>.json. Besides latency it reports the server's and Redis' CPU
 time per request (psutil): 1000 / server_cpu_ms is what one worker can serve on a free
 core, a figure that holds when the machine is busy with other work and wall-clock
-throughput does not.
+throughput does not. `--generator wrk` loads the server from wrk instead
+(benchmarks/wrk_load.py), for `--seconds` per case after one untimed.
 """
 
 from __future__ import annotations
@@ -206,8 +208,16 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    ap.add_argument("--generator", choices=["python", "wrk"], default="python",
+                    help="the load generator: this module's threads, or wrk (compiled; "
+                    "benchmarks/wrk_load.py)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per case (wrk)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
+    if args.generator == "wrk":
+        from benchmarks.wrk_load import available, wrk_load
+        if not available():
+            ap.error("wrk is not installed: bash infra/install_bench_tools.sh")
 
     sys.path.insert(0, str(ROOT))
     import psutil
@@ -241,11 +251,20 @@ def main() -> int:
                 body = request_body(rows, t_end)
                 for c in args.concurrency:
                     n = args.requests if rows == 1 else max(200, args.requests // 10)
-                    cpu0 = _cpu(server), _cpu(redis_proc)
-                    res = {"rows": rows, **http_latency(url, body, n, concurrency=c)}
-                    # CPU per request (includes the warmup requests): what a core can serve,
-                    # whatever else the machine is doing while we measure.
-                    done = res["n"] + max(1, 200 // c) * c
+                    if args.generator == "wrk":
+                        wrk_load("127.0.0.1", port, "/get-online-features", [body], c, 1.0, 0)
+                        cpu0 = _cpu(server), _cpu(redis_proc)
+                        res = {"rows": rows, **wrk_load("127.0.0.1", port,
+                                                        "/get-online-features", [body], c,
+                                                        args.seconds, 0)}
+                        done = res["n"]
+                    else:
+                        cpu0 = _cpu(server), _cpu(redis_proc)
+                        res = {"rows": rows, **http_latency(url, body, n, concurrency=c)}
+                        # the warmup requests are counted in the CPU too
+                        done = res["n"] + max(1, 200 // c) * c
+                    # CPU per request: what a core can serve, whatever else the machine is
+                    # doing while we measure.
                     res["server_cpu_ms"] = round((_cpu(server) - cpu0[0]) / done * 1e3, 3)
                     res["redis_cpu_ms"] = round((_cpu(redis_proc) - cpu0[1]) / done * 1e3, 3)
                     results.append(res)

@@ -23,6 +23,9 @@ under the key prefix "ffs" in db 0, Feast's Redis online store in db 1. Measured
    `feast serve --workers N` (gunicorn, access log off, worker recycling off) in
    subprocesses, p50/p99 for 1 and 100 rows over one keep-alive connection (so one worker
    answers them), then requests/s with CONCURRENCY keep-alive clients for a fixed duration;
+   then, when wrk is installed, the same two loads from wrk (`latency_wrk`, `throughput_wrk`:
+   a compiled generator, a check that the Python one's own CPU is not the limit,
+   benchmarks/wrk_load.py);
    results under http.workers["N"], and the one-worker case also under http.ours and
    http.feast (the keys of earlier results);
 4. correctness at T0 (newest event of the state), T0 + 12 h and T0 + 2 days: the share of
@@ -61,6 +64,8 @@ import pandas as pd
 import psutil
 
 from benchmarks.http_load import load
+from benchmarks.wrk_load import available as wrk_available
+from benchmarks.wrk_load import wrk_load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OFFLINE = Path("/tmp/ffs-bench/offline-local")
@@ -698,6 +703,11 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                   env, "/health", False, None),
     }
 
+    compiled = wrk_available()
+    if not compiled:
+        log("   wrk is not installed (bash infra/install_bench_tools.sh): the Python load "
+            "generator alone")
+
     def serve_case(who: str, n_workers: int) -> dict:
         argv, senv, ready_path, ours_fmt, marker = servers[who]
         port = free_port()
@@ -726,15 +736,35 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
                 # warm-up of every worker: each connection may land on another one
                 tput = http_load(port, path, b, 10**7, CONCURRENCY, s["tput_seconds"],
                                  5 * max(CONCURRENCY, n_workers), marker)
-                # a degraded answer (UNAVAILABLE, e.g. our breaker open after a Redis
-                # timeout) comes back fast: the rate of full answers is the one to compare
-                tput["good_per_s"] = round((tput["n"] - tput["errors"] - tput["degraded"])
-                                           / max(tput["seconds"], 1e-9), 1)
-                res[f"{n_rows}_row"] = {"latency": lat, "throughput": tput}
+                case = {"latency": lat, "throughput": tput}
+                if compiled:
+                    # the same two loads from wrk, a compiled generator: a check that the
+                    # Python one's CPU is not the limit (benchmarks/wrk_load.py); its
+                    # warm-up is a second untimed
+                    case["latency_wrk"] = wrk_load("127.0.0.1", port, path, b, 1,
+                                                   s["tput_seconds"], 1.0, marker)
+                    case["throughput_wrk"] = wrk_load("127.0.0.1", port, path, b,
+                                                      CONCURRENCY, s["tput_seconds"], 1.0,
+                                                      marker)
+                for load_case in (case.get("throughput"), case.get("throughput_wrk")):
+                    if load_case is None:
+                        continue
+                    # a degraded answer (UNAVAILABLE, e.g. our breaker open after a Redis
+                    # timeout) comes back fast: the rate of full answers is the one to compare
+                    load_case["good_per_s"] = round(
+                        (load_case["n"] - load_case["errors"] - load_case["degraded"])
+                        / max(load_case["seconds"], 1e-9), 1)
+                res[f"{n_rows}_row"] = case
                 log(f"   {who:5} {n_workers}w {n_rows:>3} rows: p50 {lat['p50_ms']} p99 "
                     f"{lat['p99_ms']} ms, {tput.get('per_s')} req/s at {CONCURRENCY} clients "
                     f"(errors {lat['errors'] + tput['errors']}, "
                     f"degraded {lat['degraded'] + tput['degraded']})")
+                if compiled:
+                    lw, tw = case["latency_wrk"], case["throughput_wrk"]
+                    log(f"   {who:5} {n_workers}w {n_rows:>3} rows, wrk: p50 {lw['p50_ms']} "
+                        f"p99 {lw['p99_ms']} ms, {tw['per_s']} req/s at {CONCURRENCY} "
+                        f"connections (errors {lw['errors'] + tw['errors']}, degraded "
+                        f"{lw['degraded'] + tw['degraded']})")
             procs_now = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
             res["processes"] = len(procs_now)
             res["rss_mib"] = round(sum(q.memory_info().rss for q in procs_now) / 2**20, 1)
@@ -742,7 +772,8 @@ def run(args, s: dict, work: Path, rng, rs, procs: Procs, results: dict) -> None
         finally:
             procs.stop(p)
 
-    http_res: dict[str, object] = {"workers": {}}
+    http_res: dict[str, object] = {"workers": {}, "generators": ["python"] + (
+        ["wrk"] if compiled else [])}
     for n_workers in args.workers:
         per: dict[str, dict] = {}
         for who in ("ours", "feast"):
@@ -937,6 +968,13 @@ def print_table(res: dict) -> None:
                 ms_ratio(o[n]["latency"], f[n]["latency"]))
             (a, a_cell), (b, b_cell) = per_s(o[n]["throughput"]), per_s(f[n]["throughput"])
             row(f"  req/s, {CONCURRENCY} clients", a_cell, b_cell, ratio(a, b))
+            if "latency_wrk" in o[n] and "latency_wrk" in f[n]:
+                row("  from wrk: p50 / p99 (ms)", ms(o[n]["latency_wrk"]),
+                    ms(f[n]["latency_wrk"]), ms_ratio(o[n]["latency_wrk"], f[n]["latency_wrk"]))
+                (a, a_cell), (b, b_cell) = (per_s(o[n]["throughput_wrk"]),
+                                            per_s(f[n]["throughput_wrk"]))
+                row(f"  from wrk: req/s, {CONCURRENCY} connections", a_cell, b_cell,
+                    ratio(a, b))
     corr = res.get("correctness", {})
     for label, _ in REQUEST_TIMES:
         if label in corr:
