@@ -1,10 +1,10 @@
 """The online client's two ways of turning a script reply into features (online/client.py):
-`assemble_arrays` (numpy, for batches) and `assemble_rows` (plain Python, for a few rows)
-give the same values, of the same Python types, for every feature of the loaded repo, on
-random replies: empty and full windows, zero and negative counts, nulls, the scored
-transaction joining its windows or not. The parity suite (tests/integration/test_parity.py)
-reads its points both in one batch and one at a time against a real Redis, under a repo with
-every aggregation."""
+`assemble_arrays` (numpy, for batches) and `assemble_rows` (plain Python generated per
+entity, online/row_assembly.py, for a few rows) give the same values, of the same Python
+types, for every feature of the loaded repo, on random replies: empty and full windows, zero
+and negative counts, nulls, the scored transaction joining its windows or not. The parity
+suite (tests/integration/test_parity.py) reads its points both in one batch and one at a
+time against a real Redis, under a repo with every aggregation."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _same(a, b) -> bool:
     return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 8])
+@pytest.mark.parametrize("n", [1, 2, 5, 8, C.SMALL_BATCH])
 def test_rows_and_arrays_give_the_same_features(n):
     rng = np.random.default_rng(n)
     checked = 0
