@@ -13,10 +13,16 @@ import math
 import numpy as np
 import pytest
 
+from ffs.errors import InputError
 from ffs.online import client as C
 from ffs.online.plan import compile_plans
 from ffs.transformations.declarations import NULL_CENTS
-from ffs.transformations.features import KEY_COLUMNS, OPTIONAL_COLUMNS, VALUE_COLUMNS
+from ffs.transformations.features import (
+    INPUT_COLUMNS,
+    KEY_COLUMNS,
+    OPTIONAL_COLUMNS,
+    VALUE_COLUMNS,
+)
 
 PLANS = compile_plans()
 T0 = 1_700_000_000
@@ -118,3 +124,46 @@ def test_a_carried_null_sends_a_small_read_the_arrays_way_only_if_a_feature_adds
         C.assemble(plan, chosen, req, np.zeros((1, plan.width), np.int64), req.carries_tx,
                    {}, {})
     assert taken == ["rows", "rows", *["arrays"] * len(adding)]
+
+
+# numbers whose hundredth is a tie, or a double just below or above one, and the limits
+EDGY = [0.0, 0.005, 0.015, 0.125, 2.675, 1.005, 12.5, 9_999.995, 123_456.785, 1e9]
+
+
+@pytest.mark.parametrize("n", [1, C.SMALL_BATCH, C.SMALL_BATCH + 1])
+def test_a_request_carries_its_values_in_the_hundredths_every_engine_keeps(n):
+    """A small request's hundredths are computed in Python numbers, a batch's by to_cents:
+    both must be to_cents of the carried values (0 where a row carries none)."""
+    from ffs.online import layout
+
+    rng = np.random.default_rng(50 + n)
+    for _ in range(100):
+        rows = []
+        for i in range(n):
+            row: dict[str, object] = {k: int(rng.integers(1, 50)) for k in KEY_COLUMNS}
+            if rng.random() < 0.8:
+                row.update({"transaction_id": 10_000 + i, "event_timestamp": T0 - i})
+                for c, kind in INPUT_COLUMNS.items():
+                    if kind != "number" or rng.random() < 0.1:
+                        continue  # (a required value left out: the row carries nothing)
+                    v = float(rng.choice(EDGY))
+                    if c in OPTIONAL_COLUMNS:
+                        v = None if rng.random() < 0.3 else v * rng.choice([-1, 1])
+                    row[c] = v
+            rows.append(row)
+        req = C._requests(rows, T0, C.DEFAULT_IDS, KEY_COLUMNS)
+        for c, got in req.cents.items():
+            carried = np.where(req.carries_tx, np.asarray(req.values[c], dtype=np.float64), 0.0)
+            assert got.dtype == np.int64
+            assert got.tolist() == layout.to_cents(carried).tolist(), c
+
+
+@pytest.mark.parametrize("value", [1e9 + 1, 1e20, 1e300])
+def test_a_value_beyond_the_data_model_s_limit_is_refused(value):
+    row = {**{k: 7 for k in KEY_COLUMNS}, "transaction_id": 1, "event_timestamp": T0}
+    numbers = [c for c, kind in INPUT_COLUMNS.items() if kind == "number"]
+    assert numbers
+    for c in numbers:
+        for v in ([value, -value] if c in OPTIONAL_COLUMNS else [value]):
+            with pytest.raises(InputError, match=c):
+                C._requests([{**row, c: v}], T0, C.DEFAULT_IDS, KEY_COLUMNS)
