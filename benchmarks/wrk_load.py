@@ -6,8 +6,9 @@ Why a second generator: `http_load.load` is Python (http.client, one thread per
 connection) and shares this machine's two cores with the server it loads, so its own CPU
 could be what caps the requests/s it reports. wrk (Debian's `wrk`, one epoll thread)
 spends a few microseconds per request. Measured side by side (benchmarks.online,
-2026-12-02, BENCHMARKS.md): with one server worker the two agree (1,070 and 1,071 req/s,
-ours; 190 and 164, Feast), so there the server's CPU is the limit, not the generator's.
+2026-12-02, BENCHMARKS.md), one server worker, 1-row requests at 4 connections: wrk
+reported 1.22x and 1.44x the Python generator's rate in two runs, and the same rate (1,070
+and 1,071 req/s) in a third, so at times the Python generator's CPU is what it measures.
 With several workers the figures also depend on how the connections spread over the
 workers: wrk opens its 4 at once, and Feast's two gunicorn workers then served at one
 worker's rate (173 req/s, against 352 from the Python threads). Latencies are wrk's own,
