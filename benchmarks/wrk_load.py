@@ -28,6 +28,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from benchmarks.http_load import LOOPBACK
+
 __all__ = ["available", "wrk_load"]
 
 _SCRIPT = r"""
@@ -97,7 +99,7 @@ def wrk_load(host: str, port: int, path: str, bodies: list[bytes], concurrency: 
              seconds: float, warmup_s: float = 1.0, bad_marker: bytes | None = None) -> dict:
     """POST `bodies` (one JSON document each, no newline inside) over `concurrency`
     keep-alive connections for `seconds`, after `warmup_s` untimed; loopback only."""
-    if host not in {"127.0.0.1", "localhost", "::1"}:
+    if host not in LOOPBACK:
         raise ValueError(f"the load generator only loads loopback servers, not {host!r}")
     if not bodies or any(b"\n" in b for b in bodies):
         raise ValueError("bodies must be non-empty single-line JSON documents")
