@@ -44,6 +44,10 @@ def derive(functions: Sequence[RequestFunction], t: Sequence[int],
 def _numbers(values: list) -> np.ndarray:
     """values as float64 under the number rule, NaN for anything else (None, text that is not
     a number, infinities, out of range)."""
+    if len(values) <= 32:  # a request's few rows: NumPy's cost per call would be most of it
+        ok = math.isfinite
+        return np.array([x if ok(x) and 0 <= x <= MAX_AMOUNT else math.nan
+                         for x in map(_number, values)], dtype=np.float64)
     try:
         x = np.asarray(values, dtype=np.float64)  # None -> NaN; ints, bools, NumPy scalars
     except (TypeError, ValueError):  # something that is no number: value by value
@@ -53,6 +57,8 @@ def _numbers(values: list) -> np.ndarray:
 
 
 def _number(v: object) -> float:
+    if v is None:
+        return math.nan
     try:
         return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
