@@ -250,6 +250,8 @@ class OnlineClient:
                 starts[at:at + len(rows_)] = _seconds(as_of)
             at += len(rows_)
         whole = self._get(rows, starts)
+        if len(batches) == 1 and whole.unavailable is None:  # the whole is its one result
+            return [whole]
         out, at = [], 0
         for rows_, _ in batches:
             out.append(whole.rows_between(at, at + len(rows_)))
@@ -698,17 +700,25 @@ class _Requests:
 
 def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,
               id_types: IdTypes, key_columns: Sequence[str] = KEY_COLUMNS) -> _Requests:
-    """default_t: the read time of rows without an event_timestamp, one or one per row."""
+    """default_t: the read time of rows without an event_timestamp, one or one per row.
+
+    In Python lists until the end, then an array per column: a NumPy call costs a few us
+    whatever the rows, and one row's request was ~15 of them (70 of a 1-row read's ~450 us
+    of client CPU)."""
     n = len(rows)
     keys: dict[str, list] = {k: [] for k in key_columns}
     txid: list[object] = []
-    t = np.full(n, default_t, dtype=np.int64)
+    t = np.full(n, default_t, dtype=np.int64).tolist() if isinstance(
+        default_t, np.ndarray) else [default_t] * n
     # what a request may carry of its transaction (a derived column is computed below)
-    numbers = {c: np.full(n, np.nan) for c, kind in INPUT_COLUMNS.items() if kind == "number"}
+    nan = math.nan
+    numbers = {c: [nan] * n for c, kind in INPUT_COLUMNS.items() if kind == "number"}
     texts: dict[str, list] = {c: [None] * n for c, kind in INPUT_COLUMNS.items()
                               if kind == "text"}
     kinds = [(name, column, id_types.of(name)) for name, column in keys.items()]
     tx_kind = id_types.transaction_id
+    carries = [True] * n
+    isfinite = math.isfinite
     for i, row in enumerate(rows):
         for name, column, kind in kinds:
             value = _id(row.get(name), kind, (i, name))
@@ -720,62 +730,64 @@ def _requests(rows: Sequence[Mapping[str, object]], default_t: int | np.ndarray,
         ts = row.get("event_timestamp")
         if ts is not None:
             t[i] = _seconds(ts, f"row {i}: event_timestamp")
+        else:
+            carries[i] = False
         for c, col in numbers.items():
             a = row.get(c)
             if a is None:
+                if c not in OPTIONAL_COLUMNS:  # an optional column's null is a value it carries
+                    carries[i] = False
                 continue
             try:
-                col[i] = float(a)  # type: ignore[arg-type]  # bad values: except below
+                x = float(a)  # type: ignore[arg-type]  # bad values: except below
             except (TypeError, ValueError):
                 raise InputError(f"row {i}: {c} must be a number, got {a!r}") from None
             # the data model's limits (transformations/schema.py), which the stream and the
             # batch apply to every event: within them a hundredth fits an int64 many times
             if c in OPTIONAL_COLUMNS:  # a coordinate: any sign, kept to the hundredth
-                if not np.isfinite(col[i]) or abs(col[i]) > MAX_AMOUNT:
+                if not isfinite(x) or abs(x) > MAX_AMOUNT:
                     raise InputError(f"row {i}: {c} must be finite and within "
                                      f"+-{MAX_AMOUNT:,.0f}, or null, got {a!r}")
-                col[i] = hundredth(col[i])
-            elif not np.isfinite(col[i]) or col[i] < 0 or col[i] > MAX_AMOUNT:
+                x = hundredth(x)
+            elif not isfinite(x) or x < 0 or x > MAX_AMOUNT:
                 raise InputError(f"row {i}: {c} must be a finite number from 0 to "
                                  f"{MAX_AMOUNT:,.0f}, got {a!r}")
+            col[i] = x
         for c, text in texts.items():
-            if row.get(c) is not None:
-                text[i] = _id(row.get(c), ids.STRING, (i, c))
-    has_ts = np.array([r.get("event_timestamp") is not None for r in rows], dtype=bool)
-    carries = has_ts.copy()
-    for c, col in numbers.items():
-        if c not in OPTIONAL_COLUMNS:  # an optional column's null is a value it carries
-            carries &= ~np.isnan(col)
-    for text in texts.values():
-        carries &= np.array([v is not None for v in text], dtype=bool)
+            v = _id(row.get(c), ids.STRING, (i, c))  # (NaN is missing too)
+            text[i] = v
+            if v is None:
+                carries[i] = False
     if DERIVED_FUNCTIONS:  # the udfs' columns of the carried transactions, as every path
-        got = {name: np.full(n, np.nan) for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
-        if carries.any():  # (a read of ids alone runs no udf)
+        got = {name: [nan] * n for fn in DERIVED_FUNCTIONS for name, _ in fn.outputs}
+        if any(carries):  # (a read of ids alone runs no udf)
             try:
-                got = derive(DERIVED_FUNCTIONS, t.tolist(), {**keys, **texts, **{
-                    c: [None if v != v else v for v in col.tolist()]
-                    for c, col in numbers.items()}})
+                got = {c: col.tolist() for c, col in derive(
+                    DERIVED_FUNCTIONS, t, {**keys, **texts, **{
+                        c: [None if v != v else v for v in col]
+                        for c, col in numbers.items()}}).items()}
             except DerivedError:  # a udf that cannot run on these rows: no carrying
                 pass
         for c, derived in got.items():
             numbers[c] = derived
-            carries &= ~np.isnan(derived)
-    if carries.any() and n <= SMALL_BATCH:
+            carries = [k and v == v for k, v in zip(carries, derived, strict=True)]
+    if any(carries) and n <= SMALL_BATCH:
         # to_cents in Python numbers, without NumPy's cost per call (~10 us a column): the
         # same doubles, rounded half to even by round() as by np.rint, and within the limits
         # above no int64 to wrap
-        flags = carries.tolist()
         cents = {c: np.array([(NULL_CENTS if v != v else round(v * CENTS)) if k else 0
-                              for v, k in zip(col.tolist(), flags, strict=True)],
-                             dtype=np.int64)
+                              for v, k in zip(col, carries, strict=True)], dtype=np.int64)
                  for c, col in numbers.items()}
-    elif carries.any():
-        cents = {c: layout.to_cents(np.where(carries, col, 0.0)) for c, col in numbers.items()}
+    elif any(carries):
+        flags = np.array(carries, dtype=bool)
+        cents = {c: layout.to_cents(np.where(flags, np.array(col, dtype=np.float64), 0.0))
+                 for c, col in numbers.items()}
     else:  # a read of ids alone: what to_cents gives for zeros, without its cost per call
         cents = {c: np.zeros(n, dtype=np.int64) for c in numbers}
     extra = {name: [row.get(name) for row in rows] for name in _EXTRA_FIELDS}
-    values: dict[str, list] = {**{c: col.tolist() for c, col in numbers.items()}, **texts}
-    return _Requests(keys, txid, t, values, cents, carries, extra)
+    values: dict[str, list] = {**numbers, **texts}
+    return _Requests(keys, txid, np.array(t, dtype=np.int64), values, cents,
+                     np.array(carries, dtype=bool), extra)
 
 
 def _request_features(req: _Requests, values: Mapping[str, list],
@@ -786,7 +798,7 @@ def _request_features(req: _Requests, values: Mapping[str, list],
     MISSING_REQUEST_DATA; any other value or null is PRESENT."""
     n = len(req.t)
     t = req.t.tolist()
-    request = {**{c: _plain(np.asarray(v, dtype=np.float64)) if VALUE_COLUMNS[c] == "number"
+    request = {**{c: [None if x != x else x for x in v] if VALUE_COLUMNS[c] == "number"
                   else v for c, v in req.values.items()}, **req.extra}
     out: dict[str, tuple[list, list[str]]] = {}
     for fn in REQUEST_FUNCTIONS:
@@ -795,16 +807,17 @@ def _request_features(req: _Requests, values: Mapping[str, list],
         lacking = [any(col is None or col[i] is None for col in cols) for i in range(n)]
         got = fn.apply(t, request, {name: values[name] for name in fn.feature_inputs})
         # an input feature UNAVAILABLE (a cluster node down): its outputs are too
-        lost = [False] * n
+        lost = None
         if statuses is not None:
             for name in fn.feature_inputs:
-                lost = [a or s == UNAVAILABLE for a, s in zip(lost, statuses[name], strict=True)]
+                if UNAVAILABLE in statuses[name]:
+                    lost = [a or s == UNAVAILABLE for a, s in
+                            zip(lost or [False] * n, statuses[name], strict=True)]
         for name, _dtype in fn.outputs:
             col = got[name]
-            outs = [PRESENT if v is not None else
-                    MISSING_REQUEST_DATA if lacking[i] else PRESENT
+            outs = [MISSING_REQUEST_DATA if v is None and lacking[i] else PRESENT
                     for i, v in enumerate(col)]
-            if any(lost) and name in fn.feature_outputs():
+            if lost is not None and name in fn.feature_outputs():
                 col = [None if lost[i] else v for i, v in enumerate(col)]
                 outs = [UNAVAILABLE if lost[i] else st for i, st in enumerate(outs)]
             out[name] = (col, outs)
