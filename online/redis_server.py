@@ -1,6 +1,8 @@
 """Start and stop a private redis-server on a free port (tests, demo, benchmarks).
 
 Never touches a user's Redis: a fresh process, its own port and directory, stopped on exit.
+A directory it made itself is removed when it stops (with `persist`, only on leaving the
+`with` block, so that a restart finds its append-only file); one it was given is kept.
 With `tls_cert_file`/`tls_key_file` the server listens with TLS only (on `port`), clients
 are not asked for certificates, and `url` is a rediss:// address.
 """
@@ -43,6 +45,7 @@ class RedisServer:
         if (tls_cert_file is None) != (tls_key_file is None):
             raise TerminalError("TLS needs both tls_cert_file and tls_key_file")
         self.exe, self.port = exe, port or free_port()
+        self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="ffs-redis-"))
         self.persist, self.password = persist, password
         self.tls_cert_file, self.tls_key_file = tls_cert_file, tls_key_file
@@ -137,9 +140,16 @@ class RedisServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if not self.persist:
+            self._remove_own_dir()
+
+    def _remove_own_dir(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        self._remove_own_dir()
