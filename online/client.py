@@ -30,6 +30,7 @@ from ffs.errors import InputError
 from ffs.online import layout, state_format
 from ffs.online.plan import EntityPlan, compile_plans
 from ffs.online.row_assembly import RowAssembler, row_assembler
+from ffs.online.script_call import direct
 from ffs.online.scripts import read_script
 from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations import ids
@@ -352,7 +353,8 @@ class OnlineClient:
                         self._scripts[(p.entity.name,)] = self._shards.script(read_script((p,)))
                 self._scripts[names] = self._scripts[(plans[0].entity.name,)]
             else:
-                self._scripts[names] = self.redis.register_script(read_script(plans))
+                self._scripts[names] = direct(self.redis,
+                                              self.redis.register_script(read_script(plans)))
         return self._scripts[names]
 
     def _read(self, req: _Requests, plans

@@ -1,0 +1,52 @@
+"""The read script called straight on a pooled connection: every online read's one call.
+
+redis-py's `Script.__call__` goes through `Redis.execute_command` and its retry wrapper on
+the way to the connection: 87 us of CPU per 1-row read against 46 us for the same EVALSHA
+sent and read on a connection from the same pool (BENCHMARKS.md, 2026-12-03). The clients
+here are built without retries (online/client.py `redis_client`), so those layers only pass
+the call along; this sends it directly and keeps what matters of them: the pool's checks of
+a connection it hands out, the connection's own disconnect on a socket error or timeout,
+and loading the script again when the server does not have it (a restarted Redis).
+
+Only for a plain `redis.Redis` on its own pool; anything else (a single-connection client,
+a subclass, a cluster's shards) keeps redis-py's way.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["direct"]
+
+
+def direct(conn, script):
+    """A callable like `script` (keys=, args=) that sends EVALSHA on a pooled connection,
+    or `script` itself where that does not apply."""
+    import redis
+
+    if type(conn) is not redis.Redis or conn.connection is not None:
+        return script
+    return _Direct(conn.connection_pool, script)
+
+
+class _Direct:
+    __slots__ = ("pool", "script")
+
+    def __init__(self, pool, script):
+        self.pool, self.script = pool, script
+
+    @property
+    def sha(self) -> str:
+        return self.script.sha
+
+    def __call__(self, keys, args):
+        pool = self.pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:
+            pass  # the whole error reply was read: the connection goes back clean
+        finally:
+            pool.release(conn)
+        return self.script(keys=keys, args=args)  # loads it, then calls it

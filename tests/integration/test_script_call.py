@@ -1,0 +1,58 @@
+"""The read script sent straight on a pooled connection gives what redis-py's Script gives,
+reloads itself on a server that lost it, and leaves the pool clean after an outage."""
+
+import pytest
+import redis
+
+from online.redis_server import RedisServer
+from online.script_call import direct
+
+SCRIPT = "return {#KEYS, ARGV[1], redis.call('INCR', KEYS[1])}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    with RedisServer(directory=tmp_path / "redis") as srv:
+        yield srv
+
+
+def test_it_answers_as_redis_py_does_and_reloads_a_flushed_script(server):
+    r = redis.Redis.from_url(server.url)
+    script = r.register_script(SCRIPT)
+    call = direct(r, script)
+    assert call is not script and call.sha == script.sha
+    assert call(keys=["n", "m"], args=[7]) == [2, b"7", 1]
+    assert script(keys=["n", "m"], args=[7]) == [2, b"7", 2]
+    r.script_flush()
+    assert not r.script_exists(script.sha)[0]
+    assert call(keys=["n"], args=["x"]) == [1, b"x", 3]  # NOSCRIPT: loaded, then called once
+    assert r.get("n") == b"3"
+    assert r.script_exists(script.sha)[0]
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        r.set("s", "text")
+        call(keys=["s"], args=[1])
+    assert call(keys=["n"], args=[1])[2] == 4  # the connection came back clean
+    pool = r.connection_pool
+    assert not pool._in_use_connections
+
+
+def test_an_outage_raises_redis_errors_and_the_next_call_reconnects(server):
+    r = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    call = direct(r, r.register_script(SCRIPT))
+    assert call(keys=["n"], args=[0])[2] == 1
+    server.stop()
+    with pytest.raises(redis.ConnectionError):
+        call(keys=["n"], args=[0])
+    assert not r.connection_pool._in_use_connections
+    server.start()  # same port, empty, without the script
+    assert call(keys=["n"], args=[0])[2] == 1
+
+
+def test_other_clients_keep_redis_py_s_own_way(server):
+    class Traced(redis.Redis):
+        pass
+
+    for r in (redis.Redis.from_url(server.url, single_connection_client=True),
+              Traced.from_url(server.url)):
+        script = r.register_script(SCRIPT)
+        assert direct(r, script) is script
