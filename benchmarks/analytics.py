@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+
+from benchmarks import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDBOOK = Path(os.environ.get(
@@ -245,7 +246,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from ffs.analytics.olap_store import OlapStore
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-analytics-bench-"))
+    work = Path(args.work or workdir.temporary("ffs-analytics-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     limit = 200_000 if args.quick else None
     seconds = 10.0 if args.quick else args.seconds
@@ -288,4 +289,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workdir.run(main))

@@ -16,7 +16,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+
+from benchmarks import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDBOOK = Path(os.environ.get(
@@ -85,7 +86,7 @@ def main() -> int:
     from ffs.jobs.batch.offline_store import write_parquet
     from ffs.transformations import schema
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-bench-"))
+    work = Path(args.work or workdir.temporary("ffs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     tx = schema.normalize_transactions(pd.read_parquet(HANDBOOK)).rows
     labels_path = work / "labels.parquet"
@@ -189,4 +190,4 @@ def feast_side(work: Path, entities: pd.DataFrame, exact: pd.DataFrame,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workdir.run(main))

@@ -29,11 +29,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+
+from benchmarks import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
@@ -92,7 +93,7 @@ def generated(args, cfg, log) -> dict:
     from ffs.jobs.tools.generate import GenerateSpec, generate_to
 
     runs = []
-    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-bench-evaluate-"))
+    work = Path(args.work or workdir.temporary("ffs-bench-evaluate-"))
     for seed in args.seeds:
         log(f"seed {seed}: generate {args.customers:,} customers, {args.terminals:,} "
             f"terminals, {args.days} days")
@@ -233,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workdir.run(main))

@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from benchmarks import workdir
 from benchmarks.http_load import load
 from benchmarks.wrk_load import available as wrk_available
 from benchmarks.wrk_load import wrk_load
@@ -425,7 +426,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     s = QUICK if args.quick else FULL
-    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-online-bench-")).resolve()
+    work = Path(args.work or workdir.temporary("ffs-online-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     vm = psutil.virtual_memory()
@@ -1004,4 +1005,4 @@ def print_table(res: dict) -> None:
     print("\n".join(lines), flush=True)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workdir.run(main))

@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import workdir
 from benchmarks.analytics import HANDBOOK, enriched_frame, log, machine, pcts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def main() -> int:
         cfg.kafka.bootstrap_servers = broker.bootstrap_servers
         cfg.pinot.controller_url, cfg.pinot.broker_url = pinot.controller_url, pinot.broker_url
         kafka.ensure_topics(cfg.kafka, [cfg.kafka.enriched_topic])
-        artifacts = Path(tempfile.mkdtemp(prefix="ffs-bench-pinot-"))
+        artifacts = Path(workdir.temporary("ffs-bench-pinot-"))
         write_artifacts(artifacts, cfg)
         apply(cfg, artifacts, lambda _line: None)
         client = PinotClient(cfg.pinot)
@@ -279,4 +279,4 @@ def duck_batch_empty():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workdir.run(main))

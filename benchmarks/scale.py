@@ -22,13 +22,14 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
+
+from benchmarks import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = 183
@@ -92,7 +93,7 @@ def main() -> int:
     ap.add_argument("--work", default=None)
     ap.add_argument("--tag", default="", help="suffix of the results file (scale-<date><tag>)")
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="ffs-bench-scale-"))
+    work = Path(args.work or workdir.temporary("ffs-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"date": dt.date.today().isoformat(),
                "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
@@ -138,9 +139,8 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / f"scale-{results['date']}{args.tag}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(workdir.run(main))

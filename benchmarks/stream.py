@@ -29,14 +29,14 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+
+from benchmarks import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDBOOK = Path(os.environ.get(
@@ -383,7 +383,7 @@ def main() -> int:
         end = tx["event_timestamp"].min() + pd.Timedelta(days=args.days)
         tx = tx[tx["event_timestamp"] < end]
         labels = labels[labels["label_timestamp"] < end]
-    work = Path(tempfile.mkdtemp(prefix="ffs-bench-stream-"))
+    work = Path(workdir.temporary("ffs-bench-stream-"))
     results = {"date": dt.date.today().isoformat(),
                "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
                           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, "
@@ -411,9 +411,8 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / f"stream-{results['date']}{args.tag}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(workdir.run(main))
