@@ -1,15 +1,16 @@
 """The read script called straight on a pooled connection: every online read's one call.
 
 redis-py's `Script.__call__` goes through `Redis.execute_command` and its retry wrapper on
-the way to the connection: 87 us of CPU per 1-row read against 46 us for the same EVALSHA
+the way to the connection: 58 us of CPU per 1-row read against 32 us for the same EVALSHA
 sent and read on a connection from the same pool (BENCHMARKS.md, 2026-12-03). The clients
 here are built without retries (online/client.py `redis_client`), so those layers only pass
 the call along; this sends it directly and keeps what matters of them: the pool's checks of
 a connection it hands out, the connection's own disconnect on a socket error or timeout,
 and loading the script again when the server does not have it (a restarted Redis).
 
-Only for a plain `redis.Redis` on its own pool; anything else (a single-connection client,
-a subclass, a cluster's shards) keeps redis-py's way.
+Only for a plain `redis.Redis` on its own pool, without retries; anything else (a client
+that asks redis-py to retry, a single-connection client, a subclass, a cluster's shards)
+keeps redis-py's way.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ def direct(conn, script):
     or `script` itself where that does not apply."""
     import redis
 
-    if type(conn) is not redis.Redis or conn.connection is not None:
+    if type(conn) is not redis.Redis or conn.connection is not None or _retries(conn):
         return script
     return _Direct(conn.connection_pool, script)
+
+
+def _retries(conn) -> bool:
+    """Whether the pool's connections retry a failed command (Connection.__init__'s rule; a
+    Retry of unknown make counts as retrying)."""
+    kwargs = conn.connection_pool.connection_kwargs
+    retry = kwargs.get("retry")
+    return bool((retry is not None and getattr(retry, "_retries", 1))
+                or kwargs.get("retry_on_timeout") or kwargs.get("retry_on_error"))
 
 
 class _Direct:

@@ -3,6 +3,8 @@ reloads itself on a server that lost it, and leaves the pool clean after an outa
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from online.redis_server import RedisServer
 from online.script_call import direct
@@ -20,7 +22,7 @@ def test_it_answers_as_redis_py_does_and_reloads_a_flushed_script(server):
     r = redis.Redis.from_url(server.url)
     script = r.register_script(SCRIPT)
     call = direct(r, script)
-    assert call is not script and call.sha == script.sha
+    assert call is not script and call.sha == script.sha  # from_url: no retries
     assert call(keys=["n", "m"], args=[7]) == [2, b"7", 1]
     assert script(keys=["n", "m"], args=[7]) == [2, b"7", 2]
     r.script_flush()
@@ -52,7 +54,10 @@ def test_other_clients_keep_redis_py_s_own_way(server):
     class Traced(redis.Redis):
         pass
 
+    retrying = Retry(NoBackoff(), 2)
     for r in (redis.Redis.from_url(server.url, single_connection_client=True),
-              Traced.from_url(server.url)):
+              Traced.from_url(server.url),
+              redis.Redis.from_url(server.url, retry=retrying),
+              redis.Redis(port=server.port)):  # redis-py's constructor retries 3 times
         script = r.register_script(SCRIPT)
         assert direct(r, script) is script
