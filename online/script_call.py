@@ -15,6 +15,7 @@ keeps redis-py's way.
 
 from __future__ import annotations
 
+import redis
 from redis.exceptions import NoScriptError
 
 __all__ = ["direct"]
@@ -23,8 +24,6 @@ __all__ = ["direct"]
 def direct(conn, script):
     """A callable like `script` (keys=, args=) that sends EVALSHA on a pooled connection,
     or `script` itself where that does not apply."""
-    import redis
-
     if type(conn) is not redis.Redis or conn.connection is not None or _retries(conn):
         return script
     return _Direct(conn.connection_pool, script)
