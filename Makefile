@@ -12,8 +12,13 @@ setup:
 demo: setup
 	$(VENV)/bin/ffs demo
 
+# Two test processes: most slow tests wait on a JVM, a broker or a restart, so two keep
+# both cores busy (26 min -> 12 min here). A worker takes whole modules (--dist loadfile),
+# so a module's Pinot or Redis Cluster starts once; the slowest tests are listed at the end.
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup
 	$(PY) -m ruff check .
