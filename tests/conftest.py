@@ -1,6 +1,6 @@
 """Shared fixtures: small hand-made events, the handbook data (skipped with the reason when
 absent), one local Spark session, one local Apache Kafka and one local PostgreSQL per test
-run, headless Chromium."""
+process (`make test` runs two), headless Chromium."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """One real Apache Kafka (KRaft, free ports, temporary data) for the whole run; tests
+    """One real Apache Kafka (KRaft, free ports, temporary data) per test process; tests
     keep apart by topic names of their own. Started here, never skipped for want of it."""
     from ffs.bus.broker import LocalKafka
 
@@ -108,8 +108,8 @@ def kafka_broker():
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One private PostgreSQL (free port, temporary cluster, password auth) for the whole
-    run; tests keep apart by Feast project names of their own. Never skipped for want of
+    """One private PostgreSQL (free port, temporary cluster, password auth) per test
+    process; tests keep apart by Feast project names of their own. Never skipped for want of
     it: without the server binaries it fails with the fix (`make setup`)."""
     from ffs.postgres import LocalPostgres
 
