@@ -5,7 +5,6 @@ process (`make test` runs two), headless Chromium."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,6 @@ import pandas as pd
 import pytest
 
 from tests.browser import chrome  # noqa: F401  (the headless Chromium fixture, for every test)
-
-# A pytest-xdist worker's __main__ has neither __spec__ nor __file__. pyspark.sql.connect
-# (imported by Great Expectations) takes such a main for its own doctest runner and exits
-# the process with status 0, which would fail every test that imports either.
-_main = sys.modules["__main__"]
-if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
-    _main.__file__ = "pytest-xdist-worker"
 
 HANDBOOK = Path(os.environ.get("FFS_HANDBOOK", Path(__file__).resolve().parents[2] / "shared"
                                / "data" / "handbook" / "transactions.parquet"))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ffs.errors import InputError, ValidationFailed
+from ffs.validation import gx_import
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -115,8 +116,7 @@ def prepare_in_background() -> None:
     failed import here is raised again by the real one."""
     def load() -> None:
         with contextlib.suppress(Exception):
-            _quiet_gx()
-            import great_expectations  # noqa: F401
+            gx_import.load()
 
     threading.Thread(target=load, name="gx-import", daemon=True).start()
 
@@ -127,20 +127,10 @@ def gate(report: ValidationReport) -> None:
         raise ValidationFailed(f"{report.suite} batch", [f.line() for f in report.failures])
 
 
-def _quiet_gx() -> None:
-    # GX logs many INFO lines per context and validation, which would flood a CLI that logs
-    # at INFO; real problems still reach us as failed results or exceptions.
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    # GX 1.24's Data Docs renderer raises (and logs a traceback) on every failed
-    # distinct-values check, whose result has no unexpected_percent; the page still renders.
-    logging.getLogger("great_expectations.render").setLevel(logging.CRITICAL)
-
-
 @functools.cache
 def _session():
     """One in-memory GX context per process, so a Data Docs site lists every batch of a run."""
-    _quiet_gx()
-    import great_expectations as gx
+    gx = gx_import.load()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -177,7 +167,7 @@ def _is_spark(df) -> bool:
 def _spark_definitions() -> dict[str, Any]:
     """The suites' validation definitions on GX's Spark datasource, added to the process's
     context on the first Spark batch (the engine binds to the active Spark session)."""
-    import great_expectations as gx
+    gx = gx_import.load()
 
     from ffs.validation.suites import for_spark
 

@@ -9,10 +9,6 @@ it is mirrored into GX's own `severity` field so Data Docs show it too.
 
 from __future__ import annotations
 
-import great_expectations.expectations as gxe
-from great_expectations import ExpectationSuite
-from great_expectations.expectations.metadata_types import FailureSeverity
-
 from ffs.transformations.features import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
@@ -26,6 +22,12 @@ from ffs.transformations.features import (
     feature_names,
 )
 from ffs.transformations.schema import LABEL_COLUMNS, MAX_AMOUNT, tx_columns
+from ffs.validation import gx_import
+
+gx_import.load()  # before GX's own modules are named below: see gx_import
+import great_expectations.expectations as gxe  # noqa: E402
+from great_expectations import ExpectationSuite  # noqa: E402
+from great_expectations.expectations.metadata_types import FailureSeverity  # noqa: E402
 
 FAIL, WARN = "fail", "warn"
 

@@ -5,6 +5,10 @@ Frames are tiny; the first validation pays the Great Expectations import (a few 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -284,3 +288,20 @@ def test_every_aggregation_has_a_value_rule():
     std = _window_checks(WindowFeature("s", pair, Agg.STD, timedelta(hours=1), "amount"))
     assert [(e.expectation_type, e.min_value) for e in std] == [
         ("expect_column_values_to_be_between", 0)]
+
+
+@pytest.mark.parametrize("entry", ["run", "suites"])
+def test_a_host_without_a_main_file_validates_instead_of_exiting(entry):
+    """`python -c` has a main with neither spec nor file: importing GX there made pyspark
+    exit the process with status 0 (pyspark.sql.connect takes it for a doctest run), which a
+    caller of the gate would read as passed. Both ways the product imports GX must survive it."""
+    code = {
+        "run": "from tests.unit.test_validation import _tx\n"
+               "from ffs.validation.run import validate\n"
+               "print('ok' if validate('transactions', _tx()).ok else 'failed')",
+        "suites": "from ffs.validation import suites\n"
+                  "print('ok' if suites.transactions_suite().expectations else 'empty')",
+    }[entry]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=180)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
