@@ -25,8 +25,8 @@ def load() -> ModuleType:
     # GX 1.24's Data Docs renderer raises (and logs a traceback) on every failed
     # distinct-values check, whose result has no unexpected_percent; the page still renders.
     logging.getLogger("great_expectations.render").setLevel(logging.CRITICAL)
-    if "great_expectations" in sys.modules:
-        return sys.modules["great_expectations"]
+    # no shortcut through sys.modules: a module another thread is still importing (the
+    # background import) is there half-made; the import statement waits for it
     main = sys.modules.get("__main__")
     bare = (main is not None and getattr(main, "__spec__", None) is None
             and not hasattr(main, "__file__") and not hasattr(sys, "ps1"))
