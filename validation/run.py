@@ -186,13 +186,21 @@ def _spark_definitions() -> dict[str, Any]:
     return definitions
 
 
+# Plan nodes of a frame that is only read from files or memory, perhaps filtered or with
+# fewer columns (the backfill's staged tables are such frames).
+_PLAIN_READ = frozenset({"Project", "Filter", "LogicalRelation", "LocalRelation"})
+
+
 @contextlib.contextmanager
 def _cached(df):
     """Keep a Spark frame cached while GX runs its jobs on it (a few dozen aggregations and
-    samples), so its source or lineage (a whole backfill) is read once, then release it.
-    A frame the caller cached stays as it was."""
+    samples), so a costly lineage is computed once, then release it. A plain read of
+    Parquet is not cached: each job then reads only the columns its checks need, rather than
+    every column being cached first (which at 50 M rows spills to disk; on the handbook's
+    feature table it took about the same time either way, BENCHMARKS.md 2026-12-04). A frame
+    the caller cached stays as it was."""
     level = df.storageLevel
-    mine = not (level.useMemory or level.useDisk)
+    mine = not (level.useMemory or level.useDisk) and not _plain_read(df)
     # PySpark 4 logs every analysis error it raises (with the JVM trace) on a logger of its
     # own; GX catches those of checks on a missing column and reports them as failed checks.
     errors = logging.getLogger("DataFrameQueryContextLogger")
@@ -206,6 +214,22 @@ def _cached(df):
         errors.setLevel(was)
         if mine:
             df.unpersist()
+
+
+def _plain_read(df) -> bool:
+    """Whether `df`'s optimized plan only reads files or memory (see _PLAIN_READ); False
+    when the plan cannot be inspected (then the frame is cached, as any other)."""
+    try:
+        nodes = [df._jdf.queryExecution().optimizedPlan()]
+        while nodes:
+            node = nodes.pop()
+            if node.nodeName() not in _PLAIN_READ:
+                return False
+            children = node.children()
+            nodes += [children.apply(i) for i in range(children.size())]
+        return True
+    except Exception:  # a Spark Connect frame has no JVM plan here
+        return False
 
 
 def _rows(results) -> int | None:

@@ -146,6 +146,27 @@ def test_spark_batch_is_released_unless_the_caller_cached_it(spark):
     kept.unpersist()
 
 
+def test_only_a_costly_lineage_is_cached_while_it_is_checked(spark, tmp_path, monkeypatch):
+    """GX runs a few dozen jobs on a batch: a join is computed once and cached for them; a
+    plain Parquet read is not (each job reads only the columns it needs); both are released."""
+    from ffs.jobs.batch.offline_store import write_parquet
+
+    write_parquet(_tx(), tmp_path / "tx.parquet")  # microseconds, as the store writes
+    read = spark.read.parquet(str(tmp_path / "tx.parquet"))
+    frames = type(read)  # PySpark 4's classic DataFrame, not the pyspark.sql.DataFrame base
+    cached = []
+    persist = frames.persist
+    monkeypatch.setattr(frames, "persist",
+                        lambda self, *a: cached.append(self) or persist(self, *a))
+    assert validate("transactions", read.where("amount >= 0")).ok
+    assert cached == []
+    ids = read.select("transaction_id")
+    joined = read.join(ids, on="transaction_id")
+    assert validate("transactions", joined).ok
+    assert cached == [joined]
+    assert not joined.storageLevel.useMemory and not joined.storageLevel.useDisk
+
+
 def test_spark_data_docs_are_written(spark, tmp_path):
     site = tmp_path / "docs"
     labels = _labels()
