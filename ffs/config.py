@@ -123,12 +123,22 @@ class StreamConfig:
     # where micro-batches run: "executors" (tasks per Kafka partition, in parallel:
     # jobs/stream/partitioned.py), "driver" (the whole batch in the driver, jobs/stream/
     # batch.py), "auto": executors on a cluster master, the driver on a local one (where the
-    # tasks share the driver's cores and each batch's three Spark jobs only add latency)
+    # tasks share the driver's cores and each batch's three Spark jobs only add latency),
+    # "adaptive": the driver, and tasks for the batch after one of tasks_after_events
+    # events or more (a backlog): tasks drain faster, the driver answers sooner
     batches_on: str = "auto"
+    tasks_after_events: int = 20_000
 
     def distributed(self, master: str) -> bool:
-        return self.batches_on == "executors" or (
+        """Whether the job sets up tasks per Kafka partition (for every batch, or for
+        adaptive's large ones)."""
+        return self.batches_on in ("executors", "adaptive") or (
             self.batches_on == "auto" and not master.startswith("local"))
+
+    def as_tasks(self, previous_events: int) -> bool:
+        """Whether a batch runs as tasks, once they are set up, after a batch of
+        `previous_events` messages."""
+        return self.batches_on != "adaptive" or previous_events >= self.tasks_after_events
 
 
 @dataclass
@@ -272,12 +282,12 @@ _RANGES = [
     ("spark.shuffle_partitions", 1, 100_000), ("spark.buckets", 1, 100_000),
     ("stream.allowed_lateness_s", 0, 365 * 86400), ("stream.max_future_s", 0, 365 * 86400),
     ("stream.max_events_per_batch", 0, 100_000_000), ("stream.trigger_ms", 0, 86_400_000),
-    ("stream.fetch_max_wait_ms", 0, 60_000),
+    ("stream.fetch_max_wait_ms", 0, 60_000), ("stream.tasks_after_events", 1, 100_000_000),
     ("analytics.refresh_s", 1, 86400),
 ]
 _CHOICES = [
     ("stream.starting_offsets", ("earliest", "latest")),
-    ("stream.batches_on", ("auto", "driver", "executors")),
+    ("stream.batches_on", ("auto", "driver", "executors", "adaptive")),
     ("analytics.store", ("duckdb", "pinot")),
     ("ids.transaction_id", ("int", "string")),
     ("kafka.security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),

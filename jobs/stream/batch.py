@@ -73,6 +73,7 @@ class BatchReport:
     watermark: int | None = None
     seconds: float = 0.0
     freshness_s: list[float] = field(default_factory=list)  # publish -> written, per event
+    ran: str = ""  # where it ran, when that varies ("as tasks", "on the driver")
 
     @property
     def n_dead(self) -> int:
@@ -85,7 +86,7 @@ class BatchReport:
                 f"{self.duplicates} dup), {self.labels} labels ({self.labels_written} applied, "
                 f"{self.labels_waiting} waiting), {self.enriched} enriched + "
                 f"{self.corrections} corrections, dead letters: {dead}; watermark {wm}; "
-                f"{self.seconds * 1000:.0f} ms")
+                + (f"{self.ran}; " if self.ran else "") + f"{self.seconds * 1000:.0f} ms")
 
 
 class BatchProcessor:

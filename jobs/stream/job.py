@@ -5,7 +5,9 @@ The query is stateless (window state lives in Redis, see REFERENCE: Python state
 keep up with ~50 events/s here). Each micro-batch runs on Spark's executors, one task per
 Kafka partition, writing and then enriching in parallel (jobs/stream/partitioned.py;
 stream.batches_on), or wholly on the driver (jobs/stream/batch.py); "auto" picks the
-executors on a cluster master and the driver on a local one. Offsets live in the checkpoint;
+executors on a cluster master and the driver on a local one; "adaptive" runs a batch on the
+driver, or as tasks when the batch before it was large (a backlog). Both ways keep their
+progress in Redis, so consecutive batches may take either. Offsets live in the checkpoint;
 a killed job restarts from it and re-runs the uncommitted batch, whose writes are
 idempotent.
 
@@ -182,6 +184,7 @@ class StreamJob:
         self.freshness: list[float] = []  # publish -> written, seconds, every transaction
         self.keep_freshness = False
         self._meta: Any = None  # Kafka client: which partitions hold data (batch thread)
+        self._last_events = 0  # messages of the last batch (adaptive: where the next runs)
         self._lag_reader: Any = None  # Kafka client: consumer lag (the thread that runs)
 
     def start(self) -> StreamJob:
@@ -223,8 +226,13 @@ class StreamJob:
         if cfg.stream.trigger_ms > 0:
             writer = writer.trigger(processingTime=f"{cfg.stream.trigger_ms} milliseconds")
         self.query = writer.start()
-        self.log("each batch: " + ("written and enriched by Spark's tasks, one per Kafka "
-                                   "partition" if self.partitioned else "on the driver"))
+        if self._adaptive:
+            self.log(f"each batch: on the driver, or written and enriched by Spark's tasks "
+                     f"(one per Kafka partition) after a batch of "
+                     f"{cfg.stream.tasks_after_events:,} events or more")
+        else:
+            self.log("each batch: " + ("written and enriched by Spark's tasks, one per Kafka "
+                                       "partition" if self.partitioned else "on the driver"))
         self.log(f"streaming {cfg.kafka.transactions_topic} + {cfg.kafka.labels_topic} -> "
                  f"Redis {cfg.redis.prefix}:*, {cfg.kafka.enriched_topic}, dead letters to "
                  f"{cfg.kafka.dead_letter_topic}; checkpoint {cfg.stream.checkpoint}")
@@ -253,15 +261,18 @@ class StreamJob:
             if self._stop.is_set():  # a stop was asked between batches: leave it for later
                 raise InterruptedError("stream stopping")
             began = time.time()
+            tasks = self.partitioned if self.partitioned is not None and \
+                self.cfg.stream.as_tasks(self._last_events) else None
+            as_tasks = tasks is not None
             try:
-                if self.partitioned is not None:
+                if tasks is not None:
                     from ffs.jobs.stream.partitioned import SparkTasks
 
-                    self.partitioned.keep_freshness = self.keep_freshness
+                    tasks.keep_freshness = self.keep_freshness
                     # three passes read the batch: from memory, not thrice from Kafka
                     df = df.persist()
                     try:
-                        rep = self.partitioned.process(batch_id,
+                        rep = tasks.process(batch_id,
                                                        SparkTasks(df, *self._task_args))
                     finally:
                         df.unpersist()
@@ -272,6 +283,7 @@ class StreamJob:
             except BaseException as exc:
                 self._error = exc
                 raise
+            self._last_events = rep.messages
             s = self.summary
             s.batches += 1
             s.events += rep.messages
@@ -286,7 +298,13 @@ class StreamJob:
                 self.last_batch_end = time.time()
                 if self.keep_freshness:
                     self.freshness.extend(rep.freshness_s)
+                if self._adaptive:
+                    rep.ran = "as tasks" if as_tasks else "on the driver"
                 self.log(rep.line())
+
+    @property
+    def _adaptive(self) -> bool:
+        return self.partitioned is not None and self.cfg.stream.batches_on == "adaptive"
 
     def lag(self) -> dict[str, int]:
         from ffs.bus import kafka

@@ -85,8 +85,10 @@ def _wait_for_batches(log: Path, n: int, proc: subprocess.Popen, timeout: float 
                          + log.read_text(errors="replace")[-3000:])
 
 
-@pytest.mark.parametrize("distributed", [True, False], ids=["executors", "driver"])
-def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, distributed):
+@pytest.mark.parametrize("setup", ["executors", "driver", "adaptive"])
+def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, setup):
+    """adaptive: full batches (700, a backlog) are followed by tasks, smaller ones by the
+    driver, so one run takes both ways, killed in either."""
     import redis
 
     from ffs.jobs.stream.batch import BatchProcessor
@@ -108,7 +110,7 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, distrib
                "FFS_REDIS_URL": rs.url, "FFS_STREAM_CHECKPOINT": str(tmp_path / "ckpt"),
                "FFS_STREAM_METRICS_PORT": "-1", "FFS_STREAM_MAX_EVENTS_PER_BATCH": "700",
                "FFS_STREAM_ALLOWED_LATENESS_S": str(2 * 86400),
-               "FFS_STREAM_BATCHES_ON": "executors" if distributed else "driver"}
+               "FFS_STREAM_BATCHES_ON": setup, "FFS_STREAM_TASKS_AFTER_EVENTS": "600"}
         env.pop("FFS_CONFIG", None)
         log = tmp_path / "stream.log"
 
@@ -139,7 +141,9 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, distrib
         text = log.read_text(errors="replace")
         assert "stopped: caught up and idle" in text
         assert "source: Spark's Kafka connector" in text
-        assert ("one per Kafka partition" in text) == distributed
+        assert ("one per Kafka partition" in text) == (setup != "driver")
+        if setup == "adaptive":
+            assert "; as tasks; " in text and "; on the driver; " in text
 
         # dead letters: every bad message, with its reason (at least once: a killed batch
         # may have published some before dying)

@@ -103,6 +103,20 @@ def test_where_stream_batches_run(setting, master, executors):
     assert cfg.stream.distributed(cfg.spark.master) is executors
 
 
+def test_adaptive_batches_run_as_tasks_after_a_large_batch_only():
+    cfg = load_config(env={"FFS_STREAM_BATCHES_ON": "adaptive", "FFS_SPARK_MASTER": "local[2]",
+                           "FFS_STREAM_TASKS_AFTER_EVENTS": "500"})
+    assert cfg.stream.distributed(cfg.spark.master)  # the tasks are set up, even locally
+    assert [cfg.stream.as_tasks(n) for n in (0, 499, 500, 100_000)] == [
+        False, False, True, True]
+    for setting in ("executors", "auto"):
+        fixed = load_config(env={"FFS_STREAM_BATCHES_ON": setting})
+        assert fixed.stream.as_tasks(0) and fixed.stream.as_tasks(10**6)
+    with pytest.raises(ConfigError, match="stream.tasks_after_events"):
+        load_config(env={"FFS_STREAM_BATCHES_ON": "adaptive",
+                         "FFS_STREAM_TASKS_AFTER_EVENTS": "0"})
+
+
 def test_an_unknown_place_for_stream_batches_is_refused():
     with pytest.raises(ConfigError, match="stream.batches_on"):
         load_config(env={"FFS_STREAM_BATCHES_ON": "everywhere"})
