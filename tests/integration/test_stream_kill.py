@@ -112,6 +112,12 @@ def test_sigkill_restart_and_replay_leave_one_clean_runs_state(tmp_path, setup):
                "FFS_STREAM_ALLOWED_LATENESS_S": str(2 * 86400),
                "FFS_STREAM_BATCHES_ON": setup, "FFS_STREAM_TASKS_AFTER_EVENTS": "600"}
         env.pop("FFS_CONFIG", None)
+        # a SIGKILLed JVM leaves its temporary folders (a copy of the Kafka connector's
+        # jars among them, ~10 MB a start): in the test's own folder, not in /tmp
+        scratch = tmp_path / "jvm-tmp"
+        scratch.mkdir()
+        env["SPARK_LOCAL_DIRS"] = str(scratch)
+        env["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={scratch}"
         log = tmp_path / "stream.log"
 
         # first half, then a kill at a random moment after some batches
