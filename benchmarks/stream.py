@@ -44,8 +44,9 @@ HANDBOOK = Path(os.environ.get(
 
 
 def _config(broker, redis_url: str, work: Path, enrich: bool, setup: str = "executors:2"):
-    """setup: "driver" (each batch on the driver) or "executors:N" (tasks per partition on
-    Spark's local[N])."""
+    """setup: "driver" (each batch on the driver), "executors:N" (tasks per partition on
+    Spark's local[N]) or "adaptive[:N]" (the driver, tasks after a batch of
+    stream.tasks_after_events)."""
     from ffs.config import load_config
 
     cfg = load_config(env={})
@@ -359,7 +360,8 @@ def main() -> int:
     ap.add_argument("--skip-no-enrich", action="store_true")
     ap.add_argument("--setups", default="executors:2,driver,executors:1",
                     help="throughput with enrichment, side by side: driver (each batch on "
-                         "the driver) and executors:N (tasks per Kafka partition, local[N]); "
+                         "the driver), executors:N (tasks per Kafka partition, local[N]) "
+                         "and adaptive[:N] (the driver, tasks after a large batch); "
                          "the first is checked for consistency and measured without "
                          "enrichment too")
     ap.add_argument("--skip-freshness", action="store_true")
@@ -369,7 +371,8 @@ def main() -> int:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--no-pinot", action="store_true",
                     help="freshness without a live Pinot consuming the enriched topic")
-    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    ap.add_argument("--tag", default="", help="suffix of the results file name "
+                    "(stream-<date><tag>.json; --tag=-quiet for one that starts with a dash)")
     args = ap.parse_args()
     if not HANDBOOK.exists():
         print(f"handbook data not found at {HANDBOOK}: nothing to measure")
