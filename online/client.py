@@ -240,6 +240,68 @@ class OnlineClient:
         requests that arrive while a read is under way). Each result is the one get_features
         gives that request alone, for the repo's default service; the rows together within
         max_batch. An InputError names the row's place in the rows of all batches."""
+        rows, starts = self._merged(batches)
+        return _per_batch(batches, self._get(rows, starts))
+
+    def send_many(self, batches: Sequence[tuple[Sequence[Mapping[str, object]], object]]
+                  ) -> PendingRead:
+        """get_features_many in two halves, for a caller with other work while Redis runs
+        the read (the HTTP server's event loop): this sends the read and returns at once;
+        `receive_many` gives the results once `PendingRead.fileno` is readable, or
+        `abandon_many` gives up on them (UNAVAILABLE) when it is not within the caller's
+        timeout. Where a read cannot be split (a cluster's shards, a client that retries, no
+        rows) it is done here, and the PendingRead holds its results (fileno None). Raises
+        InputError as get_features_many does, before anything is sent."""
+        rows, starts = self._merged(batches)
+        script = self._script
+        if not rows or not hasattr(script, "send"):
+            return PendingRead(batches, results=_per_batch(batches, self._get(rows, starts)))
+        req = _requests(rows, starts, self.id_types, KEY_COLUMNS)
+        keys, argv, asked = self._call_args(req, self.plans)
+        try:
+            conn = script.send(keys, argv)
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            return PendingRead(batches, results=_per_batch(
+                batches, self._unavailable(req, _describe(exc))))
+        sock = getattr(conn, "_sock", None)
+        if sock is None:  # not a socket of its own to wait on: the reply now
+            return PendingRead(batches, results=self._received(batches, req, keys, argv,
+                                                               asked, conn))
+        return PendingRead(batches, sock.fileno(), (req, keys, argv, asked, conn))
+
+    def receive_many(self, pending: PendingRead) -> list[OnlineResult]:
+        """The results of `send_many`'s read (blocks for the rest of a partial reply, within
+        the client's socket timeout)."""
+        if pending.results is not None:
+            return pending.results
+        req, keys, argv, asked, conn = pending._call
+        pending._call = None
+        return self._received(pending.batches, req, keys, argv, asked, conn)
+
+    def abandon_many(self, pending: PendingRead, why: str) -> list[OnlineResult]:
+        """Gives up on `send_many`'s read: every value of it UNAVAILABLE, for `why`."""
+        if pending.results is not None:
+            return pending.results
+        req, _keys, _argv, _asked, conn = pending._call
+        pending._call = None
+        self._script.abandon(conn)
+        return _per_batch(pending.batches, self._unavailable(req, why))
+
+    def _received(self, batches, req: _Requests, keys: list, argv: list, asked: list[int],
+                  conn) -> list[OnlineResult]:
+        try:
+            reply = self._script.receive(conn, keys, argv)
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            return _per_batch(batches, self._unavailable(req, _describe(exc)))
+        raws, seen = self._split(reply, req, self.plans, asked)
+        return _per_batch(batches, self._assembled(req, raws, seen, None))
+
+    def _merged(self, batches) -> tuple[list, np.ndarray]:
+        """The batches' rows as one list, and each row's default read time."""
         now = int(time.time())
         rows = [r for rows_, _ in batches for r in rows_]
         if len(rows) > self.max_batch:
@@ -250,14 +312,7 @@ class OnlineClient:
             if as_of is not None:
                 starts[at:at + len(rows_)] = _seconds(as_of)
             at += len(rows_)
-        whole = self._get(rows, starts)
-        if len(batches) == 1 and whole.unavailable is None:  # the whole is its one result
-            return [whole]
-        out, at = [], 0
-        for rows_, _ in batches:
-            out.append(whole.rows_between(at, at + len(rows_)))
-            at += len(rows_)
-        return out
+        return rows, starts
 
     def _get(self, rows: list, default_t: int | np.ndarray) -> OnlineResult:
         """The default service's features of these rows; default_t: the read time of rows
@@ -272,6 +327,11 @@ class OnlineClient:
             if not _is_redis_error(exc):
                 raise
             return self._unavailable(req, _describe(exc))
+        return self._assembled(req, raws, seen, failed)
+
+    def _assembled(self, req: _Requests, raws: dict[str, np.ndarray], seen: np.ndarray,
+                   failed: _Failed | None) -> OnlineResult:
+        """The default service's features from a read's replies."""
         add = req.carries_tx & (seen == 0)
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
@@ -363,6 +423,14 @@ class OnlineClient:
         rows' transactions are already stored. A cluster: see _read_shards."""
         if self._shards is not None:
             return self._read_shards(req, plans)
+        keys, argv, asked = self._call_args(req, plans)
+        raws, seen = self._split(self._script_for(plans)(keys=keys, args=argv), req, plans,
+                                 asked)
+        return raws, seen, None
+
+    def _call_args(self, req: _Requests, plans) -> tuple[list[str], list[object], list[int]]:
+        """The read script's keys and arguments for these rows (online/scripts.py), and the
+        rows whose transaction it asks about."""
         n = len(req.t)
         p = self.prefix
         keys: list[str] = []
@@ -381,7 +449,14 @@ class OnlineClient:
             argv += req.t.tolist()
         asked = [i for i in range(n) if req.carries_tx[i] and req.txid[i] is not None]
         keys += [layout.tx_key(p, req.txid[i]) for i in asked]
-        reply = np.asarray(self._script_for(plans)(keys=keys, args=argv), dtype=np.int64)
+        return keys, argv, asked
+
+    def _split(self, reply, req: _Requests, plans, asked: list[int]
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The script's reply: each entity's integers per row, and which rows' transactions
+        are already stored."""
+        n = len(req.t)
+        reply = np.asarray(reply, dtype=np.int64)
         raws, at = {}, 0
         for plan in plans:
             raws[plan.entity.name] = reply[at:at + n * plan.width].reshape(n, plan.width)
@@ -389,7 +464,7 @@ class OnlineClient:
         seen = np.zeros(n, dtype=np.int64)
         if asked:
             seen[asked] = reply[at:]
-        return raws, seen, None
+        return raws, seen
 
     def _read_shards(self, req: _Requests, plans
                      ) -> tuple[dict[str, np.ndarray], np.ndarray, _Failed | None]:
@@ -472,6 +547,28 @@ class OnlineClient:
             else:
                 values[name], statuses[name] = [None] * n, [UNAVAILABLE] * n
         return OnlineResult(self._names, values, statuses, req.t.tolist(), why)
+
+
+def _per_batch(batches, whole: OnlineResult) -> list[OnlineResult]:
+    """One read's result split back into its requests' own."""
+    if len(batches) == 1 and whole.unavailable is None:  # the whole is its one result
+        return [whole]
+    out, at = [], 0
+    for rows_, _ in batches:
+        out.append(whole.rows_between(at, at + len(rows_)))
+        at += len(rows_)
+    return out
+
+
+class PendingRead:
+    """A read `OnlineClient.send_many` sent: wait for `fileno` to be readable, then
+    `receive_many`; fileno None: the results are already here."""
+
+    __slots__ = ("batches", "fileno", "_call", "results")
+
+    def __init__(self, batches, fileno: int | None = None, call: tuple | None = None,
+                 results: list[OnlineResult] | None = None):
+        self.batches, self.fileno, self._call, self.results = batches, fileno, call, results
 
 
 def _scored_text(req: _Requests, column: str, i: int) -> str:

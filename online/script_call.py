@@ -39,6 +39,10 @@ def _retries(conn) -> bool:
 
 
 class _Direct:
+    """`send` and `receive` are the call's two halves, for a caller that does other work
+    while Redis runs the script (the HTTP server's event loop, online/server.py): between
+    them the connection is out of the pool, waiting for its reply."""
+
     __slots__ = ("pool", "script")
 
     def __init__(self, pool, script):
@@ -49,13 +53,34 @@ class _Direct:
         return self.script.sha
 
     def __call__(self, keys, args):
+        return self.receive(self.send(keys, args), keys, args)
+
+    def send(self, keys, args):
+        """Sends the EVALSHA; returns the connection its reply will come on."""
         pool = self.pool
         conn = pool.get_connection()
         try:
             conn.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except BaseException:
+            pool.release(conn)  # (a socket error has disconnected it)
+            raise
+        return conn
+
+    def receive(self, conn, keys, args):
+        """The reply of `send`'s call (blocks until it is whole), the connection back in the
+        pool; a server that lost the script gets it again and answers the call anew."""
+        try:
             return conn.read_response()
         except NoScriptError:
             pass  # the whole error reply was read: the connection goes back clean
         finally:
-            pool.release(conn)
+            self.pool.release(conn)
         return self.script(keys=keys, args=args)  # loads it, then calls it
+
+    def abandon(self, conn) -> None:
+        """Gives up on `send`'s reply: the connection is closed (a late reply must not be
+        read as the next call's) and goes back to the pool, which reconnects it."""
+        try:
+            conn.disconnect()
+        finally:
+            self.pool.release(conn)

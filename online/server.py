@@ -29,10 +29,12 @@ status UNAVAILABLE (and value null) for every Redis-backed feature, within about
 `serve.timeout_ms` (see `_Breaker`). A bad request gets a 4xx and
 `{"error": "<what is wrong, what to send>"}`.
 
-Performance (one worker; numbers in the report of benchmarks/http_load.py): the client is
-called directly on the event loop (faster than a worker thread, see `read` in create_app),
-POST /get-online-features is served by a pure ASGI front (`_Front`) rather than FastAPI's
-routing, requests that arrive together share one Redis read (`_Coalescer`), and JSON is
+Performance (one worker; numbers in BENCHMARKS.md): the client is called directly on the
+event loop (faster than a worker thread, see `send` in create_app), POST
+/get-online-features is served by a pure ASGI front (`_Front`) rather than FastAPI's
+routing, requests that arrive together share one Redis read, and the loop serves other
+requests while Redis runs it (`_Coalescer`: 1.47x the requests/s of a loop that waited for
+each reply, 2026-12-04), and JSON is
 parsed here with the json module: pydantic body validation would add
 ~0.1 ms and cannot express our checks (equal column lengths, id types, timestamps) anyway.
 The pydantic models below only document the API in /openapi.json.
@@ -555,44 +557,57 @@ class _Breaker:
 
 
 class _Coalescer:
-    """One Redis read for the requests that arrive together.
+    """One Redis read for the requests that arrive together, and the loop free while Redis
+    runs it.
 
     A request's rows are queued and a drain is scheduled for the loop's next turn, after
     the requests already received in this one have been parsed and queued too; the drain
-    reads them all in one call (`OnlineClient.get_features_many`: one round trip, one
-    assembly) and hands each request its own rows' result. A request alone waits for no
-    one: its read starts on the next turn. Under load the requests that arrived during a read
-    share the next. A batch stays within max_batch rows; requests beyond start another.
-    A read that refuses the merged rows (an InputError: one request's bad row) is retried one
-    request at a time, so only that request gets the error.
+    sends them all as one read (`OnlineClient.send_many`: one round trip, one assembly) and
+    the loop goes on (parsing the next requests, answering others) until the reply's socket
+    is readable; then each request gets its own rows' result. A request alone waits for no
+    one: its read starts on the next turn. At most MAX_IN_FLIGHT reads are out at once
+    (Redis runs one while the loop assembles another's answer); the requests that arrive
+    meanwhile share the next. A batch stays within max_rows rows; requests beyond start
+    another. A read that refuses the merged rows (an InputError: one request's bad row) is
+    retried one request at a time, so only that request gets the error. A reply that does
+    not come within timeout_s is given up (`abandon`: UNAVAILABLE, the connection closed).
+
+    `send(items)` returns the results at once (a list), or a read in flight (an object with
+    `fileno`) for `receive(read)` once readable, or `abandon(read)` when late.
     """
 
-    def __init__(self, read, max_rows: int):
-        self._read, self.max_rows = read, max_rows
+    MAX_IN_FLIGHT = 2
+
+    def __init__(self, send, max_rows: int, receive=None, abandon=None,
+                 timeout_s: float = 1.0):
+        self._send, self._receive, self._abandon = send, receive, abandon
+        self.max_rows, self.timeout_s = max_rows, timeout_s
         self._queue: list[tuple[tuple[list[dict], int | None, str], asyncio.Future]] = []
         self._scheduled = False
+        self._in_flight = 0
 
     def read(self, rows: list[dict], as_of: int | None, service: str) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append(((rows, as_of, service), future))
-        if not self._scheduled:
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop) -> None:
+        if not self._scheduled and self._queue:
             self._scheduled = True
             loop.call_soon(self._drain)
-        return future
 
     def _drain(self) -> None:
         self._scheduled = False
-        queue, self._queue = self._queue, []
-        batch: list = []
-        size = 0
-        for item in queue:
-            if batch and size + len(item[0][0]) > self.max_rows:
-                self._run(batch)
-                batch, size = [], 0
-            batch.append(item)
-            size += len(item[0][0])
-        if batch:
+        while self._queue and self._in_flight < self.MAX_IN_FLIGHT:
+            batch, size = [], 0
+            while self._queue:
+                item = self._queue[0]
+                if batch and size + len(item[0][0]) > self.max_rows:
+                    break
+                batch.append(self._queue.pop(0))
+                size += len(item[0][0])
             self._run(batch)
 
     def _run(self, batch: list) -> None:
@@ -600,7 +615,7 @@ class _Coalescer:
         if not live:
             return
         try:
-            results = self._read([item for item, _ in live])
+            sent = self._send([item for item, _ in live])
         except InputError as exc:
             if len(live) == 1:
                 _settle(live[0][1], exc=exc)
@@ -612,8 +627,52 @@ class _Coalescer:
             for _, future in live:
                 _settle(future, exc=exc)
             return
-        for (_, future), result in zip(live, results, strict=True):
+        if isinstance(sent, list):
+            self._answer(live, lambda: sent)
+            return
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        fd = sent.fileno
+
+        def ready() -> None:
+            loop.remove_reader(fd)
+            timer.cancel()
+            self._finish(loop, live, lambda: self._receive(sent))
+
+        def late() -> None:
+            loop.remove_reader(fd)
+            self._finish(loop, live, lambda: self._abandon(sent))
+
+        loop.add_reader(fd, ready)
+        timer = loop.call_later(self.timeout_s, late)
+
+    def _finish(self, loop, live: list, results) -> None:
+        self._in_flight -= 1
+        self._answer(live, results)
+        self._schedule(loop)
+
+    @staticmethod
+    def _answer(live: list, results) -> None:
+        try:
+            got = results()
+        except Exception as exc:  # noqa: BLE001 - each request answers 500 and logs it
+            for _, future in live:
+                _settle(future, exc=exc)
+            return
+        for (_, future), result in zip(live, got, strict=True):
             _settle(future, result)
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """A read the server sent and awaits (its socket: `fileno`)."""
+    pending: Any  # OnlineClient.send_many's PendingRead
+    items: list
+    started: float
+
+    @property
+    def fileno(self) -> int:
+        return self.pending.fileno
 
 
 def _settle(future: asyncio.Future, result: object = None,
@@ -772,35 +831,51 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
         return Response(data, status, media_type="application/json")
 
     unavailable_by_kind: dict[str, Any] = {}
+    late = (f"TimeoutError: redis did not answer the read within {scfg.timeout_ms} ms "
+            "(serve.timeout_ms)")
 
-    def read(items: list[tuple[list[dict], int | None, str]]) -> list[OnlineResult]:
-        """The client, called directly on the event loop, once for the requests `_Coalescer`
-        gathered: (rows, as_of, service) each, one result each.
+    def send(items: list[tuple[list[dict], int | None, str]]):
+        """The client's read of the requests `_Coalescer` gathered ((rows, as_of, service)
+        each), sent: a read in flight, or (breaker open, a cluster) their results now.
 
-        Measured (2 cores, one worker, 1-row requests): in a worker thread
-        (run_in_threadpool + asyncio.wait_for) a request cost 0.97 ms in process against
-        0.79 ms direct, and over HTTP at 4 concurrent connections ~760 req/s against ~1,000.
-        The loop is blocked for the Redis round trip (~0.2 ms) at most `timeout_ms` (the
-        client's socket timeouts are capped at serve.timeout_ms), and the breaker makes only
-        the first read after a failure wait for it.
+        The client runs on the event loop, not in a worker thread: there a request cost
+        0.97 ms in process against 0.79 ms direct (2 cores, one worker, 1-row requests), and
+        ~760 against ~1,000 req/s at 4 connections. While Redis runs the read the loop is
+        free (`_Coalescer`); a cluster's read blocks it for the round trip, at most
+        `timeout_ms` (the client's socket timeouts are capped at serve.timeout_ms), and the
+        breaker makes only the first read after a failure wait for it.
         """
         started = time.perf_counter()
         if breaker.error is not None:
-            results = []
-            for rows, as_of, service in items:
+            merged = []
+            for rows, as_of, _service in items:
                 default_t = as_of if as_of is not None else int(time.time())
-                results.append(client._unavailable(
-                    _requests(rows, default_t, id_types),
-                    f"CircuitOpen: {breaker.error}").of_service(service))
-        else:
-            merged = client.get_features_many([(rows, as_of) for rows, as_of, _ in items])
-            results = [r.of_service(service) for r, (_, _, service) in
-                       zip(merged, items, strict=True)]
-            # on a cluster, "nothing read" may be one dead node holding every key of this
-            # request: opening would answer UNAVAILABLE for the live nodes' entities too, so
-            # each request is bounded by the timeout instead
-            if results and results[0].error is not None and not clustered:
-                breaker.open(results[0].error)
+                merged.append(client._unavailable(_requests(rows, default_t, id_types),
+                                                  f"CircuitOpen: {breaker.error}"))
+            return answered(items, merged, started, opens=False)
+        pending = client.send_many([(rows, as_of) for rows, as_of, _ in items])
+        if pending.results is not None:
+            return answered(items, pending.results, started)
+        return _InFlight(pending, items, started)
+
+    def receive(flight: _InFlight) -> list[OnlineResult]:
+        return answered(flight.items, client.receive_many(flight.pending), flight.started)
+
+    def abandon(flight: _InFlight) -> list[OnlineResult]:
+        return answered(flight.items, client.abandon_many(flight.pending, late),
+                        flight.started)
+
+    def answered(items, merged: list[OnlineResult], started: float,
+                 opens: bool = True) -> list[OnlineResult]:
+        """Each request's result for its service; the breaker opened on a failed read, and
+        the metrics."""
+        results = [r.of_service(service) for r, (_, _, service) in
+                   zip(merged, items, strict=True)]
+        # on a cluster, "nothing read" may be one dead node holding every key of this
+        # request: opening would answer UNAVAILABLE for the live nodes' entities too, so
+        # each request is bounded by the timeout instead
+        if opens and results and results[0].error is not None and not clustered:
+            breaker.open(results[0].error)
         metrics.read_latency.observe(time.perf_counter() - started)
         for result in results:
             why = result.error or result.unavailable  # all, or (a cluster node down) some
@@ -812,7 +887,7 @@ def create_app(cfg: Config, client: OnlineClient | None = None):
                 child.inc()
         return results
 
-    coalescer = _Coalescer(read, scfg.max_batch)
+    coalescer = _Coalescer(send, scfg.max_batch, receive, abandon, scfg.timeout_ms / 1000.0)
 
     async def features(headers: list[tuple[bytes, bytes]], receive) -> tuple[int, bytes]:
         """POST /get-online-features: (status, JSON body)."""

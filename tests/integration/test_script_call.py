@@ -1,6 +1,10 @@
 """The read script sent straight on a pooled connection gives what redis-py's Script gives,
 reloads itself on a server that lost it, and leaves the pool clean after an outage."""
 
+import os
+import signal
+import threading
+
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -61,3 +65,26 @@ def test_other_clients_keep_redis_py_s_own_way(server):
               redis.Redis(port=server.port)):  # redis-py's constructor retries 3 times
         script = r.register_script(SCRIPT)
         assert direct(r, script) is script
+
+
+def test_a_call_in_halves_and_an_abandoned_one_leave_the_next_reply_its_own(server):
+    r = redis.Redis.from_url(server.url, max_connections=1)  # one connection: reused
+    call = direct(r, r.register_script(SCRIPT))
+    conn = call.send(["n"], [1])
+    assert r.connection_pool._in_use_connections  # out of the pool while its reply is due
+    assert call.receive(conn, ["n"], [1]) == [1, b"1", 1]
+    assert not r.connection_pool._in_use_connections
+    os.kill(server.proc.pid, signal.SIGSTOP)  # a hung server: replies come after
+    resume = threading.Timer(0.3, os.kill, (server.proc.pid, signal.SIGCONT))
+    try:
+        late = call.send(["n"], ["late"])
+        call.abandon(late)  # given up before its reply exists
+        assert not r.connection_pool._in_use_connections
+        resume.start()
+        # sent while the server is still stopped: on the abandoned connection, this call
+        # would read the late reply as its own
+        nxt = call.send(["n", "m"], ["next"])
+        assert call.receive(nxt, ["n", "m"], ["next"])[:2] == [2, b"next"]
+    finally:
+        resume.cancel()
+        os.kill(server.proc.pid, signal.SIGCONT)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -640,13 +641,13 @@ def test_requests_that_arrive_together_share_one_read_and_get_their_own_answers(
     h = http()
     client = h.client._transport.app.state.client  # type: ignore[attr-defined]
     sizes: list[int] = []
-    real = client.get_features_many
+    real = client.send_many
 
     def counting(batches):
         sizes.append(len(batches))
         return real(batches)
 
-    client.get_features_many = counting
+    client.send_many = counting
 
     async def together():
         return await asyncio.gather(*(h.client.post("/get-online-features", json=p)
@@ -657,6 +658,32 @@ def test_requests_that_arrive_together_share_one_read_and_get_their_own_answers(
     assert [a.json() for a in answers] == alone
     assert len(sizes) < len(payloads) and max(sizes) > 1, sizes  # merged, not one by one
     assert sum(sizes) == len(payloads)
+
+
+def test_a_read_in_halves_answers_as_the_read_in_one_and_an_abandoned_one_unavailable(loaded):
+    """OnlineClient.send_many / receive_many (the server's way: the loop free between them)
+    give get_features_many's results; abandon_many gives every Redis value UNAVAILABLE."""
+    client = OnlineClient.from_config(config(loaded.url))
+    batches = [([{"customer_id": 7, "terminal_id": 70}], AS_OF),
+               ([{"customer_id": 7, "terminal_id": 72, "transaction_id": 100,
+                  "event_timestamp": "2024-03-02T09:00:00Z", "amount": 60.0},
+                 {"customer_id": 8, "terminal_id": 70}], AS_OF_S - 3600)]
+    try:
+        pending = client.send_many(batches)
+        assert pending.fileno is not None and pending.results is None
+        got = client.receive_many(pending)
+        want = client.get_features_many(batches)
+        assert [(g.values, g.statuses) for g in got] == [(w.values, w.statuses) for w in want]
+        assert got[0].values["customer_nb_tx_1d"] == [3]  # not a vacuous equality
+        given_up = client.abandon_many(client.send_many(batches), "TimeoutError: late")
+        for result in given_up:
+            assert result.error == "TimeoutError: late"
+            assert all(result.statuses[n] == [UNAVAILABLE] * len(result.statuses[n])
+                       for n in FROM_REDIS)
+        again = client.get_features_many(batches)  # the pool is clean after it
+        assert [(a.values, a.statuses) for a in again] == [(w.values, w.statuses) for w in want]
+    finally:
+        client.redis.close()
 
 
 def _coalesce(read, items, max_rows=10):
@@ -689,6 +716,95 @@ def test_coalescer_splits_at_max_rows_and_isolates_a_refused_request():
     # 4 + 4 rows fit in 10, the third request starts another read; the refused read is
     # retried one request at a time
     assert calls == [[1, 2], [3, "bad", 5], [3], ["bad"], [5]]
+
+
+class _Flight:
+    """A read in flight whose reply is a byte on a socket pair the test writes."""
+
+    def __init__(self, items):
+        self.items = items
+        self.ours, self.redis = socket.socketpair()
+        self.fileno = self.ours.fileno()
+
+    def close(self):
+        self.ours.close()
+        self.redis.close()
+
+
+def _names(items) -> list:
+    return [rows[0]["n"] for rows, _, _ in items]
+
+
+def test_coalescer_keeps_the_loop_free_while_reads_are_out_and_bounds_how_many():
+    from ffs.online.server import _Coalescer
+
+    flights: list[_Flight] = []
+
+    def send(items):
+        flights.append(_Flight(items))
+        return flights[-1]
+
+    def receive(flight):
+        assert flight.ours.recv(1) == b"x"
+        flight.close()
+        return [f"got {n}" for n in _names(flight.items)]
+
+    def abandon(flight):
+        raise AssertionError("no reply is late here")
+
+    async def run():
+        c = _Coalescer(send, 1, receive, abandon, timeout_s=30)  # one request per read
+        futures = [c.read([{"n": k}], None, FEATURE_SERVICE) for k in range(3)]
+        ticks = 0
+        while ticks < 20:  # the loop keeps turning while the reads are out
+            await asyncio.sleep(0)
+            ticks += 1
+        assert [_names(f.items) for f in flights] == [[0], [1]]  # MAX_IN_FLIGHT out
+        assert not any(f.done() for f in futures)
+        flights[1].redis.send(b"x")  # the second answers first
+        assert await futures[1] == "got 1"
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [_names(f.items) for f in flights] == [[0], [1], [2]]  # the next took its place
+        assert not futures[0].done()
+        flights[0].redis.send(b"x")
+        flights[2].redis.send(b"x")
+        return await asyncio.gather(*futures)
+
+    assert asyncio.run(run()) == ["got 0", "got 1", "got 2"]
+
+
+def test_coalescer_gives_up_a_late_reply_and_never_reads_it_afterwards():
+    from ffs.online.server import _Coalescer
+
+    flights: list[_Flight] = []
+    received, abandoned = [], []
+
+    def send(items):
+        flights.append(_Flight(items))
+        return flights[-1]
+
+    def receive(flight):
+        received.append(flight)
+        return ["read"]
+
+    def abandon(flight):
+        abandoned.append(flight)
+        return ["UNAVAILABLE"]
+
+    async def run():
+        c = _Coalescer(send, 10, receive, abandon, timeout_s=0.05)
+        started = time.perf_counter()
+        got = await c.read([{"n": 1}], None, FEATURE_SERVICE)
+        waited = time.perf_counter() - started
+        flights[0].redis.send(b"x")  # the reply, too late
+        await asyncio.sleep(0.05)
+        return got, waited
+
+    got, waited = asyncio.run(run())
+    assert got == "UNAVAILABLE" and 0.05 <= waited < 2.0, waited
+    assert abandoned == flights and received == []
+    flights[0].close()
 
 
 def test_coalescer_gives_every_request_an_unexpected_error():
