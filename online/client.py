@@ -276,16 +276,18 @@ class OnlineClient:
         the client's socket timeout)."""
         if pending.results is not None:
             return pending.results
-        req, keys, argv, asked, conn = pending._call
-        pending._call = None
+        call, pending._call = pending._call, None
+        assert call is not None, "a PendingRead is received or abandoned once"
+        req, keys, argv, asked, conn = call
         return self._received(pending.batches, req, keys, argv, asked, conn)
 
     def abandon_many(self, pending: PendingRead, why: str) -> list[OnlineResult]:
         """Gives up on `send_many`'s read: every value of it UNAVAILABLE, for `why`."""
         if pending.results is not None:
             return pending.results
-        req, _keys, _argv, _asked, conn = pending._call
-        pending._call = None
+        call, pending._call = pending._call, None
+        assert call is not None, "a PendingRead is received or abandoned once"
+        req, _keys, _argv, _asked, conn = call
         self._script.abandon(conn)
         return _per_batch(pending.batches, self._unavailable(req, why))
 

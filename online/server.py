@@ -601,7 +601,8 @@ class _Coalescer:
     def _drain(self) -> None:
         self._scheduled = False
         while self._queue and self._in_flight < self.MAX_IN_FLIGHT:
-            batch, size = [], 0
+            batch: list = []
+            size = 0
             while self._queue:
                 item = self._queue[0]
                 if batch and size + len(item[0][0]) > self.max_rows:
