@@ -20,12 +20,13 @@ applied (duplicate, unknown transaction, stale label).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ffs.errors import InputError
 from ffs.online import layout
 from ffs.online.layout import RecordFormat
+from ffs.online.script_call import overlapped
 from ffs.online.shards import Shards, is_cluster, slot_of
 from ffs.transformations.declarations import Agg, Entity
 from ffs.transformations.derived import DerivedError, derive_event
@@ -373,17 +374,24 @@ class OnlineWriter:
         reads_from: the oldest request time the caller will still read at (the stream reads
         each batch at its events' own times, which can be days behind the newest event of a
         backlog); records that such a read needs are not trimmed. trim=False keeps all."""
-        p = self.prefix
         # the floor the script keeps records from (a retention behind it): none kept beyond
         # the retention (no reader behind), or every record (trim=False)
         keep = -1e18 if not trim else 1e18 if reads_from is None else int(reads_from)
         if self._shards is not None:
             return self._write_shards(events, keep)
-        pipe = self.redis.pipeline(transaction=False)
-        script, cents = self._tx, layout.cents_of
+        # a hand-made event gets its derived columns as on every path; first, for all, so
+        # an event they refuse (InputError) stops the call before anything is written
+        events = [e if not _DERIVED or _DERIVED <= e.keys() else _with_derived(e)
+                  for e in events]
+        replies = overlapped(self.redis, self._tx, self._tx_calls(events, keep))
+        total, statuses = self._outcomes(r[0] for r in replies)
+        return total, statuses, [bool(r[1]) for r in replies]
+
+    def _tx_calls(self, events: list[Mapping[str, object]], keep: float
+                  ) -> Iterator[tuple[list, list]]:
+        """The payment script's keys and arguments for each event (built as they are sent)."""
+        p, cents = self.prefix, layout.cents_of
         for e in events:
-            if _DERIVED and not _DERIVED <= e.keys():  # a hand-made event: as every path
-                e = _with_derived(e)
             txid = str(e["transaction_id"])
             keys = [layout.tx_key(p, txid)]
             args: list[object] = [int(e["t"]), txid,  # type: ignore[call-overload]
@@ -395,10 +403,7 @@ class OnlineWriter:
                     keys.append(layout.fraud_key(p, entity, value))
                 args += [cents(e.get(c)) for c in fmt.inputs]  # an optional one: null
                 args.append(record_tail(fmt, e) if fmt.texts else txid)
-            script(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()
-        total, statuses = self._outcomes(r[0] for r in replies)
-        return total, statuses, [bool(r[1]) for r in replies]
+            yield keys, args
 
     def write_labels(self, labels: Iterable[Mapping[str, object]]
                      ) -> tuple[WriteOutcome, list[str], list[list[tuple[str, str, int]]]]:
@@ -407,13 +412,13 @@ class OnlineWriter:
         `since` on were stored before the label changed their fraud counts."""
         if self._shards is not None:
             return self._labels_shards(labels)
-        pipe = self.redis.pipeline(transaction=False)
-        for lab in labels:
-            self._label(keys=[layout.tx_key(self.prefix, lab["transaction_id"])],
-                        args=[self.prefix, int(lab["is_fraud"]),  # type: ignore[call-overload]
-                              int(lab["label_t"]),  # type: ignore[call-overload]
-                              self._index_ret, *self._fraud_args], client=pipe)
-        replies = pipe.execute()
+        # every label's numbers first: one that is not a number stops the call before
+        # anything is written
+        calls = [([layout.tx_key(self.prefix, lab["transaction_id"])],
+                  [self.prefix, int(lab["is_fraud"]),  # type: ignore[call-overload]
+                   int(lab["label_t"]),  # type: ignore[call-overload]
+                   self._index_ret, *self._fraud_args]) for lab in labels]
+        replies = overlapped(self.redis, self._label, calls)
         total, statuses = self._outcomes(r[0] for r in replies)
         anchors = []
         for r in replies:

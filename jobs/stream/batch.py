@@ -381,19 +381,33 @@ class BatchProcessor:
         if not self.cfg.stream.enrich:
             return
         topic = self.k.enriched_topic
-        for i in range(0, len(rows), READ_CHUNK):
-            chunk = rows[i:i + READ_CHUNK]
-            res = self.client.get_features([tx.row() for tx in chunk])
-            if res.error or res.unavailable:  # never publish UNAVAILABLE: the batch re-runs
-                raise RuntimeError(f"online read failed while enriching: "
-                                   f"{res.error or res.unavailable}")
-            names, values = res.feature_names, res.values
-            source_ts = self._source_ts
-            for j, tx in enumerate(chunk):
-                feats = {name: values[name][j] for name in names}
-                self.publish_at(topic, tx.transaction_id.encode(),
-                                M.enriched_transaction(tx, feats, now_ms),
-                                source_ts.get(tx.transaction_id))
+        client = self.client
+        chunks = [rows[i:i + READ_CHUNK] for i in range(0, len(rows), READ_CHUNK)]
+
+        def send(k: int):
+            return (client.send_many([([tx.row() for tx in chunks[k]], None)])
+                    if k < len(chunks) else None)
+
+        # a chunk's read goes out before the one before it is published: Redis runs it while
+        # this process assembles and publishes (OnlineClient.send_many)
+        pending = send(0)
+        try:
+            for k, chunk in enumerate(chunks):
+                current, pending = pending, send(k + 1)
+                res = client.receive_many(current)[0]
+                if res.error or res.unavailable:  # never publish UNAVAILABLE: the batch re-runs
+                    raise RuntimeError(f"online read failed while enriching: "
+                                       f"{res.error or res.unavailable}")
+                names, values = res.feature_names, res.values
+                source_ts = self._source_ts
+                for j, tx in enumerate(chunk):
+                    feats = {name: values[name][j] for name in names}
+                    self.publish_at(topic, tx.transaction_id.encode(),
+                                    M.enriched_transaction(tx, feats, now_ms),
+                                    source_ts.get(tx.transaction_id))
+        finally:
+            if pending is not None:  # a failure left the read ahead unread
+                client.abandon_many(pending, "the enrichment stopped")
 
     @staticmethod
     def _late_anchors(late: list[M.Transaction]) -> dict[tuple[str, str], int]:

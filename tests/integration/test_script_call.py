@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from online.redis_server import RedisServer
-from online.script_call import direct
+from online.script_call import direct, overlapped
 
 SCRIPT = "return {#KEYS, ARGV[1], redis.call('INCR', KEYS[1])}"
 
@@ -88,3 +88,42 @@ def test_a_call_in_halves_and_an_abandoned_one_leave_the_next_reply_its_own(serv
     finally:
         resume.cancel()
         os.kill(server.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
+def test_overlapped_calls_run_in_order_once_each_as_a_pipeline_would(server, chunk):
+    r = redis.Redis.from_url(server.url)
+    script = r.register_script(SCRIPT)
+    calls = [(["n"], [k]) for k in range(12)]
+    replies = overlapped(r, script, iter(calls), chunk=chunk)  # a generator: built as sent
+    assert replies == [[1, str(k).encode(), k + 1] for k in range(12)]  # INCR: ran in order
+    assert r.get("n") == b"12"
+    assert not r.connection_pool._in_use_connections
+    r.delete("n")
+    pipe = r.pipeline(transaction=False)
+    for keys, args in calls:
+        script(keys=keys, args=args, client=pipe)
+    assert pipe.execute() == replies
+
+
+def test_overlapped_calls_reload_a_lost_script_and_raise_an_error_reply_after_all_ran(server):
+    r = redis.Redis.from_url(server.url)
+    script = r.register_script(SCRIPT)
+    r.script_flush()
+    calls = [(["n"], [k]) for k in range(7)]
+    assert overlapped(r, script, calls, chunk=3) == [[1, str(k).encode(), k + 1]
+                                                      for k in range(7)]
+    assert r.get("n") == b"7"  # refused, then each sent once more
+    r.set("s", "text")
+    mixed = [(["n"], [0]), (["s"], [1]), (["n"], [2])]
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        overlapped(r, script, mixed, chunk=2)
+    assert r.get("n") == b"9"  # the calls around the error ran, as in a pipeline
+    assert overlapped(r, script, [(["n"], [3])]) == [[1, b"3", 10]]  # a clean connection
+
+
+def test_overlapped_calls_of_other_clients_go_through_a_pipeline(server):
+    r = redis.Redis.from_url(server.url, single_connection_client=True)
+    script = r.register_script(SCRIPT)
+    assert overlapped(r, script, [(["n"], [1]), (["n", "m"], [2])]) == [[1, b"1", 1],
+                                                                        [2, b"2", 2]]
