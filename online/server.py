@@ -509,13 +509,13 @@ async def _send(send, status: int, data: bytes, headers: list | None = None) -> 
 class _Breaker:
     """Fail fast while Redis is failing, instead of making every request wait for it.
 
-    Reads call the client directly on the event loop (see `create_app.read`), so a Redis
-    that hangs would block the loop for the socket timeout on every request. After a read
-    comes back UNAVAILABLE the breaker opens (on one Redis only: see `read`): reads answer
-    UNAVAILABLE at once ("CircuitOpen") while a probe PINGs Redis in a worker thread every
-    PROBE_INTERVAL_S; any successful PING
-    (the probe's or /ready's) closes it. With a healthy Redis the probe's first PING answers
-    in well under a millisecond, so one lost reply costs a few requests, not seconds.
+    A Redis that hangs would make every request wait for the timeout (and a cluster's reads,
+    which the client makes on the event loop, would block it: see `create_app.send`). After
+    a read comes back UNAVAILABLE the breaker opens (on one Redis only: see `answered`):
+    reads answer UNAVAILABLE at once ("CircuitOpen") while a probe PINGs Redis in a worker
+    thread every PROBE_INTERVAL_S; any successful PING (the probe's or /ready's) closes it.
+    With a healthy Redis the probe's first PING answers in well under a millisecond, so one
+    lost reply costs a few requests, not seconds.
     """
 
     PROBE_INTERVAL_S = 0.1
