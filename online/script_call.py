@@ -35,7 +35,7 @@ CHUNK = 128
 def direct(conn, script):
     """A callable like `script` (keys=, args=) that sends EVALSHA on a pooled connection,
     or `script` itself where that does not apply."""
-    if type(conn) is not redis.Redis or conn.connection is not None or _retries(conn):
+    if not _plain(conn):
         return script
     return _Direct(conn.connection_pool, script)
 
@@ -47,7 +47,7 @@ def overlapped(conn, script, calls: Iterable[tuple[list, list]], chunk: int = CH
     is read (the connection stays clean); a server that lost the script is given it, and the
     calls it refused are sent again in their order (nothing of them ran). A client that
     `direct` does not apply to gets a redis-py pipeline."""
-    if type(conn) is not redis.Redis or conn.connection is not None or _retries(conn):
+    if not _plain(conn):
         pipe = conn.pipeline(transaction=False)
         for keys, args in calls:
             script(keys=keys, args=args, client=pipe)
@@ -98,6 +98,11 @@ def _read(c, replies: list, n: int) -> None:
             replies.append(c.read_response())
         except ResponseError as exc:  # the whole reply was read
             replies.append(exc)
+
+
+def _plain(conn) -> bool:
+    """A plain `redis.Redis` on its own pool without retries: what the calls here apply to."""
+    return type(conn) is redis.Redis and conn.connection is None and not _retries(conn)
 
 
 def _retries(conn) -> bool:
